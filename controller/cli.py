@@ -1,0 +1,256 @@
+"""`wfctl`: the command line. Thin: parse, build settings, call one function, print.
+
+Exit codes: 0 ok, 1 the answer is "no" (invalid, changes pending, something not applied),
+2 usage or environment error, 3 refused by a guard or a feature flag. Errors print one line to
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from controller.errors import Problem, WfcError
+from controller.reconcile.plan import Plan, VersionOp
+from controller.reconcile.validate import validate_tree
+from controller.settings import Settings
+from controller.store import views
+
+FORMATS = click.Choice(["text", "json", "github"])
+
+
+def _emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    click.echo(f"wfctl: error: {message}", err=True)
+    sys.exit(code)
+
+
+class Group(click.Group):
+    """Turns every :class:`WfcError` into one line on stderr and its exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WfcError as e:
+            _fail(str(e), e.exit_code)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--repo", envvar="WFC_REPO", default=".", show_default=True, help="Repository path or URL.")
+@click.option("--branch", envvar="WFC_BRANCH", default=None, help="Branch (default: the repository's current one).")
+@click.option("--root", envvar="WFC_ROOT", default="workflows.d", show_default=True, help="Folder of workflows.")
+@click.option("--db", "database_url", envvar="WFC_DATABASE_URL", default=None,
+              help="SQLAlchemy URL (default: SQLite in the data directory).")
+@click.option("--data-dir", envvar="WFC_DATA_DIR", default=".wfctl", show_default=True, type=click.Path(path_type=Path))
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.version_option(package_name="wfctl")
+@click.pass_context
+def cli(ctx: click.Context, repo: str, branch: str | None, root: str, database_url: str | None, data_dir: Path,
+        verbose: int) -> None:
+    """Reconcile workflow YAML in git into a runtime store, and run it."""
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = Settings(repo=repo, branch=branch, root=root.strip("/") or ".", database_url=database_url,
+                       data_dir=data_dir)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.pass_obj
+def validate(settings: Settings, paths: tuple[Path, ...], fmt: str) -> None:
+    """Check workflow files offline (default: the whole root). Exit 1 when any is invalid."""
+    if "://" in settings.repo:
+        _fail("validate reads a checkout; pass --repo PATH (a working tree), not a URL")
+    report = validate_tree(Path(settings.repo), settings.root, paths)
+    if fmt == "json":
+        _emit({"valid": report.ok, "files": report.files, "problems": [_problem(p) for p in report.problems]})
+    elif fmt == "github":
+        for p in report.problems:
+            click.echo(f"::error file={p.path},line={max(p.line, 1)},col={max(p.column, 1)}::"
+                       f"{(p.field + ': ' if p.field else '') + p.message}")
+    else:
+        for p in report.problems:
+            click.echo(str(p))
+        bad = len({p.path for p in report.problems})
+        click.echo(f"{report.files} file(s) checked, {bad} invalid" if bad else f"{report.files} file(s) valid")
+    sys.exit(0 if report.ok else 1)
+
+
+def _problem(p: Problem) -> dict[str, Any]:
+    return {"path": p.path, "line": p.line, "column": p.column, "field": p.field, "message": p.message}
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def plan(settings: Settings, as_json: bool) -> None:
+    """Show what `sync` would do now. Exit 0 nothing to do, 1 changes pending."""
+    with settings.reconciler() as reconciler:
+        result = reconciler.plan()
+        with reconciler.store.read() as conn:
+            standing = [w for w in views.status(conn)["workflows"] if w["sync"] != "Synced"]
+    rows = _plan_rows(result)
+    for w in standing:
+        if w["id"] not in {r["id"] for r in rows}:
+            rows.append({"id": w["id"], "action": w["sync"].lower(), "versions": [], "message": w["message"]})
+    rows.sort(key=lambda r: r["id"])
+    if as_json:
+        _emit({"base": result.base, "head": result.head.sha, "full": result.full, "workflows": rows})
+    elif not rows:
+        click.echo(f"nothing to do at {result.head.sha[:12]}")
+    else:
+        for r in rows:
+            detail = ", ".join(f"v{v['version']} {v['commit'][:7]} {v['summary']!r}" for v in r["versions"])
+            click.echo(f"{r['action']:<8} {r['id']}  {detail or r['message']}")
+    sys.exit(1 if rows else 0)
+
+
+def _plan_rows(result: Plan) -> list[dict[str, Any]]:
+    rows = []
+    for key, action in result.actions().items():
+        versions = [{"version": op.version, "action": op.action, "commit": op.commit.sha, "summary": op.commit.summary,
+                     "restored_from": op.restored_from, "changes": op.changes} for op in result.versions_of(key)]
+        message = "; ".join(str(p) for p in result.invalid.get(key, ()))
+        rows.append({"id": key, "action": action, "versions": versions, "message": message})
+    return rows
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def sync(settings: Settings, as_json: bool) -> None:
+    """Run one reconcile pass. Exit 0 all applied, 1 something stayed Invalid or Blocked."""
+    with settings.reconciler() as reconciler:
+        result = reconciler.sync()
+        with reconciler.store.read() as conn:
+            state = views.status(conn)
+    rows = _plan_rows(result)
+    not_ready = [w for w in state["workflows"] if w["sync"] != "Synced"]
+    if as_json:
+        _emit({"base": result.base, "head": result.head.sha, "full": result.full, "applied": rows,
+               "not_ready": [{"id": w["id"], "sync": w["sync"], "message": w["message"]} for w in not_ready]})
+    else:
+        versions = sum(len(r["versions"]) for r in rows)
+        click.echo(f"synced {result.head.sha[:12]}: {versions} new version(s), "
+                   f"{sum(r['action'] == 'delete' for r in rows)} deleted, {len(not_ready)} not ready")
+        for r in rows:
+            for v in r["versions"]:
+                click.echo(f"  {v['action']:<9} {r['id']} v{v['version']} ({v['commit'][:7]} {v['summary']})")
+            if r["action"] == "delete":
+                click.echo(f"  deleted   {r['id']}")
+        for w in not_ready:
+            click.echo(f"  {w['sync']:<9} {w['id']}: {w['message']}")
+    sys.exit(1 if not_ready else 0)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def status(settings: Settings, as_json: bool) -> None:
+    """Show the source and every workflow with its version and sync state."""
+    store = settings.open_store()
+    try:
+        with store.read() as conn:
+            state = views.status(conn)
+    finally:
+        store.close()
+    if as_json:
+        _emit(state)
+        return
+    source = state["source"]
+    ready = next((c for c in source["conditions"] if c["type"] == "Ready"), None)
+    click.echo(f"source: {source['location'] or settings.repo} ({source['branch'] or '?'}) "
+               f"applied {(source['last_applied_commit'] or 'nothing')[:12]}"
+               + (f" - Ready={ready['status']} {ready['reason']}: {ready['message']}" if ready else ""))
+    for w in state["workflows"]:
+        version = f"v{w['version']}" if w["version"] else "-"
+        enabled = "" if w["enabled"] else " (disabled)"
+        click.echo(f"{w['sync']:<8} {version:<5} {w['id']}{enabled}" + (f"  {w['message']}" if w["message"] else ""))
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def history(settings: Settings, workflow: str, as_json: bool) -> None:
+    """List the versions of ACCOUNT/NAME, newest first."""
+    rows = _read(settings, lambda conn: views.history(conn, _key(workflow)))
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        restored = f" (restored from v{r['restored_from']})" if r["restored_from"] else ""
+        click.echo(f"v{r['version']:<4} {r['commit'][:7]} {r['committed_at']} {r['author']} <{r['author_email']}>  "
+                   f"{r['summary']}{restored}")
+
+
+@cli.command()
+@click.argument("workflow")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def audit(settings: Settings, workflow: str, as_json: bool) -> None:
+    """List the audit events of ACCOUNT/NAME with field-level changes, newest first."""
+    rows = _read(settings, lambda conn: views.audit(conn, _key(workflow)))
+    if as_json:
+        _emit(rows)
+        return
+    for r in rows:
+        version = f"v{r['version']}" if r["version"] else "-"
+        commit = (r["commit"] or "")[:7]
+        click.echo(f"{r['at']} {r['action']:<9} {version:<5} {commit} {r['actor']}  {r['message']}")
+        for change in r["changes"]:
+            click.echo(f"    {change['path']}: {json.dumps(change['old'])} -> {json.dumps(change['new'])}")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of workflow files."""
+    from controller.model import schema_text
+
+    click.echo(schema_text(), nl=False)
+
+
+@cli.group()
+def db() -> None:
+    """Store maintenance."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: Settings) -> None:
+    """Create or migrate the store's tables to the newest schema."""
+    store = settings.open_store(upgrade=False)
+    try:
+        store.upgrade()
+        click.echo(f"store {store.safe_url} is up to date")
+    finally:
+        store.close()
+
+
+def _key(workflow: str) -> str:
+    account, _, name = workflow.partition("/")
+    if not account or not name or "/" in name:
+        _fail(f"expected ACCOUNT/NAME, got {workflow!r}")
+    return workflow
+
+
+def _read(settings: Settings, query: Any) -> Any:
+    store = settings.open_store()
+    try:
+        with store.read() as conn:
+            return query(conn)
+    finally:
+        store.close()
+
+
+def main() -> None:
+    cli(prog_name="wfctl")

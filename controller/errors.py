@@ -1,0 +1,92 @@
+"""The one exception tree of wfctl.
+
+Every error a user can cause or meet derives from :class:`WfcError`, carries its context as
+attributes, and its message says what went wrong and what to do about it::
+
+    WfcError
+    +-- UsageError          a bad argument or setting (CLI exit 2)
+    +-- SourceError         git: cannot open, clone, fetch or read the repository (exit 2)
+    +-- DefinitionError     a workflow file is invalid: path:line:col: message (exit 1)
+    +-- StoreError          the SQL store cannot be reached, migrated or written (exit 2)
+    |   +-- ConflictError   another writer got there first; the caller may retry
+    +-- NotFoundError       a workflow, version or execution that does not exist (exit 2)
+    +-- GuardError          refused by a guard or a feature flag (exit 3)
+
+The CLI maps the type to an exit code; the API maps it to an HTTP status. Callers catch at any
+level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class WfcError(Exception):
+    """Base of every wfctl error; ``str(error)`` is one readable line."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, workflow: str | None = None, commit: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.workflow = workflow
+        self.commit = commit
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(WfcError):
+    """A bad argument, option or setting."""
+
+
+class SourceError(WfcError):
+    """The git source cannot be opened, cloned, fetched or read."""
+
+
+class StoreError(WfcError):
+    """The SQL store cannot be reached, migrated or written."""
+
+
+class ConflictError(StoreError):
+    """Another writer changed the store since this one read it; retrying is safe."""
+
+
+class NotFoundError(WfcError):
+    """A workflow, version or execution that does not exist."""
+
+
+class GuardError(WfcError):
+    """Refused by a guard (work in flight) or a feature flag."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a workflow file: ``path:line:col: message``.
+
+    ``line`` and ``column`` are 1-based; 0 means the whole file (no better place is known).
+    ``field`` is the dotted field path (``spec.actions[2].duration``) or "" for the file itself.
+    """
+
+    path: str
+    line: int
+    column: int
+    message: str
+    field: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}:{self.column}" if self.line else self.path
+        what = f"{self.field}: {self.message}" if self.field else self.message
+        return f"{where}: {what}"
+
+
+class DefinitionError(WfcError):
+    """One or more workflow files are invalid; each problem is located in its file."""
+
+    exit_code = 1
+
+    def __init__(self, problems: list[Problem], *, workflow: str | None = None, commit: str | None = None):
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in problems), workflow=workflow, commit=commit)

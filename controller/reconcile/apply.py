@@ -1,0 +1,140 @@
+"""Applying a plan: the one place a reconcile pass writes, in one transaction.
+
+The caller hands in a connection from :meth:`Store.write` (which holds the store's write lock).
+The plan was made against the source's ``last_attempted_commit`` as seen before the lock; if
+another pass moved it meanwhile, :class:`ConflictError` is raised and nothing is written, so two
+passes at once can neither duplicate nor skip a version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, insert, select, update
+
+from controller.errors import ConflictError
+from controller.reconcile import conditions
+from controller.reconcile.plan import DeleteOp, InvalidOp, Plan, VersionOp
+from controller.reconcile.state import read_source
+from controller.source import CommitInfo
+from controller.store.tables import audit_events, sources, workflow_versions, workflows
+
+
+@dataclass(frozen=True)
+class SourceMeta:
+    name: str
+    location: str
+    branch: str
+    root: str
+
+
+def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime) -> None:
+    """Write every version, audit event, workflow row and the source's state of ``plan``."""
+    current = read_source(conn, meta.name)
+    if current.last_attempted_commit != plan.base:
+        raise ConflictError(
+            f"source {meta.name!r} moved to {current.last_attempted_commit} while this pass planned from "
+            f"{plan.base}; run the pass again"
+        )
+    ids = _workflow_rows(conn, plan, now)
+    _insert_versions(conn, plan, ids, now)
+    _insert_audit(conn, plan, ids)
+    _update_workflows(conn, plan, ids, now)
+    _update_source(conn, meta, current.id, current.conditions, plan.head.sha, now)
+
+
+def _workflow_rows(conn: Connection, plan: Plan, now: datetime) -> dict[str, tuple[int, list[Any]]]:
+    """key -> (id, previous conditions) for every touched workflow, inserting new ones."""
+    keys = sorted(plan.outcome)
+    existing = _ids(conn, keys)
+    new = [plan.outcome[k] for k in keys if k not in existing]
+    if new:
+        conn.execute(
+            insert(workflows),
+            [
+                {"key": w.key, "account": w.account, "name": w.name, "path": w.path, "version": 0, "enabled": False,
+                 "calls": [], "deleted": False, "sync": "Synced", "message": "", "conditions": [],
+                 "created_at": now, "updated_at": now}
+                for w in new
+            ],
+        )
+        existing.update(_ids(conn, [w.key for w in new]))
+    return existing
+
+
+def _ids(conn: Connection, keys: list[str]) -> dict[str, tuple[int, list[Any]]]:
+    found: dict[str, tuple[int, list[Any]]] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        rows = conn.execute(select(workflows.c.key, workflows.c.id, workflows.c.conditions).where(workflows.c.key.in_(chunk)))
+        found.update({key: (wid, list(conds)) for key, wid, conds in rows})
+    return found
+
+
+def _insert_versions(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]], now: datetime) -> None:
+    rows = [
+        {"workflow_id": ids[op.key][0], "version": op.version, "commit": op.commit.sha, "author": op.commit.author,
+         "author_email": op.commit.author_email, "committed_at": op.commit.committed_at, "summary": op.commit.summary,
+         "path": op.path, "content": op.content, "content_hash": op.content_hash, "source_text": op.source_text,
+         "restored_from": op.restored_from, "created_at": now}
+        for op in plan.ops
+        if isinstance(op, VersionOp)
+    ]
+    if rows:
+        conn.execute(insert(workflow_versions), rows)
+
+
+def _insert_audit(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]]) -> None:
+    rows = [_audit_row(op, ids[op.key][0]) for op in plan.ops]
+    if rows:
+        conn.execute(insert(audit_events), rows)
+
+
+def _audit_row(op: VersionOp | DeleteOp | InvalidOp, workflow_id: int) -> dict[str, Any]:
+    row = {"workflow_id": workflow_id, "at": op.commit.committed_at, "actor": _actor(op.commit),
+           "version": op.version, "commit": op.commit.sha, "changes": [], "message": op.commit.summary}
+    if isinstance(op, VersionOp):
+        message = f"restored from version {op.restored_from}: " if op.restored_from else ""
+        return {**row, "action": op.action, "changes": op.changes, "message": message + op.commit.summary}
+    if isinstance(op, DeleteOp):
+        return {**row, "action": "deleted"}
+    return {**row, "action": "invalid", "message": "; ".join(str(p) for p in op.problems)}
+
+
+def _actor(commit: CommitInfo) -> str:
+    return f"{commit.author} <{commit.author_email}>"
+
+
+def _update_workflows(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]], now: datetime) -> None:
+    rows = []
+    for key, w in plan.outcome.items():
+        wid, previous = ids[key]
+        rows.append({
+            "b_id": wid, "path": w.path, "version": w.version, "content_hash": w.content_hash, "enabled": w.enabled,
+            "trigger_type": w.trigger_type, "calls": list(w.calls), "deleted": w.deleted, "sync": w.sync,
+            "message": w.message, "conditions": conditions.for_workflow(previous, now, w.sync, w.message, w.version),
+            "last_applied_commit": w.last_applied_commit,
+            "last_attempted_commit": plan.attempted.get(key, w.last_applied_commit), "updated_at": now,
+        })
+    if rows:
+        # executemany: SET takes the row keys that name columns; WHERE binds "b_id".
+        conn.execute(update(workflows).where(workflows.c.id == bindparam("b_id")), rows)
+
+
+def _update_source(conn: Connection, meta: SourceMeta, source_id: int | None, previous: list[Any], head: str,
+                   now: datetime) -> None:
+    not_ready = [
+        key for key, in conn.execute(
+            select(workflows.c.key).where(workflows.c.deleted.is_(False), workflows.c.sync != "Synced").order_by(workflows.c.key)
+        )
+    ]
+    values = {"location": meta.location, "branch": meta.branch, "root": meta.root, "last_attempted_commit": head,
+              "last_applied_commit": head, "conditions": conditions.for_source(previous, now, head, not_ready),
+              "updated_at": now}
+    if source_id is None:
+        conn.execute(insert(sources).values(name=meta.name, **values))
+    else:
+        conn.execute(update(sources).where(sources.c.id == source_id).values(**values))

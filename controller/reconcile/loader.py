@@ -1,0 +1,180 @@
+"""Load one workflow file: bytes -> a validated definition, or located problems.
+
+Pure: takes a path and the file's bytes (read from a git blob or the working tree by the caller),
+returns a :class:`Loaded`. Parsing uses ruamel.yaml's C safe loader; only a file that failed is
+parsed again with the round-trip loader, which keeps line and column, to place each problem at
+``path:line:col`` (DESIGN.md, "Performance notes").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from controller.errors import Problem
+from controller.model import Workflow, field_path, validation_issues
+
+SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+SUFFIXES = (".yaml", ".yml")
+TEST_SUFFIXES = (".tests.yaml", ".tests.yml")
+
+
+@dataclass(frozen=True)
+class WorkflowPath:
+    """Where a workflow file sits: ``<root>/<account>/<name>.yaml``."""
+
+    path: str
+    account: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.account}/{self.name}"
+
+
+def classify(path: str, root: str) -> WorkflowPath | None:
+    """The workflow a repository path defines, or None for files that are not definitions.
+
+    Only ``*.yaml``/``*.yml`` exactly one folder below the root count; ``*.tests.yaml`` files are
+    workflow tests (dry-run issue), everything else is ignored.
+    """
+    parts = PurePosixPath(path).parts
+    root_parts = PurePosixPath(root).parts if root not in ("", ".") else ()
+    if len(parts) != len(root_parts) + 2 or tuple(parts[: len(root_parts)]) != root_parts:
+        return None
+    account, filename = parts[-2], parts[-1]
+    if not filename.endswith(SUFFIXES) or filename.endswith(TEST_SUFFIXES) or filename.startswith("."):
+        return None
+    return WorkflowPath(path=path, account=account, name=PurePosixPath(filename).stem)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The outcome of loading one file: a definition (valid) or problems (invalid)."""
+
+    where: WorkflowPath
+    source_text: str
+    workflow: Workflow | None = None
+    problems: tuple[Problem, ...] = ()
+    content: dict[str, Any] = field(default_factory=dict)
+    content_hash: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.where.key
+
+    @property
+    def ok(self) -> bool:
+        return self.workflow is not None and not self.problems
+
+
+def content_hash(content: dict[str, Any]) -> str:
+    """A stable hash of a normalized definition: key order, comments and layout do not count."""
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_fast_yaml = YAML(typ="safe", pure=False)
+
+
+def load(where: WorkflowPath, data: bytes) -> Loaded:
+    """Parse and validate one workflow file; never raises for a problem in the file itself."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return _invalid(where, "", [Problem(where.path, 0, 0, f"file is not UTF-8 text ({e.reason} at byte {e.start})")])
+    try:
+        raw = _fast_yaml.load(text)
+    except MarkedYAMLError as e:
+        return _invalid(where, text, [_yaml_problem(where.path, e)])
+    except YAMLError as e:
+        return _invalid(where, text, [Problem(where.path, 1, 1, f"YAML error: {e}")])
+    problems = _check_placement(where, raw)
+    if not isinstance(raw, dict):
+        kind = "empty" if raw is None else f"a {type(raw).__name__}"
+        return _invalid(where, text, [Problem(where.path, 1, 1, f"expected a Workflow mapping, the file is {kind}")])
+    try:
+        workflow = Workflow.model_validate(raw)
+    except ValidationError as e:
+        located = _locate(where.path, text, validation_issues(e))
+        return _invalid(where, text, located + problems)
+    if problems:
+        return _invalid(where, text, [_place(where.path, text, p) for p in problems])
+    content = workflow.normalized()
+    return Loaded(where, text, workflow, (), content, content_hash(content))
+
+
+def _check_placement(where: WorkflowPath, raw: Any) -> list[Problem]:
+    """File-name rules: the folder is a valid account, the stem equals metadata.name."""
+    problems = []
+    if not SLUG.match(where.account):
+        problems.append(
+            Problem(where.path, 0, 0, f"account folder {where.account!r} must be lowercase letters, digits and '-'")
+        )
+    name = raw.get("metadata", {}).get("name") if isinstance(raw, dict) and isinstance(raw.get("metadata"), dict) else None
+    if isinstance(name, str) and name != where.name:
+        problems.append(
+            Problem(where.path, 0, 0, f"metadata.name {name!r} must equal the file name {where.name!r}; "
+                    f"rename the file or the workflow", field="metadata.name")
+        )
+    return problems
+
+
+def _place(path: str, text: str, problem: Problem) -> Problem:
+    """Give a field-level problem its line and column."""
+    if not problem.field:
+        return problem
+    loc = tuple(problem.field.split("."))
+    line, col = _position(text, loc)
+    return Problem(path, line, col, problem.message, problem.field)
+
+
+def locate(loaded: Loaded, loc: tuple[str | int, ...], message: str) -> Problem:
+    """A problem at the node ``loc`` of a loaded file."""
+    line, col = _position(loaded.source_text, loc)
+    return Problem(loaded.where.path, line, col, message, field_path(loc))
+
+
+def _locate(path: str, text: str, issues: list[tuple[tuple[str | int, ...], str]]) -> list[Problem]:
+    located = []
+    for loc, message in issues:
+        line, col = _position(text, loc)
+        located.append(Problem(path, line, col, message, field_path(loc)))
+    return located
+
+
+def _position(text: str, loc: tuple[str | int, ...]) -> tuple[int, int]:
+    """1-based line and column of the key (or list item) at ``loc``, or of its deepest existing part."""
+    node: Any = YAML().load(text)
+    line, col = 1, 1
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            line, col = node.lc.key(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            line, col = node.lc.item(part)
+        else:
+            break
+        line, col = line + 1, col + 1
+        node = node[part]
+    return line, col
+
+
+def _yaml_problem(path: str, error: MarkedYAMLError) -> Problem:
+    mark = error.problem_mark or error.context_mark
+    what = error.problem or "YAML syntax error"
+    if error.context and error.context not in what:
+        what = f"{what} ({error.context})"
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return Problem(path, line, col, f"YAML syntax error: {what}")
+
+
+def _invalid(where: WorkflowPath, text: str, problems: list[Problem]) -> Loaded:
+    return Loaded(where, text, None, tuple(problems))

@@ -1,0 +1,287 @@
+"""Planning: desired (git, commit by commit) vs applied (store) -> the operations of one pass.
+
+Pure: no git, no SQL. The reconciler feeds a :class:`Walk` the applied state of the accounts a
+pass touches, then one :class:`Step` per new commit on the first-parent chain (or one step with
+the whole tree on a first sync or after a force-push), and takes the resulting :class:`Plan`.
+Each step that changes a workflow's normalized definition yields exactly one new version; an
+invalid file keeps its workflow at the last good version; cross-file rules (call targets exist,
+no call cycles) are judged per account on the state at that commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from controller.errors import Problem
+from controller.reconcile.diff import FieldChange, field_changes
+from controller.reconcile.loader import Loaded
+from controller.reconcile.rules import call_problems
+from controller.source import CommitInfo
+
+Sync = Literal["Synced", "Invalid", "Blocked"]
+Action = Literal["create", "update", "restore", "delete", "invalid", "blocked"]
+
+
+@dataclass(frozen=True)
+class AppliedWorkflow:
+    """One workflow as the store has it (also a deleted one: its version count goes on)."""
+
+    key: str
+    path: str
+    version: int = 0
+    content_hash: str | None = None
+    content: dict[str, Any] | None = None
+    calls: tuple[str, ...] = ()
+    deleted: bool = False
+    sync: Sync = "Synced"
+    message: str = ""
+    enabled: bool = False
+    trigger_type: str | None = None
+    last_applied_commit: str | None = None
+    # content_hash -> newest version with that content, for restore detection.
+    hashes: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def account(self) -> str:
+        return self.key.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split("/", 1)[1]
+
+    @property
+    def present(self) -> bool:
+        """The file exists in git (valid or not)."""
+        return not self.deleted
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one commit changed: workflow key -> its file loaded at that commit, or None (gone).
+
+    ``attribution`` names, per key, the commit a version should carry when it is not ``commit``
+    (a first sync attributes each workflow to the last commit that touched its file).
+    """
+
+    commit: CommitInfo
+    files: Mapping[str, Loaded | None]
+    attribution: Mapping[str, CommitInfo] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VersionOp:
+    key: str
+    path: str
+    version: int
+    action: Literal["created", "updated", "restored"]
+    commit: CommitInfo
+    content: dict[str, Any]
+    content_hash: str
+    source_text: str
+    restored_from: int | None
+    changes: list[FieldChange]
+    enabled: bool
+    trigger_type: str
+    calls: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeleteOp:
+    key: str
+    path: str
+    version: int
+    commit: CommitInfo
+
+
+@dataclass(frozen=True)
+class InvalidOp:
+    key: str
+    path: str
+    version: int
+    commit: CommitInfo
+    problems: tuple[Problem, ...]
+
+
+Op = VersionOp | DeleteOp | InvalidOp
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The operations of one pass, in commit order, and each touched workflow's end state."""
+
+    base: str | None
+    head: CommitInfo
+    full: bool
+    ops: tuple[Op, ...]
+    outcome: Mapping[str, AppliedWorkflow]
+    attempted: Mapping[str, str]  # key -> the newest commit that touched it in this pass
+    invalid: Mapping[str, tuple[Problem, ...]]
+
+    @property
+    def empty(self) -> bool:
+        """Nothing new since the last pass."""
+        return not self.ops and not self.attempted
+
+    def actions(self) -> dict[str, Action]:
+        """Per workflow, what the pass does: its last operation decides (`wfctl plan`)."""
+        result: dict[str, Action] = {}
+        for op in self.ops:
+            if isinstance(op, VersionOp):
+                result[op.key] = {"created": "create", "updated": "update", "restored": "restore"}[op.action]
+            elif isinstance(op, DeleteOp):
+                result[op.key] = "delete"
+        for key in self.invalid:
+            result[key] = "invalid"
+        return result
+
+    def versions_of(self, key: str) -> list[VersionOp]:
+        return [op for op in self.ops if isinstance(op, VersionOp) and op.key == key]
+
+
+class Walk:
+    """Folds steps over the applied state; ``plan()`` gives the result. Never touches I/O."""
+
+    def __init__(self, applied: Mapping[str, AppliedWorkflow], *, base: str | None, head: CommitInfo, full: bool):
+        self._state: dict[str, AppliedWorkflow] = {w.key: w for w in applied.values()}
+        self._problems: dict[str, tuple[Problem, ...]] = {}
+        self._attempted: dict[str, str] = {}
+        self._ops: list[Op] = []
+        self._base = base
+        self._full = full
+        self._head = head
+
+    def dependents(self, removed_or_added: Mapping[str, str]) -> set[str]:
+        """Keys whose validity may change with a step that adds or removes these workflows.
+
+        ``removed_or_added`` maps key -> "added" | "removed". Callers of a removed workflow must be
+        judged again (their target is gone), and so must every invalid workflow of an account in
+        which a workflow appeared (a missing target may now exist).
+        """
+        affected: set[str] = set()
+        for key, change in removed_or_added.items():
+            account, name = key.split("/", 1)
+            for other in self._state.values():
+                if other.account != account or other.key == key or not other.present:
+                    continue
+                if change == "removed" and name in other.calls:
+                    affected.add(other.key)
+                if change == "added" and (other.sync == "Invalid" or other.key in self._problems):
+                    affected.add(other.key)
+        return affected
+
+    def known(self, key: str) -> AppliedWorkflow | None:
+        return self._state.get(key)
+
+    def step(self, step: Step) -> None:
+        proposals = {k: v for k, v in step.files.items() if v is not None}
+        for account in sorted({k.split("/", 1)[0] for k in step.files}):
+            self._step_account(account, step, proposals)
+
+    def _step_account(self, account: str, step: Step, proposals: Mapping[str, Loaded]) -> None:
+        keys = [k for k in step.files if k.split("/", 1)[0] == account]
+        present = {w.name: w for w in self._state.values() if w.account == account and w.present}
+        for key in keys:
+            name = key.split("/", 1)[1]
+            if step.files[key] is None:
+                present.pop(name, None)
+            elif name not in present:
+                present[name] = AppliedWorkflow(key=key, path=step.files[key].where.path)  # type: ignore[union-attr]
+        graph = {name: self._calls_for(w.key, proposals) for name, w in present.items()}
+        cross = call_problems(account, graph, {k: v for k, v in proposals.items() if k in keys})
+        for key in keys:
+            loaded = step.files[key]
+            commit = step.attribution.get(key, step.commit)
+            if loaded is None:
+                self._delete(key, commit)
+            else:
+                problems = loaded.problems + tuple(cross.get(key, ()))
+                if problems:
+                    self._reject(key, loaded, problems, commit)
+                else:
+                    self._accept(key, loaded, commit)
+            self._attempted[key] = commit.sha
+
+    def _calls_for(self, key: str, proposals: Mapping[str, Loaded]) -> tuple[str, ...]:
+        loaded = proposals.get(key)
+        if loaded is not None and loaded.ok and loaded.workflow is not None:
+            return tuple(sorted(loaded.workflow.calls()))
+        current = self._state.get(key)
+        return current.calls if current else ()
+
+    def _accept(self, key: str, loaded: Loaded, commit: CommitInfo) -> None:
+        current = self._state.get(key) or AppliedWorkflow(key=key, path=loaded.where.path, deleted=True)
+        self._problems.pop(key, None)
+        if current.present and current.content_hash == loaded.content_hash:
+            self._state[key] = replace(current, path=loaded.where.path, sync="Synced", message="")
+            return
+        assert loaded.workflow is not None
+        version = current.version + 1
+        restored_from = current.hashes.get(loaded.content_hash)
+        if restored_from is not None:
+            action: Literal["created", "updated", "restored"] = "restored"
+        elif current.version == 0 or current.deleted:
+            action = "created"
+        else:
+            action = "updated"
+        old = current.content if current.present else None
+        op = VersionOp(
+            key=key,
+            path=loaded.where.path,
+            version=version,
+            action=action,
+            commit=commit,
+            content=loaded.content,
+            content_hash=loaded.content_hash,
+            source_text=loaded.source_text,
+            restored_from=restored_from,
+            changes=field_changes(old or {}, loaded.content),
+            enabled=loaded.workflow.spec.enabled,
+            trigger_type=loaded.workflow.spec.trigger.type,
+            calls=tuple(sorted(loaded.workflow.calls())),
+        )
+        self._ops.append(op)
+        self._state[key] = replace(
+            current,
+            path=op.path,
+            version=version,
+            content_hash=op.content_hash,
+            content=op.content,
+            calls=op.calls,
+            deleted=False,
+            sync="Synced",
+            message="",
+            enabled=op.enabled,
+            trigger_type=op.trigger_type,
+            last_applied_commit=commit.sha,
+            hashes={**current.hashes, op.content_hash: version},
+        )
+
+    def _reject(self, key: str, loaded: Loaded, problems: tuple[Problem, ...], commit: CommitInfo) -> None:
+        current = self._state.get(key) or AppliedWorkflow(key=key, path=loaded.where.path)
+        message = "; ".join(str(p) for p in problems)
+        if current.sync != "Invalid" or current.message != message or current.deleted:
+            self._ops.append(InvalidOp(key, loaded.where.path, current.version, commit, problems))
+        self._problems[key] = problems
+        self._state[key] = replace(current, path=loaded.where.path, deleted=False, sync="Invalid", message=message)
+
+    def _delete(self, key: str, commit: CommitInfo) -> None:
+        self._problems.pop(key, None)
+        current = self._state.get(key)
+        if current is None or current.deleted:
+            return
+        self._ops.append(DeleteOp(key, current.path, current.version, commit))
+        self._state[key] = replace(current, deleted=True, sync="Synced", message="")
+
+    def plan(self) -> Plan:
+        touched = {op.key for op in self._ops} | set(self._attempted)
+        return Plan(
+            base=self._base,
+            head=self._head,
+            full=self._full,
+            ops=tuple(self._ops),
+            outcome={k: self._state[k] for k in touched if k in self._state},
+            attempted=dict(self._attempted),
+            invalid=dict(self._problems),
+        )

@@ -1,0 +1,177 @@
+"""One reconcile pass: git head -> load what changed -> plan (pure) -> apply (one transaction).
+
+The pass diffs from the source's last attempted commit: each new commit on the first-parent chain
+is one :class:`Step`, so each commit that changes a workflow becomes one version carrying that
+commit's sha, author and subject. The first pass, or one after a force-push (the old commit is no
+longer an ancestor of head), compares the whole tree at head with the store instead. Reading is
+proportional to what changed: a one-file sync reads one diff, one file and one account's rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection
+
+from controller.errors import ConflictError, SourceError, StoreError
+from controller.reconcile import conditions
+from controller.reconcile.apply import SourceMeta, apply_plan
+from controller.reconcile.loader import Loaded, WorkflowPath, classify, load
+from controller.reconcile.plan import AppliedWorkflow, Plan, Step, Walk
+from controller.reconcile.state import read_applied, read_source, with_history
+from controller.source import Change, CommitInfo, GitSource
+from controller.store import Store
+from controller.store.tables import sources
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Reconciler:
+    """Reconciles one git source into one store; safe to run from several processes at once."""
+
+    def __init__(self, source: GitSource, store: Store, *, name: str = "default", location: str = "",
+                 clock: Clock = utcnow, max_conflicts: int = 5):
+        self.source = source
+        self.store = store
+        self.name = name
+        self.location = location
+        self.clock = clock
+        self.max_conflicts = max_conflicts
+
+    def plan(self) -> Plan:
+        """What a pass would do now (reads git and the store, writes nothing)."""
+        head = self.source.resolve_head()
+        with self.store.read() as conn:
+            base = read_source(conn, self.name).last_attempted_commit
+            if base == head.sha:
+                return Walk({}, base=base, head=head, full=False).plan()
+            if base is None or not self.source.is_ancestor(base, head.sha):
+                if base is not None:
+                    log.warning("commit %s is no longer an ancestor of %s (force-push?): comparing the whole tree",
+                                base[:12], head.sha[:12])
+                return self._full(conn, base, head)
+            return self._incremental(conn, base, head)
+
+    def sync(self) -> Plan:
+        """Plan and apply one pass; retried when another pass applied first."""
+        for _ in range(self.max_conflicts):
+            try:
+                plan = self.plan()
+            except SourceError as e:
+                self._record_source_failure(e)
+                raise
+            if plan.base == plan.head.sha:
+                return plan
+            try:
+                with self.store.write() as conn:
+                    apply_plan(conn, plan, self._meta(), self.clock())
+            except ConflictError as e:
+                log.info("%s", e)
+                continue
+            self._log(plan)
+            return plan
+        raise StoreError(f"gave up after {self.max_conflicts} conflicting passes; is another wfctl syncing in a loop?")
+
+    def _meta(self) -> SourceMeta:
+        return SourceMeta(self.name, self.location, self.source.branch, self.source.root)
+
+    def _full(self, conn: Connection, base: str | None, head: CommitInfo) -> Plan:
+        files = self.source.list_files(head.sha)
+        wanted = _workflow_paths(files, self.source.root)
+        applied = read_applied(conn, None)
+        loaded = {key: self._load(head.sha, where) for key, where in wanted.items()}
+        changed: dict[str, Loaded | None] = {
+            key: item for key, item in loaded.items() if _differs(applied.get(key), item)
+        }
+        changed.update({key: None for key, w in applied.items() if w.present and key not in wanted})
+        attribution = self.source.last_changes(head.sha, [v.where.path for v in changed.values() if v is not None])
+        walk = Walk(with_history(conn, applied, changed), base=base, head=head, full=True)
+        walk.step(Step(head, changed, {k: attribution[v.where.path] for k, v in changed.items()
+                                       if v is not None and v.where.path in attribution}))
+        return walk.plan()
+
+    def _incremental(self, conn: Connection, base: str, head: CommitInfo) -> Plan:
+        commits = self.source.first_parent_commits(base, head.sha)
+        diffs = [(c, self.source.changed_paths(c.parents[0] if c.parents else None, c.sha)) for c in commits]
+        accounts = {w.account for _, changes in diffs for w in _touched(changes, self.source.root)}
+        applied = read_applied(conn, accounts)
+        touched = {w.key for _, changes in diffs for w in _touched(changes, self.source.root)}
+        touched |= {k for k, w in applied.items() if w.sync == "Invalid"}
+        walk = Walk(with_history(conn, applied, touched), base=base, head=head, full=False)
+        for commit, changes in diffs:
+            walk.step(self._step(walk, commit, changes))
+        return walk.plan()
+
+    def _step(self, walk: Walk, commit: CommitInfo, changes: list[Change]) -> Step:
+        root = self.source.root
+        files: dict[str, Loaded | None] = {}
+        for change in changes:  # removals first: a rename and a new file may share a key
+            old = classify(change.old_path or change.path, root) if change.status in ("D", "R") else None
+            if old is not None:
+                files[old.key] = None
+        for change in changes:
+            new = classify(change.path, root) if change.status != "D" else None
+            if new is not None:
+                files[new.key] = self._load(commit.sha, new)
+        presence = {}
+        for key, item in files.items():
+            known = walk.known(key)
+            if item is None and known is not None and known.present:
+                presence[key] = "removed"
+            elif item is not None and (known is None or not known.present):
+                presence[key] = "added"
+        for key in sorted(walk.dependents(presence) - set(files)):
+            known = walk.known(key)
+            where = classify(known.path, root) if known else None
+            if where is not None:
+                files[key] = self._load(commit.sha, where)
+        return Step(commit, files)
+
+    def _load(self, commit: str, where: WorkflowPath) -> Loaded:
+        return load(where, self.source.read(commit, where.path))
+
+    def _record_source_failure(self, error: SourceError) -> None:
+        """Show the failure on the source's conditions; the store may be unreachable too."""
+        try:
+            with self.store.write() as conn:
+                state = read_source(conn, self.name)
+                if state.id is not None:
+                    failed = conditions.source_failed(state.conditions, self.clock(), "SourceUnavailable", str(error))
+                    conn.execute(sources.update().where(sources.c.id == state.id).values(conditions=failed))
+        except StoreError as e:
+            log.warning("could not record the source failure: %s", e)
+
+    def _log(self, plan: Plan) -> None:
+        actions = plan.actions()
+        log.info("applied %s (%s mode): %d operation(s) on %d workflow(s)", plan.head.sha[:12],
+                 "full" if plan.full else "incremental", len(plan.ops), len(actions))
+        for key, problems in plan.invalid.items():
+            log.warning("%s is invalid: %s", key, "; ".join(str(p) for p in problems))
+
+
+def _workflow_paths(files: Iterable[str], root: str) -> dict[str, WorkflowPath]:
+    wanted: dict[str, WorkflowPath] = {}
+    for path in sorted(files):
+        where = classify(path, root)
+        if where is not None and where.key not in wanted:  # foo.yaml wins over foo.yml
+            wanted[where.key] = where
+    return wanted
+
+
+def _touched(changes: list[Change], root: str) -> list[WorkflowPath]:
+    paths = [p for c in changes for p in (c.path, c.old_path) if p]
+    return [w for w in (classify(p, root) for p in paths) if w is not None]
+
+
+def _differs(applied: AppliedWorkflow | None, loaded: Loaded) -> bool:
+    if applied is None or not applied.present or applied.sync != "Synced":
+        return True
+    return not loaded.ok or applied.content_hash != loaded.content_hash or applied.path != loaded.where.path

@@ -1,0 +1,70 @@
+"""Cross-file rules of an account (pure): every ``workflow.call`` target exists, no call cycles.
+
+Judged on the state of the account at one commit: the workflows whose file exists there (valid or
+not) and their calls. A problem is reported on the workflow proposing the offending call, at the
+``workflow:`` field of that call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from controller.errors import Problem
+from controller.reconcile.loader import Loaded, locate
+
+
+def call_problems(
+    account: str, graph: Mapping[str, tuple[str, ...]], proposals: Mapping[str, Loaded]
+) -> dict[str, list[Problem]]:
+    """Problems per proposed key; ``graph`` maps every present workflow name to its calls."""
+    problems: dict[str, list[Problem]] = {}
+    for key, loaded in proposals.items():
+        if not loaded.ok:
+            continue
+        name = key.split("/", 1)[1]
+        found: list[Problem] = []
+        cycle = _cycle_through(name, graph)
+        for loc, target in call_sites(loaded.content):
+            if target not in graph:
+                message = f"calls workflow {account}/{target}, which does not exist in account {account!r}"
+                found.append(locate(loaded, loc, message))
+            elif cycle and cycle[1] == target:
+                found.append(locate(loaded, loc, "call cycle: " + " -> ".join(cycle)))
+        if found:
+            problems[key] = found
+    return problems
+
+
+def call_sites(content: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """``(loc, target)`` of every ``workflow.call`` in a normalized definition, nested ones too."""
+    yield from _walk(content.get("spec", {}).get("actions", []), ("spec", "actions"))
+
+
+def _walk(actions: list[Any], loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    for index, action in enumerate(actions):
+        here = (*loc, index)
+        if action.get("type") == "workflow.call":
+            yield (*here, "workflow"), action["workflow"]
+        for branch in ("then", "else"):
+            if isinstance(action.get(branch), list):
+                yield from _walk(action[branch], (*here, branch))
+
+
+def _cycle_through(start: str, graph: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """The shortest call path from ``start`` back to itself (``[a, b, a]``), or [] if none."""
+    previous: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for target in graph.get(node, ()):
+            if target == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(previous[path[-1]])
+                return [start, *reversed(path[:-1]), start] if node != start else [start, start]
+            if target not in previous and target in graph:
+                previous[target] = node
+                queue.append(target)
+    return []

@@ -1,0 +1,91 @@
+"""Reading the applied state a pass plans against (store -> plain values for the planner).
+
+Only what a pass needs: the source's bookkeeping row, every workflow row of the accounts a pass
+touches, and, for the workflows it changes, the newest content and the content hashes of earlier
+versions (for field-level diffs and restore detection). A one-file sync reads one account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select
+
+from controller.reconcile.plan import AppliedWorkflow
+from controller.store.tables import sources, workflow_versions, workflows
+
+
+@dataclass(frozen=True)
+class SourceState:
+    id: int | None
+    last_attempted_commit: str | None
+    last_applied_commit: str | None
+    conditions: list[dict[str, Any]]
+
+
+def read_source(conn: Connection, name: str) -> SourceState:
+    row = conn.execute(select(sources).where(sources.c.name == name)).mappings().first()
+    if row is None:
+        return SourceState(None, None, None, [])
+    return SourceState(row["id"], row["last_attempted_commit"], row["last_applied_commit"], list(row["conditions"]))
+
+
+def read_applied(conn: Connection, accounts: Iterable[str] | None) -> dict[str, AppliedWorkflow]:
+    """Workflow rows (deleted ones too) of these accounts, or of all accounts when None."""
+    query = select(workflows)
+    if accounts is not None:
+        query = query.where(workflows.c.account.in_(sorted(set(accounts))))
+    return {row["key"]: _applied(row) for row in conn.execute(query).mappings()}
+
+
+def with_history(conn: Connection, applied: dict[str, AppliedWorkflow], keys: Iterable[str]) -> dict[str, AppliedWorkflow]:
+    """Add the newest content and the version hashes to the workflows ``keys`` names."""
+    wanted = sorted(k for k in set(keys) if k in applied)
+    if not wanted:
+        return applied
+    versions = workflow_versions.c
+    # A long IN list costs more than reading everything (a first sync wants all of it anyway).
+    only = workflows.c.key.in_(wanted) if len(wanted) <= 500 else workflows.c.key.is_not(None)
+    hashes: dict[str, dict[str, int]] = {}
+    rows = conn.execute(
+        select(workflows.c.key, versions.content_hash, func.max(versions.version))
+        .join(workflows, versions.workflow_id == workflows.c.id)
+        .where(only)
+        .group_by(workflows.c.key, versions.content_hash)
+    )
+    for key, content_hash, version in rows:
+        hashes.setdefault(key, {})[content_hash] = version
+    latest = conn.execute(
+        select(workflows.c.key, versions.content)
+        .join(workflows, and_(versions.workflow_id == workflows.c.id, versions.version == workflows.c.version))
+        .where(only)
+    )
+    contents = {key: content for key, content in latest}
+    result = dict(applied)
+    for key in wanted:
+        result[key] = replace(applied[key], content=contents.get(key), hashes=hashes.get(key, {}))
+    return result
+
+
+def _applied(row: Any) -> AppliedWorkflow:
+    return AppliedWorkflow(
+        key=row["key"],
+        path=row["path"],
+        version=row["version"],
+        content_hash=row["content_hash"],
+        calls=tuple(row["calls"]),
+        deleted=row["deleted"],
+        sync=row["sync"],
+        message=row["message"],
+        enabled=row["enabled"],
+        trigger_type=row["trigger_type"],
+        last_applied_commit=row["last_applied_commit"],
+    )
+
+
+def utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

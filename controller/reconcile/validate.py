@@ -1,0 +1,99 @@
+"""Offline validation of workflow files in a working tree (``wfctl validate``).
+
+No store, no git history: the files as they are on disk, with the same loader and the same
+cross-file rules the reconciler applies. Validating some files still reads the rest of their
+account, so a call to a workflow that exists elsewhere in it resolves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.errors import Problem, SourceError, UsageError
+from controller.reconcile.loader import SUFFIXES, Loaded, WorkflowPath, classify, load
+from controller.reconcile.rules import call_problems
+from controller.source import safe_worktree_path
+
+
+@dataclass(frozen=True)
+class Report:
+    files: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate_tree(top: Path, root: str, paths: Iterable[Path] = ()) -> Report:
+    """Validate ``paths`` (files or folders; default: the whole root) of the working tree at ``top``."""
+    top = top.resolve()
+    chosen = _chosen(top, root, list(paths))
+    accounts: dict[str, dict[str, WorkflowPath]] = {}
+    for where in chosen.values():
+        accounts.setdefault(where.account, {})
+    for account, members in accounts.items():
+        folder = top / root / account
+        if folder.is_dir():
+            for file in sorted(folder.iterdir()):
+                where = classify((Path(root) / account / file.name).as_posix(), root)
+                if where is not None:
+                    members.setdefault(where.name, where)
+    for where in chosen.values():
+        accounts[where.account].setdefault(where.name, where)
+    problems: list[Problem] = []
+    for account, members in sorted(accounts.items()):
+        loaded = {f"{account}/{name}": _load(top, where) for name, where in members.items()}
+        graph = {k.split("/", 1)[1]: tuple(sorted(v.workflow.calls())) if v.workflow else () for k, v in loaded.items()}
+        cross = call_problems(account, graph, loaded)
+        for key in sorted(loaded):
+            if loaded[key].where.path in {w.path for w in chosen.values()}:
+                problems += list(loaded[key].problems) + cross.get(key, [])
+    return Report(len(chosen), tuple(problems))
+
+
+def _chosen(top: Path, root: str, paths: list[Path]) -> dict[str, WorkflowPath]:
+    if not paths:
+        paths = [top / root]
+        if not paths[0].is_dir():
+            raise UsageError(f"no {root}/ folder in {top}; pass --root or the files to validate")
+    chosen: dict[str, WorkflowPath] = {}
+    for given in paths:
+        if not given.exists():
+            raise UsageError(f"{given}: no such file or folder")
+        files = sorted(p for p in given.rglob("*") if p.suffix in SUFFIXES) if given.is_dir() else [given]
+        for file in files:
+            where = _where(top, root, file)
+            if where is not None:
+                chosen[where.path] = where
+    return chosen
+
+
+def _where(top: Path, root: str, file: Path) -> WorkflowPath | None:
+    try:
+        relative = file.absolute().relative_to(top).as_posix()
+    except ValueError:
+        return _loose(file)
+    return classify(relative, root) if relative.startswith(f"{root}/") else _loose(file)
+
+
+def _loose(file: Path) -> WorkflowPath | None:
+    """A file outside the root layout: its folder is the account, its stem the name."""
+    name = file.name
+    if name.endswith((".tests.yaml", ".tests.yml")) or file.suffix not in SUFFIXES:
+        return None
+    return WorkflowPath(path=str(file), account=file.absolute().parent.name, name=file.stem)
+
+
+def _load(top: Path, where: WorkflowPath) -> Loaded:
+    path = Path(where.path)
+    path = path if path.is_absolute() else top / path
+    try:
+        data = safe_worktree_path(top, path).read_bytes() if path.is_relative_to(top) else path.read_bytes()
+    except SourceError as e:
+        return Loaded(where, "", None, (Problem(where.path, 0, 0, str(e)),))
+    except OSError as e:
+        return Loaded(where, "", None, (Problem(where.path, 0, 0, f"cannot read the file: {e.strerror}"),))
+    return load(where, data)

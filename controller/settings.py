@@ -1,0 +1,45 @@
+"""Controller settings: where the repository, the branch, the root folder, the store and the data live.
+
+Built once by the CLI (from options and ``WFC_*`` environment variables) or by a test, then passed
+down; nothing reads the environment behind the caller's back.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.reconcile.reconciler import Reconciler
+from controller.source import GitSource
+from controller.store import Store, default_url, open_store
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: str = "."
+    branch: str | None = None
+    root: str = "workflows.d"
+    database_url: str | None = None
+    data_dir: Path = Path(".wfctl")
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or default_url(self.data_dir)
+
+    def open_store(self, *, upgrade: bool = True) -> Store:
+        return open_store(self.db_url, upgrade=upgrade)
+
+    def open_source(self) -> GitSource:
+        return GitSource(self.repo, branch=self.branch, root=self.root, data_dir=self.data_dir)
+
+    @contextmanager
+    def reconciler(self) -> Iterator[Reconciler]:
+        """A reconciler over this source and store, closed afterwards."""
+        store = self.open_store()
+        try:
+            with self.open_source() as source:
+                yield Reconciler(source, store, location=self.repo)
+        finally:
+            store.close()

@@ -1,0 +1,374 @@
+"""The git source: a branch of a local or cloned repository, read commit by commit.
+
+Everything is read from commits, never from a working tree, so a dirty checkout is never applied.
+Bulk work costs one git process (``ls-tree``, ``diff-tree``, ``log``) whatever the repository's
+size; single objects go through GitPython's persistent ``git cat-file --batch`` processes, so
+reading a file does not start a process either. A :class:`GitSource` is not thread-safe (neither
+are those processes): use one per thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import posixpath
+import re
+import subprocess
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, cast
+
+from git import Commit, GitCommandError, Repo
+from git.exc import InvalidGitRepositoryError, NoSuchPathError
+from git.objects.fun import tree_entries_from_data
+from git.util import bin_to_hex, hex_to_bin
+
+from controller.errors import SourceError
+from controller.source.paths import is_under, normalize_path, normalize_root, resolve_link, safe_worktree_path
+from controller.source.records import (
+    GITLINK_MODE,
+    LOG_FORMAT,
+    Change,
+    CommitInfo,
+    TreeEntry,
+    commit_info,
+    iter_log_records,
+    iter_tokens,
+    parse_diff_tree,
+    parse_ls_tree,
+)
+from controller.source.remote import fetch, is_remote, open_clone, redact
+
+__all__ = ["Change", "CommitInfo", "GitSource", "TreeEntry", "safe_worktree_path"]
+
+logger = logging.getLogger(__name__)
+
+MAX_SYMLINK_HOPS = 8
+# Beyond this many paths, last_changes walks the root instead of naming each path to git.
+_MAX_PATHSPECS = 64
+_TREE_CACHE_SIZE = 512
+_HEX_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+# Branch names git would refuse, or that would change meaning inside a revision expression.
+# Output that stays the same whatever the user's git configuration says.
+_LOG_OPTIONS = ("-z", "--no-show-signature", "--no-color", f"--format={LOG_FORMAT}")
+_BAD_BRANCH = re.compile(r"^-|\.\.|[\x00-\x20\x7f~^:?*\[\\]|@\{|^/|/$|\.lock$|^\.|/\.")
+
+
+class GitSource:
+    """One branch of one repository, and the folder (``root``) in it that holds the workflows."""
+
+    def __init__(
+        self, location: str, *, branch: str | None = None, root: str = "workflows.d", data_dir: Path
+    ) -> None:
+        self._url = location if is_remote(location) else None
+        self._where = redact(location)
+        self._root = normalize_root(root)
+        self._repo = open_clone(location, data_dir) if self._url else _open_local(location)
+        # Trees are content-addressed, so a parsed tree stays valid for every commit sharing it.
+        self._trees: dict[str, dict[str, TreeEntry]] = {}
+        try:
+            self._branch = _check_branch(branch) if branch is not None else self._current_branch()
+            self._branch_head()  # fail now, not at the first poll, on an unknown branch or empty repo
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def root(self) -> str:
+        """The watched folder, relative to the repository's top (``""`` is the whole repository)."""
+        return self._root
+
+    @property
+    def branch(self) -> str:
+        """The branch this source follows."""
+        return self._branch
+
+    # -- commits ---------------------------------------------------------------------------
+
+    def resolve_head(self) -> CommitInfo:
+        """The branch's newest commit, fetched from the remote first when the source is a URL."""
+        if self._url:
+            fetch(self._repo, self._url)
+        return self._commit_info(self._branch_head())
+
+    def commit(self, sha: str) -> CommitInfo:
+        """The commit ``sha`` (any revision git understands; a full sha is the usual)."""
+        return self._commit_info(self._resolve(sha))
+
+    def is_ancestor(self, ancestor: str, descendant: str) -> bool:
+        """Whether ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor).
+
+        False, not an error, when ``ancestor`` no longer exists (history rewritten and collected).
+        """
+        try:
+            old = self._resolve(ancestor)
+        except SourceError:
+            logger.debug("%s is gone from %s; treating it as not an ancestor", ancestor, self._where)
+            return False
+        try:
+            self._repo.git.merge_base("--is-ancestor", old, self._resolve(descendant))
+        except GitCommandError as error:
+            if error.status == 1:  # git's answer "no", not a failure
+                return False
+            raise self._git_failed("merge-base", error) from None
+        return True
+
+    def first_parent_commits(self, since: str | None, until: str) -> list[CommitInfo]:
+        """Commits on ``until``'s first-parent chain after ``since`` (exclusive), oldest first.
+
+        ``since`` None means the whole chain. Commits that arrived through the second parent of a
+        merge are not on the chain: the merge commit stands for them.
+        """
+        revisions = f"{self._resolve(since)}..{self._resolve(until)}" if since else self._resolve(until)
+        output = self._git_bytes("log", "--first-parent", "--reverse", *_LOG_OPTIONS, revisions, "--")
+        return [info for info, _ in iter_log_records(output.split(b"\0"))]
+
+    def last_changes(self, until: str, paths: Iterable[str]) -> dict[str, CommitInfo]:
+        """For each path, the newest commit on ``until``'s first-parent chain that touched it.
+
+        One ``git log`` walk, stopped as soon as every path is found; paths never touched (or
+        outside the root, when many paths are asked at once) are absent from the result.
+        """
+        wanted = {normalize_path(path) for path in paths}
+        found: dict[str, CommitInfo] = {}
+        if not wanted:
+            return found
+        args = ["--first-parent", "--diff-merges=first-parent", "--no-renames", "--name-only", *_LOG_OPTIONS]
+        with self._git_stream(
+            "log", *args, self._resolve(until), "--", *self._log_pathspecs(wanted)
+        ) as tokens:
+            for info, touched in iter_log_records(tokens):
+                found.update((path, info) for path in touched if path in wanted and path not in found)
+                if len(found) == len(wanted):
+                    break
+        return found
+
+    # -- trees and files -------------------------------------------------------------------
+
+    def changed_paths(self, a: str | None, b: str) -> list[Change]:
+        """Paths under the root that differ from ``a`` to ``b``, renames detected.
+
+        ``a`` None lists every file under the root at ``b`` as added.
+        """
+        if a is None:
+            return [Change("A", path) for path in sorted(self.list_files(b))]
+        output = self._git_bytes(
+            "diff-tree", "-r", "-z", "-M", self._resolve(a), self._resolve(b), "--", *self._root_pathspec()
+        )
+        return parse_diff_tree(output)
+
+    def list_files(self, commit: str) -> dict[str, str]:
+        """Every file under the root at ``commit``, symlinks included: path -> blob sha."""
+        return {path: entry.sha for path, entry in self.entries(commit).items()}
+
+    def entries(self, commit: str) -> dict[str, TreeEntry]:
+        """Every file under the root at ``commit`` with its mode (``120000`` is a symlink)."""
+        output = self._git_bytes(
+            "ls-tree", "-r", "-z", "--full-tree", self._resolve(commit), "--", *self._root_pathspec()
+        )
+        return parse_ls_tree(output)
+
+    def read(self, commit: str, path: str) -> bytes:
+        """The content of ``path`` at ``commit``, following symlinks that stay in the repository."""
+        sha = self._resolve(commit)
+        current = normalize_path(path)
+        for _ in range(MAX_SYMLINK_HOPS + 1):
+            entry = self._file_entry(sha, current)
+            if not entry.is_symlink:
+                return self.read_blob(entry.sha)
+            current = resolve_link(current, self.read_blob(entry.sha).decode("utf-8", "surrogateescape"))
+        raise SourceError(
+            f"{path}: more than {MAX_SYMLINK_HOPS} symlinks in a row (a loop?) at {sha[:12]}; replace it with the file"
+        )
+
+    def read_blob(self, blob_sha: str) -> bytes:
+        """The content of one blob, through the persistent ``git cat-file --batch``."""
+        if not _HEX_SHA.fullmatch(blob_sha):
+            raise SourceError(f"{blob_sha!r} is not a blob sha; pass the full hex sha from list_files()")
+        try:
+            stream = self._repo.odb.stream(hex_to_bin(blob_sha))
+        except ValueError:
+            raise SourceError(f"{self._where} has no object {blob_sha}; list the files again") from None
+        data = stream.read()  # read it whole even when it is the wrong type, or the pipe desyncs
+        if _text(stream.type) != "blob":
+            raise SourceError(f"{blob_sha} is a {_text(stream.type)}, not a file's blob")
+        return bytes(data)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop GitPython's persistent git processes; the source is unusable afterwards."""
+        self._trees.clear()
+        self._repo.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"GitSource({self._where!r}, branch={self._branch!r}, root={self._root!r})"
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _current_branch(self) -> str:
+        try:
+            return self._repo.active_branch.name
+        except TypeError:  # GitPython's way of saying HEAD is detached
+            raise SourceError(f"HEAD of {self._where} is detached; pass the branch to follow") from None
+
+    def _branch_head(self) -> str:
+        try:
+            return _text(self._repo.git.get_object_header(f"refs/heads/{self._branch}^{{commit}}")[0])
+        except ValueError:
+            raise self._missing_branch() from None
+
+    def _missing_branch(self) -> SourceError:
+        branches = self._repo.git.for_each_ref("--format=%(refname:short)", "refs/heads").split()
+        if not branches:
+            return SourceError(
+                f"{self._where} has no commits yet; push a first commit to '{self._branch}' and sync again"
+            )
+        return SourceError(
+            f"{self._where} has no branch '{self._branch}'; pass one of: {', '.join(sorted(branches))}"
+        )
+
+    def _resolve(self, revision: str) -> str:
+        """The full sha of a commit, checked to exist, without starting a process."""
+        try:
+            return _text(self._repo.git.get_object_header(f"{revision}^{{commit}}")[0])
+        except ValueError:
+            raise SourceError(
+                f"{self._where} has no commit {revision!r}; it may have been rewritten by a force-push"
+            ) from None
+
+    def _commit_info(self, sha: str) -> CommitInfo:
+        commit = Commit(self._repo, hex_to_bin(sha))
+        message = (
+            commit.message if isinstance(commit.message, str) else commit.message.decode("utf-8", "replace")
+        )
+        return commit_info(
+            sha,
+            (parent.hexsha for parent in commit.parents),
+            str(commit.author.name),
+            str(commit.author.email),
+            commit.committed_date,
+            message,
+        )
+
+    def _file_entry(self, commit: str, path: str) -> TreeEntry:
+        folder, name = posixpath.split(path)
+        entry = self._tree(f"{commit}:{folder}", path).get(name)
+        if entry is None:
+            raise SourceError(f"{path}: no such file at {commit[:12]} in {self._where}")
+        if entry.mode.startswith("04") or entry.mode == GITLINK_MODE:
+            raise SourceError(f"{path} is a folder at {commit[:12]}, not a file; pass a file path")
+        return entry
+
+    def _tree(self, object_name: str, path: str) -> dict[str, TreeEntry]:
+        """The entries of one folder, by name; empty when the folder does not exist."""
+        if "\n" in object_name:  # cat-file reads one name per line: ask ls-tree instead
+            return self._tree_by_ls_tree(object_name, path)
+        try:
+            tree_sha, kind, _ = self._repo.git.get_object_header(object_name)
+        except ValueError:
+            return {}
+        if _text(kind) != "tree":
+            return {}
+        return self._parsed_tree(_text(tree_sha))
+
+    def _parsed_tree(self, tree_sha: str) -> dict[str, TreeEntry]:
+        cached = self._trees.get(tree_sha)
+        if cached is not None:
+            return cached
+        data = self._repo.odb.stream(hex_to_bin(tree_sha)).read()
+        parsed = {
+            name: TreeEntry(f"{mode:06o}", _text(bin_to_hex(sha)))
+            for sha, mode, name in tree_entries_from_data(data)
+        }
+        if len(self._trees) >= _TREE_CACHE_SIZE:
+            del self._trees[next(iter(self._trees))]  # oldest first: dicts keep insertion order
+        self._trees[tree_sha] = parsed
+        return parsed
+
+    def _tree_by_ls_tree(self, object_name: str, path: str) -> dict[str, TreeEntry]:
+        commit = object_name.split(":", 1)[0]
+        output = self._git_bytes("ls-tree", "-z", "--full-tree", commit, "--", f":(literal){path}")
+        return {posixpath.basename(name): entry for name, entry in parse_ls_tree(output).items()}
+
+    def _root_pathspec(self) -> list[str]:
+        # The trailing slash matches the folder only, never a file that happens to share its name.
+        return [f":(literal){self._root}/"] if self._root else []
+
+    def _log_pathspecs(self, wanted: set[str]) -> list[str]:
+        if len(wanted) <= _MAX_PATHSPECS:
+            return [f":(literal){path}" for path in sorted(wanted)]
+        if all(is_under(path, self._root) for path in wanted):
+            return self._root_pathspec()
+        return []
+
+    def _git_bytes(self, command: str, *args: str) -> bytes:
+        try:
+            output = self._git_command(command)(*args, stdout_as_string=False, strip_newline_in_stdout=False)
+        except GitCommandError as error:
+            raise self._git_failed(command, error) from None
+        return bytes(output)
+
+    @contextmanager
+    def _git_stream(self, command: str, *args: str) -> Iterator[Iterator[bytes]]:
+        """NUL-separated tokens of a git command's output, read as it runs; stopping early kills it."""
+        # Keep GitPython's wrapper referenced: when it is collected it terminates the process.
+        handle = self._git_command(command)(*args, as_process=True)
+        process: subprocess.Popen[bytes] = handle.proc
+        assert process.stdout is not None and process.stderr is not None  # as_process pipes both
+        try:
+            stdout = cast(io.BufferedReader, process.stdout)  # read1: hand over what has arrived, no waiting
+            yield iter_tokens(iter(partial(stdout.read1, 65536), b""))
+        finally:
+            killed = process.poll() is None  # the caller found what it needed before the end
+            if killed:
+                process.kill()
+            process.wait()
+            stderr = b"" if killed else process.stderr.read()
+            process.stdout.close()
+            process.stderr.close()
+        if not killed and process.returncode != 0:
+            raise SourceError(
+                f"git {command} failed in {self._where}: {stderr.decode('utf-8', 'replace').strip()}"
+            )
+
+    def _git_command(self, command: str) -> Callable[..., Any]:
+        # GitPython maps diff_tree -> `git diff-tree`, and runs its configured git executable.
+        return cast(Callable[..., Any], getattr(self._repo.git, command.replace("-", "_")))
+
+    def _git_failed(self, command: str, error: GitCommandError) -> SourceError:
+        stderr = str(error.stderr).strip().removeprefix("stderr:").strip().strip("'")
+        return SourceError(f"git {command} failed in {self._where}: {stderr or f'exit {error.status}'}")
+
+
+def _open_local(location: str) -> Repo:
+    try:
+        return Repo(Path(location).expanduser(), search_parent_directories=True)
+    except NoSuchPathError:
+        raise SourceError(f"{location}: no such folder; pass the path of a git repository or a URL") from None
+    except InvalidGitRepositoryError:
+        raise SourceError(
+            f"{location} is not inside a git repository; run `git init` there, or pass a repository's path or URL"
+        ) from None
+
+
+def _check_branch(branch: str) -> str:
+    if not branch or _BAD_BRANCH.search(branch):
+        raise SourceError(f"{branch!r} is not a valid branch name; pass a name such as 'main'")
+    return branch
+
+
+def _text(value: str | bytes) -> str:
+    """GitPython hands back some header fields as bytes and others as str."""
+    return value.decode("ascii") if isinstance(value, bytes) else value

@@ -1,0 +1,112 @@
+"""The SQL tables of the runtime store (SQLAlchemy Core).
+
+The store holds the applied projection of git (``workflows``, ``workflow_versions``), the audit
+trail (``audit_events``) and the reconciler's bookkeeping (``sources``). Git stays the truth for
+definitions; these rows are what the engine runs from. Alembic migrations under ``migrations/``
+create exactly these tables; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+# Constraint names are fixed so that migrations on SQLite (batch mode) and PostgreSQL agree.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Timestamp = DateTime(timezone=True)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("location", Text, nullable=False),
+    Column("branch", String(255), nullable=False),
+    Column("root", String(255), nullable=False),
+    # The commit the next incremental pass diffs from: the head of the last pass that applied.
+    Column("last_attempted_commit", String(64)),
+    Column("last_applied_commit", String(64)),
+    Column("conditions", Json, nullable=False, default=list),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+workflows = Table(
+    "workflows",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key", String(200), nullable=False, unique=True),  # "<account>/<name>"
+    Column("account", String(63), nullable=False, index=True),
+    Column("name", String(63), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("version", Integer, nullable=False, default=0),  # 0: never applied (invalid from the start)
+    Column("content_hash", String(64)),
+    Column("enabled", Boolean, nullable=False, default=False),
+    Column("trigger_type", String(32)),
+    Column("calls", Json, nullable=False, default=list),  # workflow.call targets of the applied version
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("sync", String(16), nullable=False),  # Synced | Invalid | Blocked
+    Column("message", Text, nullable=False, default=""),
+    Column("conditions", Json, nullable=False, default=list),
+    Column("last_applied_commit", String(64)),
+    Column("last_attempted_commit", String(64)),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+workflow_versions = Table(
+    "workflow_versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("commit", String(64), nullable=False),
+    Column("author", Text, nullable=False),
+    Column("author_email", Text, nullable=False),
+    Column("committed_at", Timestamp, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("content", Json, nullable=False),  # the normalized definition
+    Column("content_hash", String(64), nullable=False),
+    Column("source_text", Text, nullable=False),  # the file as committed, for `wfctl restore`
+    Column("restored_from", Integer),
+    Column("created_at", Timestamp, nullable=False),
+    UniqueConstraint("workflow_id", "version"),
+    Index(None, "workflow_id", "content_hash"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE")),
+    Column("at", Timestamp, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("version", Integer),
+    Column("commit", String(64)),
+    Column("changes", Json, nullable=False, default=list),
+    Column("message", Text, nullable=False, default=""),
+    Index(None, "workflow_id", "id"),
+)
