@@ -184,7 +184,12 @@ def test_list_files_maps_paths_to_blob_shas_with_spaces_and_non_ascii(
     repo: Repo, open_source: OpenSource
 ) -> None:
     """list_files() returns every file under the root (odd names included) with its blob sha."""
-    names = [f"{ROOT}/acme/with space.yaml", f"{ROOT}/équipe/tâche.yaml", f"{ROOT}/plain.yaml"]
+    names = [
+        f"{ROOT}/acme/with space.yaml",
+        f"{ROOT}/équipe/tâche.yaml",
+        f"{ROOT}/new\nline.yaml",
+        f"{ROOT}/p.yaml",
+    ]
     sha = commit_files(
         repo, {name: f"name: {n}\n" for n, name in enumerate(names)} | {"top.yaml": "x"}, "Odd names"
     )

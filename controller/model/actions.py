@@ -183,5 +183,6 @@ Action = Annotated[
 IfAction.model_rebuild()
 
 ACTION_TYPES: tuple[str, ...] = tuple(
-    typing.get_args(cls.model_fields["type"].annotation)[0] for cls in typing.get_args(typing.get_args(Action)[0])
+    typing.get_args(cls.model_fields["type"].annotation)[0]
+    for cls in typing.get_args(typing.get_args(Action)[0])
 )

@@ -38,4 +38,6 @@ def located(message: str, *path: str | int) -> PydanticCustomError:
     """
     # The message is passed through ctx rather than the template so that braces in it ("{{") are
     # never mistaken for placeholders by pydantic's formatting.
-    return PydanticCustomError(LOCATED_ERROR, "{wfc_message}", {"wfc_path": tuple(path), "wfc_message": message})
+    return PydanticCustomError(
+        LOCATED_ERROR, "{wfc_message}", {"wfc_path": tuple(path), "wfc_message": message}
+    )

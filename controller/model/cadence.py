@@ -12,6 +12,7 @@ to the first of the next, which exists only when two consecutive hours fire.
 from __future__ import annotations
 
 import functools
+import itertools
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,7 +35,9 @@ def time_zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         # OSError: a directory of the tz database ("Europe") is not a zone either.
-        raise ValueError(f"{name!r} is not a time zone (use an IANA name such as UTC or Europe/Berlin)") from None
+        raise ValueError(
+            f"{name!r} is not a time zone (use an IANA name such as UTC or Europe/Berlin)"
+        ) from None
 
 
 def cron_trigger(expr: str, zone: tzinfo) -> CronTrigger:
@@ -59,7 +62,7 @@ def cron_min_gap(expr: str, zone_name: str) -> int:
         raise ValueError(f"cron {expr!r} never fires (check the day and month fields)")
     minutes = _values(trigger, "minute", start)
     hours = _values(trigger, "hour", start)
-    inside = min((b - a for a, b in zip(minutes, minutes[1:])), default=60) * 60
+    inside = min((b - a for a, b in itertools.pairwise(minutes)), default=60) * 60
     wrap = (60 - minutes[-1] + minutes[0]) * 60
     if inside <= wrap:
         return inside
@@ -121,7 +124,7 @@ def _hours_wrap(
     trigger: CronTrigger, expr: str, zone: tzinfo, minutes: list[int], hours: list[int], wrap: int
 ) -> bool:
     """Whether some hour's last fire is followed by the next hour's first one, ``wrap`` s later."""
-    if any(b - a == 1 for a, b in zip(hours, hours[1:])):
+    if any(b - a == 1 for a, b in itertools.pairwise(hours)):
         return True  # every day that fires at all fires in both hours
     if not (hours[0] == 0 and hours[-1] == 23):
         return False

@@ -40,7 +40,7 @@ def describe_seconds(seconds: int) -> str:
 
 def _validate(value: object) -> str:
     if not isinstance(value, str):
-        raise ValueError(duration_error(value))
+        raise ValueError(duration_error(value))  # noqa: TRY004  # pydantic reports only ValueError
     parse_duration(value)
     return value
 

@@ -29,13 +29,17 @@ def _validate_record_entity(value: object) -> str:
             if _OBJECT_TYPE.ref_id(value) is None:
                 raise ValueError(_OBJECT_TYPE.message(value))
             return value
-    raise ValueError(f"{value!r} is not an entity (use one of: {', '.join(ENTITY_TYPES)}, or object_type:<id>)")
+    raise ValueError(
+        f"{value!r} is not an entity (use one of: {', '.join(ENTITY_TYPES)}, or object_type:<id>)"
+    )
 
 
 RecordEntity = Annotated[
     str,
     _OBJECT_TYPE,
     PlainValidator(_validate_record_entity, json_schema_input_type=str),
-    WithJsonSchema({"anyOf": [{"type": "string", "enum": list(ENTITY_TYPES)}, RefField("object_type").schema()]}),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "enum": list(ENTITY_TYPES)}, RefField("object_type").schema()]}
+    ),
 ]
 """A built-in entity type or ``object_type:<id>`` (a custom object type of the account)."""

@@ -67,7 +67,7 @@ def _issue(error: ErrorDetails) -> Issue:
     if kind == "union_tag_invalid":
         return (*loc, "type"), _unknown_type(value, shapes[-1])
     if kind == "union_tag_not_found":
-        noun, tags = _union_noun(shapes[-1])
+        _, tags = _union_noun(shapes[-1])
         return loc, f"missing 'type' (use one of: {', '.join(tags)})"
     if kind == "literal_error":
         return loc, _not_allowed(loc, value, shapes[-1], str(ctx.get("expected", "")))

@@ -117,7 +117,9 @@ Recipients = Annotated[
     str | list[str],
     RefField("user", optional=True),
     PlainValidator(_validate_recipients, json_schema_input_type=str | list[str]),
-    WithJsonSchema({"anyOf": [_RECIPIENT_SCHEMA, {"type": "array", "items": _RECIPIENT_SCHEMA, "minItems": 1}]}),
+    WithJsonSchema(
+        {"anyOf": [_RECIPIENT_SCHEMA, {"type": "array", "items": _RECIPIENT_SCHEMA, "minItems": 1}]}
+    ),
 ]
 """``to``/``cc``: one recipient or a list; each an address, a template or ``user:<id>``."""
 

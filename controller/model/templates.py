@@ -54,7 +54,7 @@ def _check_text(value: str) -> str:
 def _check_condition(value: str) -> str:
     if "{{" not in value:
         # Without braces the text is a constant, and a non-empty constant is always true.
-        raise ValueError(f"{_quote(value)} is not a template (write the condition as \"{{{{ ... }}}}\")")
+        raise ValueError(f'{_quote(value)} is not a template (write the condition as "{{{{ ... }}}}")')
     return _check_text(value)
 
 
@@ -79,12 +79,15 @@ def _clean_data(value: Any, path: tuple[str | int, ...] = ()) -> Any:
     if isinstance(value, datetime.date):
         # An unquoted 2026-01-05 in YAML is a date; JSON has no dates, so keep the text.
         return value.isoformat()
-    raise located(f"{type(value).__name__} values are not allowed here (use strings, numbers, lists, maps)", *path)
+    raise located(
+        f"{type(value).__name__} values are not allowed here (use strings, numbers, lists, maps)", *path
+    )
 
 
 def _clean_mapping(value: object) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise ValueError(f"expected a mapping (key: value), got {type(value).__name__}")
+        # ValueError, not TypeError: pydantic turns only ValueError into a validation error.
+        raise ValueError(f"expected a mapping (key: value), got {type(value).__name__}")  # noqa: TRY004
     cleaned: dict[str, Any] = _clean_data(value)
     return cleaned
 
@@ -95,7 +98,13 @@ Text = Annotated[str, AfterValidator(_check_text)]
 Condition = Annotated[
     str,
     AfterValidator(_check_condition),
-    WithJsonSchema({"type": "string", "pattern": r"\{\{", "description": "A template, e.g. {{ record.priority == 'urgent' }}"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"\{\{",
+            "description": "A template, e.g. {{ record.priority == 'urgent' }}",
+        }
+    ),
 ]
 """A template whose value decides something (``when``, ``condition``); it must contain ``{{``."""
 

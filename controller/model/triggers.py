@@ -136,5 +136,6 @@ Trigger = Annotated[
 """Exactly one trigger; ``type`` picks the shape."""
 
 TRIGGER_TYPES: tuple[str, ...] = tuple(
-    typing.get_args(cls.model_fields["type"].annotation)[0] for cls in typing.get_args(typing.get_args(Trigger)[0])
+    typing.get_args(cls.model_fields["type"].annotation)[0]
+    for cls in typing.get_args(typing.get_args(Trigger)[0])
 )

@@ -30,7 +30,7 @@ class AppliedWorkflow:
 
     key: str
     path: str
-    version: int = 0
+    version: int = 0  # the newest version number; active only while content_hash is set
     content_hash: str | None = None
     content: dict[str, Any] | None = None
     calls: tuple[str, ...] = ()
@@ -221,11 +221,11 @@ class Walk:
         restored_from = current.hashes.get(loaded.content_hash)
         if restored_from is not None:
             action: Literal["created", "updated", "restored"] = "restored"
-        elif current.version == 0 or current.deleted:
+        elif current.deleted or current.content_hash is None:
             action = "created"
         else:
             action = "updated"
-        old = current.content if current.present else None
+        old = current.content if current.present and current.content_hash else None
         op = VersionOp(
             key=key,
             path=loaded.where.path,
@@ -264,6 +264,8 @@ class Walk:
         if current.sync != "Invalid" or current.message != message or current.deleted:
             self._ops.append(InvalidOp(key, loaded.where.path, current.version, commit, problems))
         self._problems[key] = problems
+        if current.deleted:  # back in git but broken: the deleted version must not come back to life
+            current = replace(current, content_hash=None, content=None, calls=(), enabled=False)
         self._state[key] = replace(current, path=loaded.where.path, deleted=False, sync="Invalid", message=message)
 
     def _delete(self, key: str, commit: CommitInfo) -> None:
@@ -272,7 +274,8 @@ class Walk:
         if current is None or current.deleted:
             return
         self._ops.append(DeleteOp(key, current.path, current.version, commit))
-        self._state[key] = replace(current, deleted=True, sync="Synced", message="")
+        self._state[key] = replace(current, deleted=True, content_hash=None, content=None, calls=(), enabled=False,
+                                   sync="Synced", message="")
 
     def plan(self) -> Plan:
         touched = {op.key for op in self._ops} | set(self._attempted)

@@ -9,17 +9,13 @@ are those processes): use one per thread.
 
 from __future__ import annotations
 
-import io
 import logging
 import posixpath
 import re
-import subprocess
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from functools import partial
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Self
 
 from git import Commit, GitCommandError, Repo
 from git.exc import InvalidGitRepositoryError, NoSuchPathError
@@ -27,6 +23,7 @@ from git.objects.fun import tree_entries_from_data
 from git.util import bin_to_hex, hex_to_bin
 
 from controller.errors import SourceError
+from controller.source import runner
 from controller.source.paths import is_under, normalize_path, normalize_root, resolve_link, safe_worktree_path
 from controller.source.records import (
     GITLINK_MODE,
@@ -36,7 +33,6 @@ from controller.source.records import (
     TreeEntry,
     commit_info,
     iter_log_records,
-    iter_tokens,
     parse_diff_tree,
     parse_ls_tree,
 )
@@ -51,9 +47,9 @@ MAX_SYMLINK_HOPS = 8
 _MAX_PATHSPECS = 64
 _TREE_CACHE_SIZE = 512
 _HEX_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-# Branch names git would refuse, or that would change meaning inside a revision expression.
 # Output that stays the same whatever the user's git configuration says.
 _LOG_OPTIONS = ("-z", "--no-show-signature", "--no-color", f"--format={LOG_FORMAT}")
+# Branch names git would refuse, or that would change meaning inside a revision expression.
 _BAD_BRANCH = re.compile(r"^-|\.\.|[\x00-\x20\x7f~^:?*\[\\]|@\{|^/|/$|\.lock$|^\.|/\.")
 
 
@@ -113,17 +109,20 @@ class GitSource:
         except GitCommandError as error:
             if error.status == 1:  # git's answer "no", not a failure
                 return False
-            raise self._git_failed("merge-base", error) from None
+            raise SourceError(
+                f"git merge-base failed in {self._where}: {runner.stderr_text(error)}"
+            ) from None
         return True
 
     def first_parent_commits(self, since: str | None, until: str) -> list[CommitInfo]:
         """Commits on ``until``'s first-parent chain after ``since`` (exclusive), oldest first.
 
         ``since`` None means the whole chain. Commits that arrived through the second parent of a
-        merge are not on the chain: the merge commit stands for them.
+        merge are not on the chain: the merge commit stands for them. ``since`` must exist; after a
+        force-push check :meth:`is_ancestor` first and compare whole trees when it is False.
         """
         revisions = f"{self._resolve(since)}..{self._resolve(until)}" if since else self._resolve(until)
-        output = self._git_bytes("log", "--first-parent", "--reverse", *_LOG_OPTIONS, revisions, "--")
+        output = self._run("log", "--first-parent", "--reverse", *_LOG_OPTIONS, revisions, "--")
         return [info for info, _ in iter_log_records(output.split(b"\0"))]
 
     def last_changes(self, until: str, paths: Iterable[str]) -> dict[str, CommitInfo]:
@@ -137,9 +136,8 @@ class GitSource:
         if not wanted:
             return found
         args = ["--first-parent", "--diff-merges=first-parent", "--no-renames", "--name-only", *_LOG_OPTIONS]
-        with self._git_stream(
-            "log", *args, self._resolve(until), "--", *self._log_pathspecs(wanted)
-        ) as tokens:
+        revision, pathspecs = self._resolve(until), self._log_pathspecs(wanted)
+        with runner.stream(self._repo, "log", *args, revision, "--", *pathspecs, where=self._where) as tokens:
             for info, touched in iter_log_records(tokens):
                 found.update((path, info) for path in touched if path in wanted and path not in found)
                 if len(found) == len(wanted):
@@ -155,9 +153,8 @@ class GitSource:
         """
         if a is None:
             return [Change("A", path) for path in sorted(self.list_files(b))]
-        output = self._git_bytes(
-            "diff-tree", "-r", "-z", "-M", self._resolve(a), self._resolve(b), "--", *self._root_pathspec()
-        )
+        span = (self._resolve(a), self._resolve(b))
+        output = self._run("diff-tree", "-r", "-z", "-M", *span, "--", *self._root_pathspec())
         return parse_diff_tree(output)
 
     def list_files(self, commit: str) -> dict[str, str]:
@@ -166,13 +163,16 @@ class GitSource:
 
     def entries(self, commit: str) -> dict[str, TreeEntry]:
         """Every file under the root at ``commit`` with its mode (``120000`` is a symlink)."""
-        output = self._git_bytes(
-            "ls-tree", "-r", "-z", "--full-tree", self._resolve(commit), "--", *self._root_pathspec()
-        )
+        commit_sha = self._resolve(commit)
+        output = self._run("ls-tree", "-r", "-z", "--full-tree", commit_sha, "--", *self._root_pathspec())
         return parse_ls_tree(output)
 
     def read(self, commit: str, path: str) -> bytes:
-        """The content of ``path`` at ``commit``, following symlinks that stay in the repository."""
+        """The content of ``path`` at ``commit``, following symlinks that stay in the repository.
+
+        Raises :class:`SourceError` when the path is missing or a folder, or when a symlink leaves
+        the repository or loops.
+        """
         sha = self._resolve(commit)
         current = normalize_path(path)
         for _ in range(MAX_SYMLINK_HOPS + 1):
@@ -181,7 +181,8 @@ class GitSource:
                 return self.read_blob(entry.sha)
             current = resolve_link(current, self.read_blob(entry.sha).decode("utf-8", "surrogateescape"))
         raise SourceError(
-            f"{path}: more than {MAX_SYMLINK_HOPS} symlinks in a row (a loop?) at {sha[:12]}; replace it with the file"
+            f"{path}: more than {MAX_SYMLINK_HOPS} symlinks in a row (a loop?) at {sha[:12]};"
+            " replace it with the file"
         )
 
     def read_blob(self, blob_sha: str) -> bytes:
@@ -230,7 +231,8 @@ class GitSource:
             raise self._missing_branch() from None
 
     def _missing_branch(self) -> SourceError:
-        branches = self._repo.git.for_each_ref("--format=%(refname:short)", "refs/heads").split()
+        listing = self._run("for-each-ref", "--format=%(refname:short)", "refs/heads")
+        branches = listing.decode("utf-8", "replace").split()
         if not branches:
             return SourceError(
                 f"{self._where} has no commits yet; push a first commit to '{self._branch}' and sync again"
@@ -263,25 +265,26 @@ class GitSource:
         )
 
     def _file_entry(self, commit: str, path: str) -> TreeEntry:
-        folder, name = posixpath.split(path)
-        entry = self._tree(f"{commit}:{folder}", path).get(name)
+        # cat-file reads one object name per line, so a name with a newline goes through ls-tree.
+        entry = self._entry_by_ls_tree(commit, path) if "\n" in path else self._entry_by_tree(commit, path)
         if entry is None:
             raise SourceError(f"{path}: no such file at {commit[:12]} in {self._where}")
         if entry.mode.startswith("04") or entry.mode == GITLINK_MODE:
             raise SourceError(f"{path} is a folder at {commit[:12]}, not a file; pass a file path")
         return entry
 
-    def _tree(self, object_name: str, path: str) -> dict[str, TreeEntry]:
-        """The entries of one folder, by name; empty when the folder does not exist."""
-        if "\n" in object_name:  # cat-file reads one name per line: ask ls-tree instead
-            return self._tree_by_ls_tree(object_name, path)
+    def _entry_by_tree(self, commit: str, path: str) -> TreeEntry | None:
+        """The entry from its parsed parent folder: no process started, and cached by tree sha."""
+        folder, name = posixpath.split(path)
         try:
-            tree_sha, kind, _ = self._repo.git.get_object_header(object_name)
-        except ValueError:
-            return {}
-        if _text(kind) != "tree":
-            return {}
-        return self._parsed_tree(_text(tree_sha))
+            tree_sha, kind, _ = self._repo.git.get_object_header(f"{commit}:{folder}")
+        except ValueError:  # the folder does not exist at this commit
+            return None
+        return self._parsed_tree(_text(tree_sha)).get(name) if _text(kind) == "tree" else None
+
+    def _entry_by_ls_tree(self, commit: str, path: str) -> TreeEntry | None:
+        output = self._run("ls-tree", "-z", "--full-tree", commit, "--", f":(literal){path}")
+        return parse_ls_tree(output).get(path)
 
     def _parsed_tree(self, tree_sha: str) -> dict[str, TreeEntry]:
         cached = self._trees.get(tree_sha)
@@ -297,10 +300,8 @@ class GitSource:
         self._trees[tree_sha] = parsed
         return parsed
 
-    def _tree_by_ls_tree(self, object_name: str, path: str) -> dict[str, TreeEntry]:
-        commit = object_name.split(":", 1)[0]
-        output = self._git_bytes("ls-tree", "-z", "--full-tree", commit, "--", f":(literal){path}")
-        return {posixpath.basename(name): entry for name, entry in parse_ls_tree(output).items()}
+    def _run(self, command: str, *args: str) -> bytes:
+        return runner.run(self._repo, command, *args, where=self._where)
 
     def _root_pathspec(self) -> list[str]:
         # The trailing slash matches the folder only, never a file that happens to share its name.
@@ -313,44 +314,6 @@ class GitSource:
             return self._root_pathspec()
         return []
 
-    def _git_bytes(self, command: str, *args: str) -> bytes:
-        try:
-            output = self._git_command(command)(*args, stdout_as_string=False, strip_newline_in_stdout=False)
-        except GitCommandError as error:
-            raise self._git_failed(command, error) from None
-        return bytes(output)
-
-    @contextmanager
-    def _git_stream(self, command: str, *args: str) -> Iterator[Iterator[bytes]]:
-        """NUL-separated tokens of a git command's output, read as it runs; stopping early kills it."""
-        # Keep GitPython's wrapper referenced: when it is collected it terminates the process.
-        handle = self._git_command(command)(*args, as_process=True)
-        process: subprocess.Popen[bytes] = handle.proc
-        assert process.stdout is not None and process.stderr is not None  # as_process pipes both
-        try:
-            stdout = cast(io.BufferedReader, process.stdout)  # read1: hand over what has arrived, no waiting
-            yield iter_tokens(iter(partial(stdout.read1, 65536), b""))
-        finally:
-            killed = process.poll() is None  # the caller found what it needed before the end
-            if killed:
-                process.kill()
-            process.wait()
-            stderr = b"" if killed else process.stderr.read()
-            process.stdout.close()
-            process.stderr.close()
-        if not killed and process.returncode != 0:
-            raise SourceError(
-                f"git {command} failed in {self._where}: {stderr.decode('utf-8', 'replace').strip()}"
-            )
-
-    def _git_command(self, command: str) -> Callable[..., Any]:
-        # GitPython maps diff_tree -> `git diff-tree`, and runs its configured git executable.
-        return cast(Callable[..., Any], getattr(self._repo.git, command.replace("-", "_")))
-
-    def _git_failed(self, command: str, error: GitCommandError) -> SourceError:
-        stderr = str(error.stderr).strip().removeprefix("stderr:").strip().strip("'")
-        return SourceError(f"git {command} failed in {self._where}: {stderr or f'exit {error.status}'}")
-
 
 def _open_local(location: str) -> Repo:
     try:
@@ -359,7 +322,8 @@ def _open_local(location: str) -> Repo:
         raise SourceError(f"{location}: no such folder; pass the path of a git repository or a URL") from None
     except InvalidGitRepositoryError:
         raise SourceError(
-            f"{location} is not inside a git repository; run `git init` there, or pass a repository's path or URL"
+            f"{location} is not inside a git repository; run `git init` there,"
+            " or pass a repository's path or URL"
         ) from None
 
 

@@ -2,7 +2,8 @@
 
 The clone lives at ``data_dir/sources/<hash of the URL>`` so a restart reuses it and only fetches
 what is new. Its branches mirror the remote's (``+refs/heads/*:refs/heads/*`` with ``--prune``):
-a force-push moves the local branch too, and a deleted branch disappears.
+a force-push moves the local branch too, and a deleted branch disappears. Without a branch
+setting, the source follows the remote's default branch as it was when the clone was made.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from types import MappingProxyType
 
 from git import Git, GitCommandError, Repo
 from git.exc import InvalidGitRepositoryError, NoSuchPathError, UnsafeProtocolError
 
 from controller.errors import SourceError
+from controller.source.runner import stderr_text
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ _SCP_LIKE = re.compile(r"^[\w.~+-]+@[\w.-]+:")
 _USERINFO = re.compile(r"://[^/@]*@")
 _REFSPEC = "+refs/heads/*:refs/heads/*"
 # A daemon must never sit at a credential prompt nobody will answer; fail and report instead.
-_NETWORK_ENV = {"GIT_TERMINAL_PROMPT": "0"}
+_NETWORK_ENV = MappingProxyType({"GIT_TERMINAL_PROMPT": "0"})
 _CLONE_TIMEOUT_S = 600.0
 _FETCH_TIMEOUT_S = 120.0
 
@@ -67,9 +70,7 @@ def fetch(repo: Repo, url: str) -> None:
     try:
         repo.git.fetch("--prune", "--quiet", "origin", env=_NETWORK_ENV, kill_after_timeout=_FETCH_TIMEOUT_S)
     except GitCommandError as error:
-        raise SourceError(
-            f"cannot fetch {redact(url)}: {_stderr(error)}; check the URL, the network and the credentials"
-        ) from None
+        raise _network_error("fetch", url, error) from None
 
 
 def _open_existing(target: Path, url: str) -> Repo | None:
@@ -85,9 +86,8 @@ def _open_existing(target: Path, url: str) -> Repo | None:
 
 
 def _clone(url: str, target: Path) -> Repo:
-    target.parent.mkdir(parents=True, exist_ok=True)
     # Clone next to the target and rename at the end, so a failed clone never leaves a broken one.
-    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".tmp", dir=target.parent))
+    staging = _staging_dir(target)
     try:
         Git(str(target.parent)).clone(
             "--bare",
@@ -100,19 +100,23 @@ def _clone(url: str, target: Path) -> Repo:
         )
         Git(str(staging)).config("remote.origin.fetch", _REFSPEC)
         _install(staging, target)
-    except OSError as error:
-        raise SourceError(
-            f"cannot create the clone {target}: {error}; check that the data folder is writable"
-        ) from None
     except GitCommandError as error:
-        raise SourceError(
-            f"cannot clone {redact(url)}: {_stderr(error)}; check the URL, the network and the credentials"
-        ) from None
+        raise _network_error("clone", url, error) from None
+    except OSError as error:
+        raise _unwritable(target, error) from None
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     logger.info("cloned %s into %s", redact(url), target)
     return Repo(target)
+
+
+def _staging_dir(target: Path) -> Path:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as error:
+        raise _unwritable(target, error) from None
 
 
 def _install(staging: Path, target: Path) -> None:
@@ -125,12 +129,12 @@ def _install(staging: Path, target: Path) -> None:
         logger.info("%s was cloned meanwhile by another process; using that clone", target)
 
 
-def _stderr(error: GitCommandError) -> str:
-    """git's own explanation, on one line and without credentials."""
-    # GitPython wraps it as "\n  stderr: '<text>'".
-    text = str(error.stderr).strip().removeprefix("stderr:").strip()
-    if len(text) >= 2 and text[0] == text[-1] == "'":
-        text = text[1:-1]
-    return (
-        redact(" ".join(line.strip() for line in text.splitlines() if line.strip())) or f"exit {error.status}"
+def _network_error(verb: str, url: str, error: GitCommandError) -> SourceError:
+    return SourceError(
+        f"cannot {verb} {redact(url)}: {redact(stderr_text(error))};"
+        " check the URL, the network and the credentials"
     )
+
+
+def _unwritable(target: Path, error: OSError) -> SourceError:
+    return SourceError(f"cannot create the clone {target}: {error}; check that the data folder is writable")

@@ -39,7 +39,7 @@ def workflow_view(row: Any) -> dict[str, Any]:
     return {
         "id": row["key"],
         "path": row["path"],
-        "version": row["version"] or None,
+        "version": row["version"] if row["content_hash"] else None,
         "enabled": row["enabled"],
         "trigger": row["trigger_type"],
         "sync": row["sync"],

@@ -1,0 +1,5 @@
+"""`python -m controller` is `wfctl`."""
+
+from controller.cli import main
+
+main()
