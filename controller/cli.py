@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from controller.errors import Problem, WfcError
-from controller.reconcile.plan import Plan, VersionOp
+from controller.reconcile.plan import Plan
 from controller.reconcile.validate import validate_tree
 from controller.settings import Settings
 from controller.store import views

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-
-from controller.cli import cli
 from gitutil import commit_files, make_repo
 from wfyaml import broken_duration, workflow
+
+from controller.cli import cli
 
 A = "workflows.d/acme/a.yaml"
 B = "workflows.d/acme/b.yaml"
@@ -130,7 +130,7 @@ def test_db_upgrade(repo: Path, sqlite_url: str) -> None:
 
 def test_console_script_validates_the_bundled_examples() -> None:
     """The installed `wfctl` validates the example repository of this project."""
-    result = subprocess.run([sys.executable, "-m", "controller", "validate"], cwd=EXAMPLES,
+    result = subprocess.run([sys.executable, "-m", "controller", "validate"], check=False, cwd=EXAMPLES,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout

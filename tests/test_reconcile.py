@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 from git import Repo
+from gitutil import commit_files, git, make_repo
+from wfyaml import broken_duration, workflow
 
 from controller.reconcile.plan import Plan
 from controller.reconcile.reconciler import Reconciler
 from controller.source import GitSource
-from controller.store import Store, open_store
-from controller.store import views
-from gitutil import commit_files, git, make_repo
-from wfyaml import broken_duration, workflow
+from controller.store import Store, open_store, views
 
 A = "workflows.d/acme/a.yaml"
 B = "workflows.d/acme/b.yaml"

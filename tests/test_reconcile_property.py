@@ -6,14 +6,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from gitutil import commit_files, git, make_repo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wfyaml import broken_duration, workflow
 
 from controller.reconcile.reconciler import Reconciler
 from controller.source import GitSource
 from controller.store import open_store, views
-from gitutil import commit_files, git, make_repo
-from wfyaml import broken_duration, workflow
 
 NAMES = ("a", "b", "c")
 SUBJECTS = ("one", "two", "three")

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from controller.errors import Problem
@@ -153,12 +154,12 @@ def _locate(path: str, text: str, issues: list[tuple[tuple[str | int, ...], str]
 
 def _position(text: str, loc: tuple[str | int, ...]) -> tuple[int, int]:
     """1-based line and column of the key (or list item) at ``loc``, or of its deepest existing part."""
-    node: Any = YAML().load(text)
+    node: Any = YAML().load(text)  # CommentedMap / CommentedSeq carry .lc
     line, col = 1, 1
     for part in loc:
-        if isinstance(node, dict) and part in node:
+        if isinstance(node, CommentedMap) and part in node:
             line, col = node.lc.key(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
             line, col = node.lc.item(part)
         else:
             break

@@ -10,7 +10,7 @@ no call cycles) are judged per account on the state at that commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from controller.source import CommitInfo
 
 Sync = Literal["Synced", "Invalid", "Blocked"]
 Action = Literal["create", "update", "restore", "delete", "invalid", "blocked"]
+VERSION_ACTIONS: dict[str, Action] = {"created": "create", "updated": "update", "restored": "restore"}
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class Plan:
         result: dict[str, Action] = {}
         for op in self.ops:
             if isinstance(op, VersionOp):
-                result[op.key] = {"created": "create", "updated": "update", "restored": "restore"}[op.action]
+                result[op.key] = VERSION_ACTIONS[op.action]
             elif isinstance(op, DeleteOp):
                 result[op.key] = "delete"
         for key in self.invalid:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection
 
-from controller.errors import ConflictError, SourceError, StoreError
+from controller.errors import ConflictError, Problem, SourceError, StoreError
 from controller.reconcile import conditions
 from controller.reconcile.apply import SourceMeta, apply_plan
 from controller.reconcile.loader import Loaded, WorkflowPath, classify, load
@@ -31,7 +31,7 @@ Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Reconciler:
@@ -46,9 +46,9 @@ class Reconciler:
         self.clock = clock
         self.max_conflicts = max_conflicts
 
-    def plan(self) -> Plan:
+    def plan(self, head: CommitInfo | None = None) -> Plan:
         """What a pass would do now (reads git and the store, writes nothing)."""
-        head = self.source.resolve_head()
+        head = head or self.source.resolve_head()
         with self.store.read() as conn:
             base = read_source(conn, self.name).last_attempted_commit
             if base == head.sha:
@@ -64,7 +64,9 @@ class Reconciler:
         """Plan and apply one pass; retried when another pass applied first."""
         for _ in range(self.max_conflicts):
             try:
-                plan = self.plan()
+                head = self.source.resolve_head()
+                self._mark_reconciling(head.sha)
+                plan = self.plan(head)
             except SourceError as e:
                 self._record_source_failure(e)
                 raise
@@ -136,7 +138,19 @@ class Reconciler:
         return Step(commit, files)
 
     def _load(self, commit: str, where: WorkflowPath) -> Loaded:
-        return load(where, self.source.read(commit, where.path))
+        try:
+            data = self.source.read(commit, where.path)
+        except SourceError as e:  # e.g. a symlink out of the repository: that file is invalid, not the pass
+            return Loaded(where, "", None, (Problem(where.path, 0, 0, str(e)),))
+        return load(where, data)
+
+    def _mark_reconciling(self, head: str) -> None:
+        """Show ``Reconciling`` on the source while a pass over a new head runs."""
+        with self.store.write() as conn:
+            state = read_source(conn, self.name)
+            if state.id is not None and state.last_attempted_commit != head:
+                marked = conditions.reconciling(state.conditions, self.clock(), head)
+                conn.execute(sources.update().where(sources.c.id == state.id).values(conditions=marked))
 
     def _record_source_failure(self, error: SourceError) -> None:
         """Show the failure on the source's conditions; the store may be unreachable too."""

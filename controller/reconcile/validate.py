@@ -38,9 +38,9 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = ()) -> Report:
         folder = top / root / account
         if folder.is_dir():
             for file in sorted(folder.iterdir()):
-                where = classify((Path(root) / account / file.name).as_posix(), root)
-                if where is not None:
-                    members.setdefault(where.name, where)
+                sibling = classify((Path(root) / account / file.name).as_posix(), root)
+                if sibling is not None:
+                    members.setdefault(sibling.name, sibling)
     for where in chosen.values():
         accounts[where.account].setdefault(where.name, where)
     problems: list[Problem] = []

@@ -6,7 +6,7 @@ The CLI prints them and the HTTP API serves them, so their keys are the public c
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -18,7 +18,7 @@ from controller.store.tables import audit_events, sources, workflow_versions, wo
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).isoformat()
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def status(conn: Connection, source: str = "default") -> dict[str, Any]:
