@@ -273,3 +273,69 @@ def test_concurrent_syncs_never_duplicate_or_skip(env: Env, store_url: str) -> N
     assert errors == []
     assert [h["version"] for h in env.history("acme/a")] == [5, 4, 3, 2, 1]
     assert [h["version"] for h in env.history("acme/b")] == [1]
+
+
+def test_remote_url_is_cloned_and_fetched(tmp_path: Path, store_url: str) -> None:
+    """A URL source is cloned into the data directory and fetched on every pass."""
+    origin = tmp_path / "origin.git"
+    make_repo(origin, bare=True)
+    work = tmp_path / "work"
+    repo = make_repo(work)
+    commit_files(repo, {A: workflow("a")}, "v1")
+    git(work, "push", "-q", str(origin), "main")
+    store = open_store(store_url)
+    data = tmp_path / "data"
+    url = origin.as_uri()
+    with GitSource(url, data_dir=data) as source:
+        Reconciler(source, store, location=url).sync()
+        commit_files(repo, {A: workflow("a", subject="pushed")}, "v2")
+        git(work, "push", "-q", str(origin), "main")
+        Reconciler(source, store, location=url).sync()
+    with store.read() as conn:
+        assert [h["summary"] for h in views.history(conn, "acme/a")] == ["v2", "v1"]
+        assert views.status(conn)["source"]["location"] == url
+    assert (data / "sources").is_dir()
+    store.close()
+
+
+def test_symlink_out_of_the_repository_invalidates_only_that_file(env: Env, tmp_path: Path) -> None:
+    """A symlink leaving the repository is an error on that workflow; the others still apply."""
+    outside = tmp_path / "secret.yaml"
+    outside.write_text(workflow("a"))
+    from gitutil import Symlink
+
+    env.commit({A: Symlink(str(outside)), B: workflow("b")}, "link out")
+    env.sync()
+    a = env.workflow("acme/a")
+    assert a["sync"] == "Invalid" and "symlink points outside the repository" in a["message"]
+    assert env.workflow("acme/b")["sync"] == "Synced"
+
+
+def test_symlink_inside_the_repository_is_followed(env: Env) -> None:
+    """A symlink to another file of the repository reads that file's content at the same commit."""
+    from gitutil import Symlink
+
+    env.commit({"shared/a.yaml": workflow("a"), A: Symlink("../../shared/a.yaml")}, "link in")
+    env.sync()
+    assert env.workflow("acme/a")["version"] == 1
+
+
+def test_ignored_files_are_not_workflows(env: Env) -> None:
+    """Tests files, nested folders, files at the root and non-YAML files are not workflows."""
+    env.commit({
+        A: workflow("a"),
+        "workflows.d/acme/a.tests.yaml": "cases: []\n",
+        "workflows.d/acme/deeper/x.yaml": "junk: [\n",
+        "workflows.d/top.yaml": "junk: [\n",
+        "workflows.d/acme/notes.txt": "hello",
+        "elsewhere/acme/b.yaml": "junk: [\n",
+    }, "mixed")
+    env.sync()
+    assert [w["id"] for w in env.status()["workflows"]] == ["acme/a"]
+
+
+def test_disabled_workflow_is_applied_as_disabled(env: Env) -> None:
+    """enabled: false is a version like any other and shows in status."""
+    env.commit({A: workflow("a", enabled=False)}, "off")
+    env.sync()
+    assert env.workflow("acme/a")["enabled"] is False

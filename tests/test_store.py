@@ -1,0 +1,51 @@
+"""The store: migrations match the tables, constraints hold, bad URLs get a clear error."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import insert
+from sqlalchemy.exc import IntegrityError
+
+from controller.errors import StoreError
+from controller.store import open_store
+from controller.store.tables import metadata, workflow_versions, workflows
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_migrations_create_exactly_the_tables(store_url: str) -> None:
+    """Alembic's head schema and the SQLAlchemy tables do not differ."""
+    store = open_store(store_url)
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+    assert diff == []
+    assert store.is_current()
+    store.upgrade()  # idempotent
+    store.close()
+
+
+def test_version_numbers_are_unique_per_workflow(store_url: str) -> None:
+    """The store refuses a second row for the same (workflow, version)."""
+    store = open_store(store_url)
+    row = {"workflow_id": 1, "version": 1, "commit": "c", "author": "a", "author_email": "e", "committed_at": NOW,
+           "summary": "s", "path": "p", "content": {}, "content_hash": "h", "source_text": "", "created_at": NOW}
+    with store.write() as conn:
+        conn.execute(insert(workflows).values(key="acme/a", account="acme", name="a", path="p", version=1,
+                                              enabled=True, calls=[], deleted=False, sync="Synced", message="",
+                                              conditions=[], created_at=NOW, updated_at=NOW))
+        conn.execute(insert(workflow_versions).values(row))
+    with pytest.raises(IntegrityError), store.write() as conn:
+        conn.execute(insert(workflow_versions).values(row))
+    store.close()
+
+
+def test_bad_url_is_a_store_error() -> None:
+    """A malformed or unreachable database URL raises StoreError with the URL in the message."""
+    with pytest.raises(StoreError, match="bad database URL"):
+        open_store("not a url")
+    with pytest.raises(StoreError, match="not reachable"):
+        open_store("postgresql+psycopg://nobody@127.0.0.1:1/none")
