@@ -11,6 +11,9 @@ attributes, and its message says what went wrong and what to do about it::
     |   +-- ConflictError   another writer got there first; the caller may retry
     +-- NotFoundError       a workflow, version or execution that does not exist (exit 2)
     +-- GuardError          refused by a guard or a feature flag (exit 3)
+    +-- ExecutionError      a step failed: bad template, failed call, timeout (fails the step)
+        +-- TemplateError   a placeholder could not be evaluated (names it)
+        +-- TransientError  worth retrying (connection refused, 5xx, timeout)
 
 The CLI maps the type to an exit code; the API maps it to an HTTP status. Callers catch at any
 level.
@@ -60,6 +63,20 @@ class GuardError(WfcError):
     """Refused by a guard (work in flight) or a feature flag."""
 
     exit_code = 3
+
+
+class ExecutionError(WfcError):
+    """A step failed; the message is what the execution's trace shows. Not retried by default."""
+
+    exit_code = 1
+
+
+class TemplateError(ExecutionError):
+    """A ``{{ … }}`` placeholder could not be evaluated; the message names the placeholder."""
+
+
+class TransientError(ExecutionError):
+    """A failure worth retrying (connection refused, timeout, HTTP 429/5xx) under ``retry``."""
 
 
 @dataclass(frozen=True)

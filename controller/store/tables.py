@@ -110,3 +110,95 @@ audit_events = Table(
     Column("message", Text, nullable=False, default=""),
     Index(None, "workflow_id", "id"),
 )
+
+# -- the account directory (pushed by the host application; `wfctl directory load`) ---------------
+
+directory_entries = Table(
+    "directory_entries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(63), nullable=False),
+    Column("kind", String(16), nullable=False),  # user | mailbox | channel | object_type
+    Column("ref_id", String(200), nullable=False),  # the id after "<kind>:" in a reference
+    Column("name", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="active"),
+    Column("data", Json, nullable=False, default=dict),  # e-mail, permissions, smtp, webhook_url, ...
+    Column("updated_at", Timestamp, nullable=False),
+    UniqueConstraint("account", "kind", "ref_id"),
+)
+
+# -- the built-in record store (the embedded default host) ---------------------------------------
+
+records = Table(
+    "records",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(63), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("data", Json, nullable=False, default=dict),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("last_activity_at", Timestamp, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Index(None, "account", "type", "last_activity_at"),
+)
+
+# One row per (inactivity workflow, record): the quiet spell it already fired for.
+inactivity_marks = Table(
+    "inactivity_marks",
+    metadata,
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
+    Column("record_id", Integer, ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
+    Column("activity_at", Timestamp, nullable=False),
+)
+
+# -- executions ---------------------------------------------------------------------------------
+
+executions = Table(
+    "executions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False),
+    Column("workflow_key", String(200), nullable=False),
+    Column("version", Integer),  # pinned when it starts running; NULL while queued
+    Column("status", String(16), nullable=False),  # queued running waiting succeeded failed terminated
+    Column("trigger", Json, nullable=False, default=dict),  # {type, ...payload}: the trigger input
+    Column("record_ref", Json),  # {"type", "id"} of the record the execution is about, if any
+    Column("state", Json, nullable=False, default=dict),  # vars and step outputs, for resuming
+    Column("output", Json),
+    Column("error", Text),
+    Column("retry_of", Integer, ForeignKey("executions.id")),
+    Column("parent_id", Integer, ForeignKey("executions.id")),
+    Column("parent_step", String(63)),
+    Column("depth", Integer, nullable=False, default=0),
+    Column("wake_at", Timestamp),  # when a waiting execution becomes runnable again
+    Column("lease_owner", String(100)),
+    Column("lease_until", Timestamp),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("started_at", Timestamp),
+    Column("finished_at", Timestamp),
+    Column("updated_at", Timestamp, nullable=False),
+    Index(None, "status", "wake_at"),
+    Index(None, "workflow_id", "status"),
+    Index(None, "parent_id"),
+)
+
+execution_steps = Table(
+    "execution_steps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("execution_id", Integer, ForeignKey("executions.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("action_id", String(63), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # running waiting succeeded failed skipped
+    Column("input", Json),
+    Column("output", Json),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp),
+    Column("wait_seconds", Integer),
+    UniqueConstraint("execution_id", "action_id"),
+)
