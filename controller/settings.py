@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.engine.clock import Clock
+from controller.engine.runtime import Engine
 from controller.reconcile.reconciler import Reconciler
 from controller.source import GitSource
 from controller.store import Store, default_url, open_store
@@ -43,3 +45,6 @@ class Settings:
                 yield Reconciler(source, store, location=self.repo)
         finally:
             store.close()
+
+    def engine(self, store: Store, *, clock: Clock | None = None, lease_seconds: float = 60.0) -> Engine:
+        return Engine(store, data_dir=self.data_dir, clock=clock, lease_seconds=lease_seconds)

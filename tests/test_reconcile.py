@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -339,3 +340,30 @@ def test_disabled_workflow_is_applied_as_disabled(env: Env) -> None:
     env.commit({A: workflow("a", enabled=False)}, "off")
     env.sync()
     assert env.workflow("acme/a")["enabled"] is False
+
+
+def test_references_are_checked_once_the_directory_is_loaded(env: Env) -> None:
+    """With a directory loaded, a missing or inactive mailbox is an error naming the field and reference."""
+    from datetime import datetime
+
+    from controller.engine.directory import DirectoryEntry
+    from controller.store import directory as store_directory
+
+    env.commit({A: workflow("a")}, "before any directory")
+    env.sync()
+    assert env.workflow("acme/a")["sync"] == "Synced"
+    now = datetime.now(UTC)
+    with env.store.tx() as conn:
+        store_directory.replace_account(conn, "acme", [
+            DirectoryEntry("mailbox", "mb_support", status="deactivated", data={"kind": "outbox", "address": "s@acme.test"}),
+        ], now)
+    env.commit({A: workflow("a", subject="two"), B: workflow("b").replace("mb_support", "mb_gone")}, "refs")
+    env.sync()
+    a, b = env.workflow("acme/a"), env.workflow("acme/b")
+    assert a["sync"] == "Invalid" and "a.yaml:13:7: spec.actions[0].mailbox: mailbox:mb_support is deactivated" in a["message"]
+    assert b["sync"] == "Invalid" and "mailbox:mb_gone is not in the directory of account 'acme'" in b["message"]
+    with env.store.tx() as conn:
+        store_directory.set_status(conn, "acme", "mailbox:mb_support", "active", now)
+    env.commit({A: workflow("a", subject="three")}, "retry")
+    env.sync()
+    assert env.workflow("acme/a")["sync"] == "Synced"

@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from controller.engine.directory import DirectoryEntry
 from controller.errors import Problem
 from controller.reconcile.diff import FieldChange, field_changes
 from controller.reconcile.loader import Loaded
-from controller.reconcile.rules import call_problems
+from controller.reconcile.rules import call_problems, ref_problems
 from controller.source import CommitInfo
 
 Sync = Literal["Synced", "Invalid", "Blocked"]
@@ -144,7 +145,8 @@ class Plan:
 class Walk:
     """Folds steps over the applied state; ``plan()`` gives the result. Never touches I/O."""
 
-    def __init__(self, applied: Mapping[str, AppliedWorkflow], *, base: str | None, head: CommitInfo, full: bool):
+    def __init__(self, applied: Mapping[str, AppliedWorkflow], *, base: str | None, head: CommitInfo, full: bool,
+                 directories: Mapping[str, Mapping[str, DirectoryEntry]] | None = None):
         self._state: dict[str, AppliedWorkflow] = {w.key: w for w in applied.values()}
         self._problems: dict[str, tuple[Problem, ...]] = {}
         self._attempted: dict[str, str] = {}
@@ -152,6 +154,7 @@ class Walk:
         self._base = base
         self._full = full
         self._head = head
+        self._directories = directories or {}  # accounts with a loaded directory: references are checked
 
     def dependents(self, removed_or_added: Mapping[str, str]) -> set[str]:
         """Keys whose validity may change with a step that adds or removes these workflows.
@@ -190,7 +193,11 @@ class Walk:
             elif name not in present:
                 present[name] = AppliedWorkflow(key=key, path=step.files[key].where.path)  # type: ignore[union-attr]
         graph = {name: self._calls_for(w.key, proposals) for name, w in present.items()}
-        cross = call_problems(account, graph, {k: v for k, v in proposals.items() if k in keys})
+        mine = {k: v for k, v in proposals.items() if k in keys}
+        cross = call_problems(account, graph, mine)
+        if account in self._directories:
+            for key, found in ref_problems(account, self._directories[account], mine).items():
+                cross.setdefault(key, []).extend(found)
         for key in keys:
             loaded = step.files[key]
             commit = step.attribution.get(key, step.commit)

@@ -23,6 +23,7 @@ from controller.reconcile.plan import AppliedWorkflow, Plan, Step, Walk
 from controller.reconcile.state import read_applied, read_source, with_history
 from controller.source import Change, CommitInfo, GitSource
 from controller.store import Store
+from controller.store.directory import snapshot as directory_snapshot
 from controller.store.tables import sources
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ class Reconciler:
         }
         changed.update({key: None for key, w in applied.items() if w.present and key not in wanted})
         attribution = self.source.last_changes(head.sha, [v.where.path for v in changed.values() if v is not None])
-        walk = Walk(with_history(conn, applied, changed), base=base, head=head, full=True)
+        walk = Walk(with_history(conn, applied, changed), base=base, head=head, full=True,
+                    directories=directory_snapshot(conn, {k.split("/", 1)[0] for k in changed}))
         walk.step(Step(head, changed, {k: attribution[v.where.path] for k, v in changed.items()
                                        if v is not None and v.where.path in attribution}))
         return walk.plan()
@@ -107,7 +109,8 @@ class Reconciler:
         applied = read_applied(conn, accounts)
         touched = {w.key for _, changes in diffs for w in _touched(changes, self.source.root)}
         touched |= {k for k, w in applied.items() if w.sync == "Invalid"}
-        walk = Walk(with_history(conn, applied, touched), base=base, head=head, full=False)
+        walk = Walk(with_history(conn, applied, touched), base=base, head=head, full=False,
+                    directories=directory_snapshot(conn, accounts))
         for commit, changes in diffs:
             walk.step(self._step(walk, commit, changes))
         return walk.plan()

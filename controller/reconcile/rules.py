@@ -1,18 +1,23 @@
-"""Cross-file rules of an account (pure): every ``workflow.call`` target exists, no call cycles.
+"""Cross-file rules of an account (pure): every ``workflow.call`` target exists, no call cycles,
+and, once the account's directory is loaded, every reference names an active directory entry.
 
 Judged on the state of the account at one commit: the workflows whose file exists there (valid or
-not) and their calls. A problem is reported on the workflow proposing the offending call, at the
-``workflow:`` field of that call.
+not) and their calls. A problem is reported on the workflow proposing the offending call or
+reference, at that field.
 """
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from controller.engine.directory import DirectoryEntry
 from controller.errors import Problem
+from controller.model import iter_refs
 from controller.reconcile.loader import Loaded, locate
+from controller.store.directory import check_refs
 
 
 def call_problems(
@@ -35,6 +40,23 @@ def call_problems(
         if found:
             problems[key] = found
     return problems
+
+
+def ref_problems(account: str, entries: Mapping[str, DirectoryEntry], proposals: Mapping[str, Loaded]
+                 ) -> dict[str, list[Problem]]:
+    """Problems per proposed key for references missing from, or inactive in, the account's directory."""
+    problems: dict[str, list[Problem]] = {}
+    for key, loaded in proposals.items():
+        if loaded.ok and loaded.workflow is not None:
+            found = check_refs(iter_refs(loaded.workflow), entries, account)
+            if found:
+                problems[key] = [locate(loaded, parse_field_path(path), message) for path, message in found]
+    return problems
+
+
+def parse_field_path(path: str) -> tuple[str | int, ...]:
+    """``spec.actions[3].then[0].channel`` -> ``("spec", "actions", 3, "then", 0, "channel")``."""
+    return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", path))
 
 
 def call_sites(content: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:

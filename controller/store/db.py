@@ -71,14 +71,24 @@ class Store:
             yield conn
 
     @contextmanager
-    def write(self) -> Iterator[Connection]:
-        """One transaction that holds the store's write lock until it commits or rolls back."""
+    def tx(self) -> Iterator[Connection]:
+        """One writing transaction (``BEGIN IMMEDIATE`` on SQLite, so it never fails to upgrade)."""
         with self._guard(), self.engine.connect() as raw:
             conn = raw.execution_options(wfc_write=True)
             with conn.begin():
-                if self.dialect == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": WRITE_LOCK_ID})
                 yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A writing transaction that also holds the reconciler's lock until it ends.
+
+        On SQLite any writer excludes the others already; on PostgreSQL an advisory lock makes
+        reconcile passes (and whatever must not interleave with them) take turns.
+        """
+        with self.tx() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": WRITE_LOCK_ID})
+            yield conn
 
     @contextmanager
     def _guard(self) -> Iterator[None]:

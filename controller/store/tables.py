@@ -8,6 +8,8 @@ create exactly these tables; a test compares the two.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -20,9 +22,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
 
 # Constraint names are fixed so that migrations on SQLite (batch mode) and PostgreSQL agree.
 metadata = MetaData(
@@ -35,7 +39,24 @@ metadata = MetaData(
 )
 
 Json = JSON().with_variant(JSONB(), "postgresql")
-Timestamp = DateTime(timezone=True)
+
+
+class Timestamp(TypeDecorator[datetime]):
+    """A UTC timestamp that comes back timezone-aware on every back end (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.astimezone(UTC) if value.tzinfo else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 sources = Table(
     "sources",
@@ -49,7 +70,7 @@ sources = Table(
     Column("last_attempted_commit", String(64)),
     Column("last_applied_commit", String(64)),
     Column("conditions", Json, nullable=False, default=list),
-    Column("updated_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
 )
 
 workflows = Table(
@@ -71,8 +92,8 @@ workflows = Table(
     Column("conditions", Json, nullable=False, default=list),
     Column("last_applied_commit", String(64)),
     Column("last_attempted_commit", String(64)),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
 )
 
 workflow_versions = Table(
@@ -84,14 +105,14 @@ workflow_versions = Table(
     Column("commit", String(64), nullable=False),
     Column("author", Text, nullable=False),
     Column("author_email", Text, nullable=False),
-    Column("committed_at", Timestamp, nullable=False),
+    Column("committed_at", Timestamp(), nullable=False),
     Column("summary", Text, nullable=False),
     Column("path", Text, nullable=False),
     Column("content", Json, nullable=False),  # the normalized definition
     Column("content_hash", String(64), nullable=False),
     Column("source_text", Text, nullable=False),  # the file as committed, for `wfctl restore`
     Column("restored_from", Integer),
-    Column("created_at", Timestamp, nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
     UniqueConstraint("workflow_id", "version"),
     Index(None, "workflow_id", "content_hash"),
 )
@@ -101,7 +122,7 @@ audit_events = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE")),
-    Column("at", Timestamp, nullable=False),
+    Column("at", Timestamp(), nullable=False),
     Column("actor", Text, nullable=False),
     Column("action", String(32), nullable=False),
     Column("version", Integer),
@@ -123,7 +144,7 @@ directory_entries = Table(
     Column("name", Text, nullable=False, default=""),
     Column("status", String(16), nullable=False, default="active"),
     Column("data", Json, nullable=False, default=dict),  # e-mail, permissions, smtp, webhook_url, ...
-    Column("updated_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
     UniqueConstraint("account", "kind", "ref_id"),
 )
 
@@ -136,9 +157,9 @@ records = Table(
     Column("account", String(63), nullable=False),
     Column("type", String(32), nullable=False),
     Column("data", Json, nullable=False, default=dict),
-    Column("created_at", Timestamp, nullable=False),
-    Column("updated_at", Timestamp, nullable=False),
-    Column("last_activity_at", Timestamp, nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("updated_at", Timestamp(), nullable=False),
+    Column("last_activity_at", Timestamp(), nullable=False),
     Column("deleted", Boolean, nullable=False, default=False),
     Index(None, "account", "type", "last_activity_at"),
 )
@@ -149,7 +170,7 @@ inactivity_marks = Table(
     metadata,
     Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
     Column("record_id", Integer, ForeignKey("records.id", ondelete="CASCADE"), primary_key=True),
-    Column("activity_at", Timestamp, nullable=False),
+    Column("activity_at", Timestamp(), nullable=False),
 )
 
 # -- executions ---------------------------------------------------------------------------------
@@ -171,14 +192,14 @@ executions = Table(
     Column("parent_id", Integer, ForeignKey("executions.id")),
     Column("parent_step", String(63)),
     Column("depth", Integer, nullable=False, default=0),
-    Column("wake_at", Timestamp),  # when a waiting execution becomes runnable again
+    Column("wake_at", Timestamp()),  # when a waiting execution becomes runnable again
     Column("lease_owner", String(100)),
-    Column("lease_until", Timestamp),
+    Column("lease_until", Timestamp()),
     Column("cancel_requested", Boolean, nullable=False, default=False),
-    Column("created_at", Timestamp, nullable=False),
-    Column("started_at", Timestamp),
-    Column("finished_at", Timestamp),
-    Column("updated_at", Timestamp, nullable=False),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("started_at", Timestamp()),
+    Column("finished_at", Timestamp()),
+    Column("updated_at", Timestamp(), nullable=False),
     Index(None, "status", "wake_at"),
     Index(None, "workflow_id", "status"),
     Index(None, "parent_id"),
@@ -197,8 +218,8 @@ execution_steps = Table(
     Column("output", Json),
     Column("error", Text),
     Column("attempts", Integer, nullable=False, default=0),
-    Column("started_at", Timestamp, nullable=False),
-    Column("finished_at", Timestamp),
+    Column("started_at", Timestamp(), nullable=False),
+    Column("finished_at", Timestamp()),
     Column("wait_seconds", Integer),
     UniqueConstraint("execution_id", "action_id"),
 )

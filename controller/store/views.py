@@ -12,7 +12,14 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from controller.errors import NotFoundError
-from controller.store.tables import audit_events, sources, workflow_versions, workflows
+from controller.store.tables import (
+    audit_events,
+    execution_steps,
+    executions,
+    sources,
+    workflow_versions,
+    workflows,
+)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -96,3 +103,51 @@ def version_content(conn: Connection, key: str, version: int) -> dict[str, Any]:
         raise NotFoundError(f"{key} has no version {version}; see `wfctl history {key}`", workflow=key)
     return {"version": row["version"], "commit": row["commit"], "path": row["path"], "content": row["content"],
             "source_text": row["source_text"], "content_hash": row["content_hash"]}
+
+
+def execution(conn: Connection, execution_id: int) -> dict[str, Any]:
+    """One execution with its per-action trace (`wfctl executions show --json`)."""
+    row = conn.execute(select(executions).where(executions.c.id == execution_id)).mappings().first()
+    if row is None:
+        raise NotFoundError(f"no execution {execution_id}; see `wfctl executions list`")
+    s = execution_steps.c
+    steps = conn.execute(select(execution_steps).where(s.execution_id == execution_id).order_by(s.seq)).mappings()
+    return {**_execution_summary(row), "steps": [_step_view(step) for step in steps]}
+
+
+def executions_list(conn: Connection, *, workflow: str | None = None, status: str | None = None,
+                    since: datetime | None = None, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+    """Executions, newest first; ``before`` pages by id."""
+    e = executions.c
+    query = select(executions).order_by(e.id.desc()).limit(limit)
+    if workflow:
+        query = query.where(e.workflow_key == workflow)
+    if status:
+        query = query.where(e.status == status)
+    if since:
+        query = query.where(e.created_at >= since)
+    if before:
+        query = query.where(e.id < before)
+    return [_execution_summary(row) for row in conn.execute(query).mappings()]
+
+
+def _execution_summary(row: Any) -> dict[str, Any]:
+    started, finished = row["started_at"], row["finished_at"]
+    duration = int((finished - started).total_seconds() * 1000) if started and finished else None
+    return {
+        "id": row["id"], "workflow": row["workflow_key"], "version": row["version"], "status": row["status"],
+        "trigger": row["trigger"], "started_at": iso(started), "finished_at": iso(finished),
+        "duration_ms": duration, "error": row["error"], "retry_of": row["retry_of"],
+        "parent_id": row["parent_id"], "created_at": iso(row["created_at"]), "output": row["output"],
+    }
+
+
+def _step_view(row: Any) -> dict[str, Any]:
+    output = row["output"]
+    if isinstance(output, dict) and "_wake_at" in output:
+        output = {k: v for k, v in output.items() if k != "_wake_at"} or None
+    return {
+        "action_id": row["action_id"], "type": row["type"], "status": row["status"], "input": row["input"],
+        "output": output, "error": row["error"], "attempts": row["attempts"], "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]), "wait_seconds": row["wait_seconds"],
+    }

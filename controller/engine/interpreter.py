@@ -1,0 +1,191 @@
+"""The interpreter: run one execution from where it stands until it finishes or must wait.
+
+It replays the action tree: a step that already succeeded is not run again, its output is put
+back into scope (and an ``if`` takes the branch it took before), so resuming after a wait, a retry
+back-off or a crashed worker continues from the last finished step. Each action runs with its
+``{{ … }}`` resolved against ``record``, ``trigger``, ``steps``, ``vars``, ``workflow``, ``account``
+and ``now``; side effects go through the effects object. Effectful steps are written to the store
+as soon as they finish (``checkpoint``); pure ones (``set``, ``if``) are written with the segment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from controller.engine.actions import branch, set_vars, wait, workflow_call
+from controller.engine.actions.base import ActionContext, ActionModule, Call, Outcome, Sleep
+from controller.engine.directory import Directory
+from controller.engine.effects import Effects
+from controller.engine.queue import ExecutionRow, StepRow
+from controller.engine.templating import Templates
+from controller.errors import ExecutionError, TemplateError, TransientError
+from controller.model import parse_duration
+
+log = logging.getLogger(__name__)
+
+PURE = frozenset({"set", "if", "wait"})
+
+
+def default_modules() -> dict[str, ActionModule]:
+    from controller.engine.actions import (
+        channel_post,
+        email_send,
+        http_request,
+        record_create,
+        record_update,
+    )
+
+    return {
+        "email.send": email_send, "channel.post": channel_post, "http.request": http_request,
+        "record.create": record_create, "record.update": record_update, "wait": wait, "if": branch,
+        "set": set_vars, "workflow.call": workflow_call,
+    }  # type: ignore[dict-item]
+
+
+@dataclass
+class Segment:
+    """What one run of the interpreter asks of the caller besides the execution's new state."""
+
+    calls: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # (action id, workflow, input)
+
+
+@dataclass
+class Interpreter:
+    templates: Templates
+    directory: Directory
+    modules: Mapping[str, ActionModule]
+    now: Callable[[], datetime]
+
+    def run(self, execution: ExecutionRow, definition: Mapping[str, Any], scope: dict[str, Any], effects: Effects,
+            checkpoint: Callable[[ExecutionRow], None], stop: Callable[[], bool] = lambda: False) -> Segment:
+        """Advance ``execution`` (mutated in place); scope holds record, trigger, workflow, account.
+
+        ``stop`` is asked before each action: when it says yes (shutdown) the execution stays
+        ``running`` where it is, and the caller releases it for another worker.
+        """
+        run = _Run(self, execution, effects, checkpoint, scope, stop)
+        if run.actions(definition["spec"]["actions"]):
+            execution.status = "succeeded"
+            execution.output = scope["vars"]
+            execution.finished_at = self.now()
+            execution.wake_at = None
+        return run.segment
+
+
+class _Run:
+    """The state of one segment; ``actions`` returns False when the execution must stop here."""
+
+    def __init__(self, interpreter: Interpreter, execution: ExecutionRow, effects: Effects,
+                 checkpoint: Callable[[ExecutionRow], None], scope: dict[str, Any], stop: Callable[[], bool]):
+        self.i = interpreter
+        self.stop = stop
+        self.ex = execution
+        self.effects = effects
+        self.checkpoint = checkpoint
+        self.scope = scope
+        scope.setdefault("vars", {})
+        scope.setdefault("steps", {})
+        self.segment = Segment()
+
+    def actions(self, actions: list[dict[str, Any]]) -> bool:
+        return all(self.action(a) for a in actions)
+
+    def action(self, action: dict[str, Any]) -> bool:
+        step = self.ex.steps.get(action["id"])
+        if step is not None and step.status == "succeeded":
+            return self._absorb(action, step)
+        if self.stop():
+            return False
+        if step is not None and step.status == "failed":
+            return self._fail(step, step.error or "failed")
+        if step is not None and step.status == "waiting":
+            if step.wake_at is None or step.wake_at > self.i.now():  # not due yet, or a child still runs
+                return self._stop(step.wake_at)
+            if action["type"] == "wait":
+                return self._finish_wait(action, step)
+        return self._attempt(action, step)
+
+    def _attempt(self, action: dict[str, Any], step: StepRow | None) -> bool:
+        now = self.i.now()
+        if step is None:
+            step = StepRow(action["id"], action["type"], seq=len(self.ex.steps) + 1, started_at=now)
+            self.ex.steps[step.action_id] = step
+        step.status, step.attempts, step.wake_at, step.error, step.dirty = "running", step.attempts + 1, None, None, True
+        self.scope["now"] = now.isoformat()
+        try:
+            inputs = self.i.templates.render({k: v for k, v in action.items() if k not in ("then", "else")}, self.scope)
+            step.input = inputs
+            outcome = self.i.modules[action["type"]].run(inputs, self._context(action, now))
+        except TemplateError as e:
+            return self._fail(step, f"step {action['id']}: {e}")
+        except TransientError as e:
+            return self._retry_or_fail(action, step, str(e))
+        except ExecutionError as e:
+            return self._fail(step, f"step {action['id']}: {e}")
+        except Exception as e:  # a bug in an action must fail the step, not kill the worker
+            log.exception("action %s of execution %s raised", action["id"], self.ex.id)
+            return self._fail(step, f"step {action['id']}: internal error: {type(e).__name__}: {e}")
+        return self._outcome(action, step, outcome)
+
+    def _outcome(self, action: dict[str, Any], step: StepRow, outcome: Outcome) -> bool:
+        now = self.i.now()
+        if isinstance(outcome, Sleep):
+            step.status, step.wake_at, step.output = "waiting", now + timedelta(seconds=outcome.seconds), None
+            return self._stop(step.wake_at)
+        if isinstance(outcome, Call):
+            step.status, step.output = "waiting", {"workflow": outcome.workflow}
+            self.segment.calls.append((action["id"], outcome.workflow, outcome.input))
+            return self._stop(None)
+        step.output = outcome.output
+        step.status, step.finished_at = "succeeded", now
+        if action["type"] not in PURE:
+            self.checkpoint(self.ex)
+        return self._absorb(action, step)
+
+    def _absorb(self, action: dict[str, Any], step: StepRow) -> bool:
+        """Put a finished step's output into scope; an ``if`` continues into its branch."""
+        self.scope["steps"][action["id"]] = {"output": step.output}
+        if action["type"] == "set":
+            self.scope["vars"].update(step.output or {})
+        if action["type"] == "if":
+            taken = (step.output or {}).get("branch", "else")
+            return self.actions(action.get(taken) or [])
+        return True
+
+    def _finish_wait(self, action: dict[str, Any], step: StepRow) -> bool:
+        now = self.i.now()
+        step.status, step.finished_at, step.wake_at, step.dirty = "succeeded", now, None, True
+        step.wait_seconds = int((now - step.started_at).total_seconds())
+        step.output = {"waited_seconds": step.wait_seconds}
+        return self._absorb(action, step)
+
+    def _retry_or_fail(self, action: dict[str, Any], step: StepRow, message: str) -> bool:
+        retry = action.get("retry") or {}
+        if step.attempts >= int(retry.get("attempts", 1)):
+            suffix = f" (after {step.attempts} attempts)" if step.attempts > 1 else ""
+            return self._fail(step, f"step {action['id']}: {message}{suffix}")
+        delay = parse_duration(retry.get("backoff", "30s")) * 2 ** (step.attempts - 1)
+        step.status, step.error = "waiting", message
+        step.wake_at = self.i.now() + timedelta(seconds=delay)
+        log.info("execution %s step %s failed (%s); attempt %d in %ds", self.ex.id, action["id"], message,
+                 step.attempts + 1, delay)
+        return self._stop(step.wake_at)
+
+    def _fail(self, step: StepRow, message: str) -> bool:
+        now = self.i.now()
+        if step.status != "failed":
+            step.status, step.error, step.finished_at, step.dirty = "failed", message, now, True
+        self.ex.status, self.ex.error, self.ex.finished_at, self.ex.wake_at = "failed", message, now, None
+        return False
+
+    def _stop(self, wake_at: datetime | None) -> bool:
+        self.ex.status, self.ex.wake_at = "waiting", wake_at
+        return False
+
+    def _context(self, action: dict[str, Any], now: datetime) -> ActionContext:
+        return ActionContext(account=self.scope["account"], workflow=self.ex.workflow_key, action_id=action["id"],
+                             now=now, directory=self.i.directory, effects=self.effects, execution_id=self.ex.id)

@@ -1,0 +1,167 @@
+"""The execution queue in the store: enqueue, claim under a lease, load, and write back.
+
+Workers claim runnable executions (queued; waiting whose wake-up time has come; running whose
+lease expired because a worker died) and hold a lease while they run them. On PostgreSQL the
+claim uses ``FOR UPDATE SKIP LOCKED`` so any number of replicas share one queue; on SQLite the
+claiming transaction is ``BEGIN IMMEDIATE``, which serialises claimers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+
+from controller.store.tables import execution_steps, executions
+
+FINAL = ("succeeded", "failed", "terminated")
+IN_FLIGHT = ("running", "waiting")
+
+
+@dataclass
+class StepRow:
+    """One action's run inside an execution (mutable while the interpreter works on it)."""
+
+    action_id: str
+    type: str
+    seq: int
+    started_at: datetime
+    status: str = "running"  # running waiting succeeded failed
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    attempts: int = 0
+    finished_at: datetime | None = None
+    wait_seconds: int | None = None
+    wake_at: datetime | None = None  # kept in output["_wake_at"] while waiting
+    id: int | None = None
+    dirty: bool = True
+
+
+@dataclass
+class ExecutionRow:
+    id: int
+    workflow_id: int
+    workflow_key: str
+    version: int | None
+    status: str
+    trigger: dict[str, Any]
+    record_ref: dict[str, Any] | None
+    depth: int
+    parent_id: int | None
+    parent_step: str | None
+    retry_of: int | None
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    output: Any = None
+    error: str | None = None
+    wake_at: datetime | None = None
+    finished_at: datetime | None = None
+    steps: dict[str, StepRow] = field(default_factory=dict)
+
+
+def enqueue(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> list[int]:
+    """Insert queued executions; each row needs workflow_id, workflow_key and trigger."""
+    if not rows:
+        return []
+    defaults = {"status": "queued", "depth": 0, "record_ref": None, "version": None, "retry_of": None,
+                "parent_id": None, "parent_step": None, "created_at": now, "updated_at": now,
+                "cancel_requested": False, "state": {}}
+    result = conn.execute(insert(executions).returning(executions.c.id, sort_by_parameter_order=True),
+                          [{**defaults, **row} for row in rows])
+    return [int(i) for i in result.scalars()]
+
+
+def claim(conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int) -> list[int]:
+    """Take up to ``limit`` runnable executions under a lease for ``owner``; oldest first."""
+    e = executions.c
+    runnable = or_(
+        e.status == "queued",
+        and_(e.status == "waiting", e.wake_at.is_not(None), e.wake_at <= now),
+        and_(e.status == "running", or_(e.lease_until.is_(None), e.lease_until < now)),  # released or dead worker
+    )
+    free = or_(e.lease_until.is_(None), e.lease_until < now)
+    query = select(e.id).where(runnable, free).order_by(e.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    ids = list(conn.execute(query).scalars())
+    if ids:
+        conn.execute(update(executions).where(e.id.in_(ids)).values(lease_owner=owner, lease_until=now + lease))
+    return ids
+
+
+def load(conn: Connection, execution_id: int) -> ExecutionRow:
+    row = conn.execute(select(executions).where(executions.c.id == execution_id)).mappings().one()
+    execution = ExecutionRow(
+        id=row["id"], workflow_id=row["workflow_id"], workflow_key=row["workflow_key"], version=row["version"],
+        status=row["status"], trigger=dict(row["trigger"] or {}), record_ref=row["record_ref"], depth=row["depth"],
+        parent_id=row["parent_id"], parent_step=row["parent_step"], retry_of=row["retry_of"],
+        cancel_requested=row["cancel_requested"], created_at=row["created_at"], started_at=row["started_at"],
+        output=row["output"], error=row["error"], wake_at=row["wake_at"], finished_at=row["finished_at"],
+    )
+    s = execution_steps.c
+    for step in conn.execute(select(execution_steps).where(s.execution_id == execution_id).order_by(s.seq)).mappings():
+        output = step["output"]
+        wake = output.pop("_wake_at", None) if isinstance(output, dict) else None
+        execution.steps[step["action_id"]] = StepRow(
+            id=step["id"], action_id=step["action_id"], type=step["type"], seq=step["seq"], status=step["status"],
+            input=step["input"], output=output, error=step["error"], attempts=step["attempts"],
+            started_at=step["started_at"], finished_at=step["finished_at"], wait_seconds=step["wait_seconds"],
+            wake_at=datetime.fromisoformat(wake) if wake else None, dirty=False,
+        )
+    return execution
+
+
+def save(conn: Connection, execution: ExecutionRow, now: datetime, *, release: bool) -> None:
+    """Write the execution row and its changed steps; ``release`` gives the lease back."""
+    values: dict[str, Any] = {
+        "status": execution.status, "version": execution.version, "output": execution.output,
+        "error": execution.error, "wake_at": execution.wake_at, "started_at": execution.started_at,
+        "finished_at": execution.finished_at, "updated_at": now,
+    }
+    if release:
+        values.update(lease_owner=None, lease_until=None)
+    conn.execute(update(executions).where(executions.c.id == execution.id).values(values))
+    save_steps(conn, execution.id, [s for s in execution.steps.values() if s.dirty])
+
+
+def save_steps(conn: Connection, execution_id: int, steps: Iterable[StepRow]) -> None:
+    pending = list(steps)
+    new: list[tuple[StepRow, dict[str, Any]]] = []
+    changed: list[dict[str, Any]] = []
+    for step in pending:
+        output = step.output
+        if step.wake_at is not None:
+            output = {**(output or {}), "_wake_at": step.wake_at.isoformat()}
+        row = {"status": step.status, "input": step.input, "output": output, "error": step.error,
+               "attempts": step.attempts, "finished_at": step.finished_at, "wait_seconds": step.wait_seconds}
+        if step.id is None:
+            new.append((step, {**row, "execution_id": execution_id, "seq": step.seq, "action_id": step.action_id,
+                               "type": step.type, "started_at": step.started_at}))
+        else:
+            changed.append({**row, "b_id": step.id})
+        step.dirty = False
+    if new:
+        # Ids come back in parameter order, so later updates in the same segment find their row.
+        result = conn.execute(insert(execution_steps).returning(execution_steps.c.id, sort_by_parameter_order=True),
+                              [row for _, row in new])
+        for (step, _), step_id in zip(new, result.scalars()):
+            step.id = step_id
+    if changed:
+        conn.execute(update(execution_steps).where(execution_steps.c.id == bindparam("b_id")), changed)
+
+
+def in_flight(conn: Connection, workflow_ids: Iterable[int]) -> dict[int, list[int]]:
+    """Running or waiting execution ids per workflow (the restore guard's question)."""
+    e = executions.c
+    found: dict[int, list[int]] = {}
+    rows = conn.execute(
+        select(e.workflow_id, e.id).where(e.workflow_id.in_(list(workflow_ids)), e.status.in_(IN_FLIGHT)).order_by(e.id)
+    )
+    for workflow_id, execution_id in rows:
+        found.setdefault(workflow_id, []).append(execution_id)
+    return found

@@ -1,0 +1,44 @@
+"""Writing records of the built-in record store, and firing the ``record`` triggers they cause.
+
+One transaction holds the write and the executions it starts. Used by ``wfctl records``, the API,
+and by steps (``record.create``/``record.update``), whose writes trigger one level deeper so a
+workflow that keeps updating the record it listens to stops at the engine's depth limit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from controller.engine import triggers
+from controller.store import records as record_store
+
+if TYPE_CHECKING:
+    from controller.engine.runtime import Engine
+
+
+class RecordService:
+    def __init__(self, engine: Engine, *, depth: int = 0):
+        self.engine = engine
+        self.depth = depth
+        self.started: list[int] = []  # executions started by the writes, for callers that report them
+
+    def create(self, account: str, entity: str, data: dict[str, Any]) -> dict[str, Any]:
+        with self.engine.store.tx() as conn:
+            record = record_store.create(conn, account, entity, data, self.engine.clock.now())
+            self.started += triggers.record_event(self.engine, conn, account, entity, "created", record,
+                                                  depth=self.depth)
+        return record
+
+    def update(self, account: str, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        with self.engine.store.tx() as conn:
+            _, record = record_store.update(conn, account, entity, record_id, data, self.engine.clock.now())
+            self.started += triggers.record_event(self.engine, conn, account, entity, "updated", record,
+                                                  depth=self.depth)
+        return record
+
+    def delete(self, account: str, entity: str, record_id: str) -> dict[str, Any]:
+        with self.engine.store.tx() as conn:
+            record = record_store.delete(conn, account, entity, record_id, self.engine.clock.now())
+            self.started += triggers.record_event(self.engine, conn, account, entity, "deleted", record,
+                                                  depth=self.depth)
+        return record

@@ -1,0 +1,146 @@
+"""`wfctl serve`: the reconcile loop, the scheduler and the workers in one process.
+
+Any number of processes may serve one store: every one runs workers (executions are claimed
+under leases), but only the leader runs the reconciler, the schedule jobs and the inactivity
+scan. Leadership is a PostgreSQL session advisory lock, or a file lock beside a SQLite database.
+SIGTERM stops taking work, lets in-flight steps finish, releases leases and exits.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from controller.engine import triggers
+from controller.engine.runtime import Engine
+from controller.engine.scheduler import Schedules
+from controller.errors import WfcError
+from controller.reconcile.reconciler import Reconciler
+from controller.store import Store
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK_ID = 0x77666375
+
+
+class Leadership:
+    """Who runs the singletons; ``held()`` tries to take the lock when it is not held yet."""
+
+    def __init__(self, store: Store, data_dir: Path):
+        self.store = store
+        self.data_dir = data_dir
+        self._conn: Any = None
+        self._file: Any = None
+
+    def held(self) -> bool:
+        if self._conn is not None or self._file is not None:
+            return True
+        if self.store.dialect == "postgresql":
+            conn = self.store.engine.connect()
+            if conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": LEADER_LOCK_ID}).scalar():
+                conn.commit()
+                self._conn = conn
+                return True
+            conn.close()
+            return False
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.data_dir / "leader.lock", "w")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._file = handle
+        return True
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@dataclass
+class ServeOptions:
+    interval: float = 60.0
+    workers: int = 4
+    idle_poll: float = 0.5
+
+
+class Controller:
+    """Runs until :meth:`stop`; build one per process."""
+
+    def __init__(self, reconciler: Reconciler, engine: Engine, options: ServeOptions):
+        self.reconciler = reconciler
+        self.engine = engine
+        self.options = options
+        self.schedules = Schedules(engine)
+        self.leadership = Leadership(engine.store, engine.data_dir)
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True)]
+        self._threads += [threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
+                          for i in range(self.options.workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 9.0) -> None:
+        """Stop taking work; in-flight steps finish and their executions are released."""
+        self._stop.set()
+        self._kick.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self.schedules.shutdown()
+        self.leadership.release()
+
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def sync_now(self) -> None:
+        """Start a reconcile pass at once (a git push hook); bursts coalesce into one pass."""
+        self._kick.set()
+
+    def _reconcile_loop(self) -> None:
+        scheduling = False
+        while not self._stop.is_set():
+            if self.leadership.held():
+                try:
+                    self.reconciler.sync()
+                except WfcError as e:
+                    log.error("reconcile pass failed: %s", e)
+                try:
+                    if not scheduling:
+                        self.schedules.start()
+                        scheduling = True
+                    else:
+                        self.schedules.register()
+                    with self.engine.store.tx() as conn:
+                        started = triggers.inactivity_scan(self.engine, conn)
+                    if started:
+                        log.info("inactivity started %d execution(s)", len(started))
+                except WfcError as e:
+                    log.error("scheduling failed: %s", e)
+            self._kick.wait(self.options.interval * random.uniform(0.9, 1.1))
+            self._kick.clear()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ran = self.engine.run_pending(limit=5, stop=self._stop.is_set)
+            except WfcError as e:
+                log.error("worker: %s", e)
+                ran = 0
+            if not ran:
+                self._stop.wait(self.options.idle_poll)

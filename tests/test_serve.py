@@ -1,0 +1,110 @@
+"""`wfctl serve` as a real process: a kill -9 mid-execution loses nothing; SIGTERM exits cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gitutil import commit_files, make_repo
+
+from controller.store import open_store, views
+from controller.store import records as record_store
+
+WORKFLOW = """apiVersion: workflows/v1
+kind: Workflow
+metadata: {name: durable}
+spec:
+  trigger: {type: manual, entities: [ticket]}
+  actions:
+    - {id: before, type: record.create, entity: task, set: {title: before}}
+    - {id: nap, type: wait, duration: 2s}
+    - {id: after, type: record.create, entity: task, set: {title: after}}
+"""
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[list[str], str]]:
+    repo = tmp_path / "repo"
+    commit_files(make_repo(repo), {"workflows.d/acme/durable.yaml": WORKFLOW}, "add")
+    db = f"sqlite:///{tmp_path / 'wfctl.db'}"
+    base = [sys.executable, "-m", "controller", "--repo", str(repo), "--data-dir", str(tmp_path / "data"), "--db", db]
+    yield base, db
+
+
+def _serve(base: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*base, "serve", "--interval", "0.5", "--workers", "1", "--lease", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out")
+
+
+def _execution(db: str, execution_id: int) -> dict[str, Any]:
+    store = open_store(db)
+    try:
+        with store.read() as conn:
+            return views.execution(conn, execution_id)
+    finally:
+        store.close()
+
+
+def _synced(db: str) -> bool:
+    store = open_store(db)
+    try:
+        with store.read() as conn:
+            return any(w["id"] == "acme/durable" for w in views.status(conn)["workflows"])
+    finally:
+        store.close()
+
+
+def test_kill_9_mid_execution_then_restart_resumes(setup: tuple[list[str], str]) -> None:
+    """After kill -9 during a wait and a restart, the execution finishes and no completed step ran twice."""
+    base, db = setup
+    server = _serve(base)
+    try:
+        _until(lambda: _synced(db))
+        started = subprocess.run([*base, "run", "acme/durable"], capture_output=True, text=True, check=True)
+        execution_id = int(started.stdout.strip())
+        _until(lambda: _execution(db, execution_id)["status"] == "waiting")
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+    restarted = _serve(base)
+    try:
+        final = _until(lambda: (e := _execution(db, execution_id))["status"] in ("succeeded", "failed") and e)
+    finally:
+        restarted.send_signal(signal.SIGTERM)
+        restarted.wait(15)
+    assert final["status"] == "succeeded", final
+    assert [(s["action_id"], s["attempts"]) for s in final["steps"]] == [("before", 1), ("nap", 1), ("after", 1)]
+    store = open_store(db)
+    with store.read() as conn:
+        titles = sorted(r["title"] for r in record_store.list_records(conn, "acme", "task"))
+    store.close()
+    assert titles == ["after", "before"]
+
+
+def test_sigterm_exits_zero_quickly(setup: tuple[list[str], str]) -> None:
+    """SIGTERM stops the controller with exit code 0 within 10 seconds."""
+    base, db = setup
+    server = _serve(base)
+    _until(lambda: _synced(db))
+    began = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(10) == 0
+    assert time.monotonic() - began < 10
+    assert os.path.exists(db.removeprefix("sqlite:///"))
