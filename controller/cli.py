@@ -214,6 +214,26 @@ def audit(settings: Settings, workflow: str, as_json: bool) -> None:
 
 
 @cli.command()
+@click.argument("workflow")
+@click.option("--to", "version", type=int, required=True, help="The version to restore (see `wfctl history`).")
+@click.option("--message", "note", default=None, help="A note for the commit body.")
+@click.pass_obj
+def restore(settings: Settings, workflow: str, version: int, note: str | None) -> None:
+    """Commit VERSION's content of ACCOUNT/NAME to the checkout (refused while executions are in flight)."""
+    from controller.reconcile.restore import restore as do_restore
+
+    if "://" in settings.repo:
+        _fail("restore commits in a checkout; pass --repo PATH (a working tree), not a URL")
+    store = settings.open_store()
+    try:
+        done = do_restore(store, Path(settings.repo), _key(workflow), version, note)
+    finally:
+        store.close()
+    click.echo(f"committed {done.commit[:12]} {done.path}: Restore {workflow} to version {version}; push it or "
+               f"open a pull request")
+
+
+@cli.command()
 def schema() -> None:
     """Print the JSON Schema of workflow files."""
     from controller.model import schema_text

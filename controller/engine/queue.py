@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
-from controller.store.tables import execution_steps, executions
+from controller.store.tables import execution_steps, executions, workflows
 
 FINAL = ("succeeded", "failed", "terminated")
 IN_FLIGHT = ("running", "waiting")
@@ -79,8 +79,9 @@ def enqueue(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> 
 def claim(conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int) -> list[int]:
     """Take up to ``limit`` runnable executions under a lease for ``owner``; oldest first."""
     e = executions.c
+    held = select(workflows.c.id).where(workflows.c.sync == "Blocked")  # draining for a restore: start nothing new
     runnable = or_(
-        e.status == "queued",
+        and_(e.status == "queued", e.workflow_id.not_in(held)),
         and_(e.status == "waiting", e.wake_at.is_not(None), e.wake_at <= now),
         and_(e.status == "running", or_(e.lease_until.is_(None), e.lease_until < now)),  # released or dead worker
     )

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from controller.errors import ConflictError
 from controller.reconcile import conditions
-from controller.reconcile.plan import DeleteOp, InvalidOp, Plan, VersionOp
+from controller.reconcile.plan import BlockedOp, DeleteOp, InvalidOp, Plan, VersionOp
 from controller.reconcile.state import read_source
 from controller.source import CommitInfo
 from controller.store.tables import audit_events, sources, workflow_versions, workflows
@@ -88,12 +88,12 @@ def _insert_versions(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, 
 
 
 def _insert_audit(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]]) -> None:
-    rows = [_audit_row(op, ids[op.key][0]) for op in plan.ops]
+    rows = [_audit_row(op, ids[op.key][0]) for op in plan.ops if not isinstance(op, BlockedOp) or op.new]
     if rows:
         conn.execute(insert(audit_events), rows)
 
 
-def _audit_row(op: VersionOp | DeleteOp | InvalidOp, workflow_id: int) -> dict[str, Any]:
+def _audit_row(op: VersionOp | DeleteOp | InvalidOp | BlockedOp, workflow_id: int) -> dict[str, Any]:
     row = {"workflow_id": workflow_id, "at": op.commit.committed_at, "actor": _actor(op.commit),
            "version": op.version, "commit": op.commit.sha, "changes": [], "message": op.commit.summary}
     if isinstance(op, VersionOp):
@@ -101,6 +101,8 @@ def _audit_row(op: VersionOp | DeleteOp | InvalidOp, workflow_id: int) -> dict[s
         return {**row, "action": op.action, "changes": op.changes, "message": message + op.commit.summary}
     if isinstance(op, DeleteOp):
         return {**row, "action": "deleted"}
+    if isinstance(op, BlockedOp):
+        return {**row, "action": "blocked", "message": op.message}
     return {**row, "action": "invalid", "message": "; ".join(str(p) for p in op.problems)}
 
 
@@ -116,7 +118,7 @@ def _update_workflows(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int,
             "b_id": wid, "path": w.path, "version": w.version, "content_hash": w.content_hash, "enabled": w.enabled,
             "trigger_type": w.trigger_type, "calls": list(w.calls), "deleted": w.deleted, "sync": w.sync,
             "message": w.message, "conditions": conditions.for_workflow(previous, now, w.sync, w.message, w.version),
-            "last_applied_commit": w.last_applied_commit,
+            "last_applied_commit": w.last_applied_commit, "blocked_commit": w.blocked_commit,
             "last_attempted_commit": plan.attempted.get(key, w.last_applied_commit), "updated_at": now,
         })
     if rows:

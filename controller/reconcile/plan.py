@@ -10,7 +10,7 @@ no call cycles) are judged per account on the state at that commit.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -42,6 +42,7 @@ class AppliedWorkflow:
     enabled: bool = False
     trigger_type: str | None = None
     last_applied_commit: str | None = None
+    blocked_commit: str | None = None  # a restore held back at this commit; later commits queue behind
     # content_hash -> newest version with that content, for restore detection.
     hashes: Mapping[str, int] = field(default_factory=dict)
 
@@ -106,7 +107,27 @@ class InvalidOp:
     problems: tuple[Problem, ...]
 
 
-Op = VersionOp | DeleteOp | InvalidOp
+@dataclass(frozen=True)
+class BlockedOp:
+    """A restore held back while the workflow has executions running or waiting."""
+
+    key: str
+    path: str
+    version: int
+    commit: CommitInfo
+    restored_from: int
+    executions: tuple[int, ...]
+    new: bool  # first time this commit is held back (the audit records it once)
+
+    @property
+    def message(self) -> str:
+        ids = ", ".join(str(i) for i in self.executions)
+        return (f"restore to version {self.restored_from} (commit {self.commit.sha[:12]}) waits for "
+                f"{len(self.executions)} execution(s) in flight: {ids}; it applies when they finish "
+                f"(or cancel them: wfctl executions cancel ID)")
+
+
+Op = VersionOp | DeleteOp | InvalidOp | BlockedOp
 
 
 @dataclass(frozen=True)
@@ -134,6 +155,8 @@ class Plan:
                 result[op.key] = VERSION_ACTIONS[op.action]
             elif isinstance(op, DeleteOp):
                 result[op.key] = "delete"
+            elif isinstance(op, BlockedOp):
+                result[op.key] = "blocked"
         for key in self.invalid:
             result[key] = "invalid"
         return result
@@ -146,7 +169,8 @@ class Walk:
     """Folds steps over the applied state; ``plan()`` gives the result. Never touches I/O."""
 
     def __init__(self, applied: Mapping[str, AppliedWorkflow], *, base: str | None, head: CommitInfo, full: bool,
-                 directories: Mapping[str, Mapping[str, DirectoryEntry]] | None = None):
+                 directories: Mapping[str, Mapping[str, DirectoryEntry]] | None = None,
+                 busy: Mapping[str, Sequence[int]] | None = None):
         self._state: dict[str, AppliedWorkflow] = {w.key: w for w in applied.values()}
         self._problems: dict[str, tuple[Problem, ...]] = {}
         self._attempted: dict[str, str] = {}
@@ -155,6 +179,8 @@ class Walk:
         self._full = full
         self._head = head
         self._directories = directories or {}  # accounts with a loaded directory: references are checked
+        self._busy = busy or {}  # key -> running or waiting execution ids: restores of these wait
+        self._held: set[str] = set()  # keys whose restore is held back in this walk
 
     def dependents(self, removed_or_added: Mapping[str, str]) -> set[str]:
         """Keys whose validity may change with a step that adds or removes these workflows.
@@ -201,6 +227,9 @@ class Walk:
         for key in keys:
             loaded = step.files[key]
             commit = step.attribution.get(key, step.commit)
+            if key in self._held:  # queued behind a held-back restore: history is never reordered
+                self._attempted[key] = commit.sha
+                continue
             if loaded is None:
                 self._delete(key, commit)
             else:
@@ -227,6 +256,9 @@ class Walk:
         assert loaded.workflow is not None
         version = current.version + 1
         restored_from = current.hashes.get(loaded.content_hash)
+        if restored_from is not None and self._busy.get(key):
+            self._hold(current, loaded, commit, restored_from)
+            return
         if restored_from is not None:
             action: Literal["created", "updated", "restored"] = "restored"
         elif current.deleted or current.content_hash is None:
@@ -263,8 +295,16 @@ class Walk:
             enabled=op.enabled,
             trigger_type=op.trigger_type,
             last_applied_commit=commit.sha,
+            blocked_commit=None,
             hashes={**current.hashes, op.content_hash: version},
         )
+
+    def _hold(self, current: AppliedWorkflow, loaded: Loaded, commit: CommitInfo, restored_from: int) -> None:
+        op = BlockedOp(current.key, loaded.where.path, current.version, commit, restored_from,
+                       tuple(self._busy[current.key]), new=current.blocked_commit != commit.sha)
+        self._ops.append(op)
+        self._held.add(current.key)
+        self._state[current.key] = replace(current, sync="Blocked", message=op.message, blocked_commit=commit.sha)
 
     def _reject(self, key: str, loaded: Loaded, problems: tuple[Problem, ...], commit: CommitInfo) -> None:
         current = self._state.get(key) or AppliedWorkflow(key=key, path=loaded.where.path)
@@ -274,7 +314,8 @@ class Walk:
         self._problems[key] = problems
         if current.deleted:  # back in git but broken: the deleted version must not come back to life
             current = replace(current, content_hash=None, content=None, calls=(), enabled=False)
-        self._state[key] = replace(current, path=loaded.where.path, deleted=False, sync="Invalid", message=message)
+        self._state[key] = replace(current, path=loaded.where.path, deleted=False, sync="Invalid", message=message,
+                                   blocked_commit=None)
 
     def _delete(self, key: str, commit: CommitInfo) -> None:
         self._problems.pop(key, None)
@@ -283,7 +324,7 @@ class Walk:
             return
         self._ops.append(DeleteOp(key, current.path, current.version, commit))
         self._state[key] = replace(current, deleted=True, content_hash=None, content=None, calls=(), enabled=False,
-                                   sync="Synced", message="")
+                                   sync="Synced", message="", blocked_commit=None)
 
     def plan(self) -> Plan:
         touched = {op.key for op in self._ops} | set(self._attempted)

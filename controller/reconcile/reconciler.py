@@ -20,7 +20,7 @@ from controller.reconcile import conditions
 from controller.reconcile.apply import SourceMeta, apply_plan
 from controller.reconcile.loader import Loaded, WorkflowPath, classify, load
 from controller.reconcile.plan import AppliedWorkflow, Plan, Step, Walk
-from controller.reconcile.state import read_applied, read_source, with_history
+from controller.reconcile.state import in_flight, read_applied, read_blocked, read_source, with_history
 from controller.source import Change, CommitInfo, GitSource
 from controller.store import Store
 from controller.store.directory import snapshot as directory_snapshot
@@ -52,14 +52,15 @@ class Reconciler:
         head = head or self.source.resolve_head()
         with self.store.read() as conn:
             base = read_source(conn, self.name).last_attempted_commit
-            if base == head.sha:
-                return Walk({}, base=base, head=head, full=False).plan()
-            if base is None or not self.source.is_ancestor(base, head.sha):
+            if base is None or (base != head.sha and not self.source.is_ancestor(base, head.sha)):
                 if base is not None:
                     log.warning("commit %s is no longer an ancestor of %s (force-push?): comparing the whole tree",
                                 base[:12], head.sha[:12])
                 return self._full(conn, base, head)
-            return self._incremental(conn, base, head)
+            blocked = read_blocked(conn)
+            if base == head.sha and not blocked:
+                return Walk({}, base=base, head=head, full=False).plan()
+            return self._incremental(conn, base, head, blocked)
 
     def sync(self) -> Plan:
         """Plan and apply one pass; retried when another pass applied first."""
@@ -71,7 +72,7 @@ class Reconciler:
             except SourceError as e:
                 self._record_source_failure(e)
                 raise
-            if plan.base == plan.head.sha:
+            if plan.empty:
                 return plan
             try:
                 with self.store.write() as conn:
@@ -97,23 +98,48 @@ class Reconciler:
         changed.update({key: None for key, w in applied.items() if w.present and key not in wanted})
         attribution = self.source.last_changes(head.sha, [v.where.path for v in changed.values() if v is not None])
         walk = Walk(with_history(conn, applied, changed), base=base, head=head, full=True,
-                    directories=directory_snapshot(conn, {k.split("/", 1)[0] for k in changed}))
+                    directories=directory_snapshot(conn, {k.split("/", 1)[0] for k in changed}),
+                    busy=in_flight(conn, changed))
         walk.step(Step(head, changed, {k: attribution[v.where.path] for k, v in changed.items()
                                        if v is not None and v.where.path in attribution}))
         return walk.plan()
 
-    def _incremental(self, conn: Connection, base: str, head: CommitInfo) -> Plan:
+    def _incremental(self, conn: Connection, base: str, head: CommitInfo, blocked: dict[str, str]) -> Plan:
         commits = self.source.first_parent_commits(base, head.sha)
-        diffs = [(c, self.source.changed_paths(c.parents[0] if c.parents else None, c.sha)) for c in commits]
+        diffs = self._replays(blocked, base) + [(c, self._changes(c)) for c in commits]
         accounts = {w.account for _, changes in diffs for w in _touched(changes, self.source.root)}
         applied = read_applied(conn, accounts)
         touched = {w.key for _, changes in diffs for w in _touched(changes, self.source.root)}
         touched |= {k for k, w in applied.items() if w.sync == "Invalid"}
         walk = Walk(with_history(conn, applied, touched), base=base, head=head, full=False,
-                    directories=directory_snapshot(conn, accounts))
+                    directories=directory_snapshot(conn, accounts), busy=in_flight(conn, touched))
         for commit, changes in diffs:
             walk.step(self._step(walk, commit, changes))
         return walk.plan()
+
+    def _changes(self, commit: CommitInfo) -> list[Change]:
+        return self.source.changed_paths(commit.parents[0] if commit.parents else None, commit.sha)
+
+    def _replays(self, blocked: dict[str, str], base: str) -> list[tuple[CommitInfo, list[Change]]]:
+        """Commits up to ``base`` again, for the workflows whose restore was held back there.
+
+        A held-back restore and every later commit to the same workflow wait in order; each pass
+        walks them again, so they apply, in one transaction, as soon as the workflow drains.
+        """
+        chains: dict[str, set[str]] = {}
+        longest: list[CommitInfo] = []
+        for key, sha in blocked.items():
+            parents = self.source.commit(sha).parents
+            chain = self.source.first_parent_commits(parents[0] if parents else None, base)
+            chains[key] = {c.sha for c in chain}
+            longest = max(longest, chain, key=len)
+        replays = []
+        for commit in longest:
+            keys = {key for key, shas in chains.items() if commit.sha in shas}
+            changes = [c for c in self._changes(commit) if {w.key for w in _touched([c], self.source.root)} & keys]
+            if changes:
+                replays.append((commit, changes))
+        return replays
 
     def _step(self, walk: Walk, commit: CommitInfo, changes: list[Change]) -> Step:
         root = self.source.root

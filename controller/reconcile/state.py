@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select
 
 from controller.reconcile.plan import AppliedWorkflow
-from controller.store.tables import sources, workflow_versions, workflows
+from controller.store.tables import executions, sources, workflow_versions, workflows
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,24 @@ def with_history(conn: Connection, applied: dict[str, AppliedWorkflow], keys: It
     return result
 
 
+def read_blocked(conn: Connection) -> dict[str, str]:
+    """Workflows whose restore is held back: key -> the commit it waits at."""
+    w = workflows.c
+    return {key: commit for key, commit in conn.execute(select(w.key, w.blocked_commit).where(w.blocked_commit.is_not(None)))}
+
+
+def in_flight(conn: Connection, keys: Iterable[str] | None) -> dict[str, list[int]]:
+    """Running or waiting execution ids per workflow key (a restore of these is held back)."""
+    e = executions.c
+    query = select(e.workflow_key, e.id).where(e.status.in_(("running", "waiting"))).order_by(e.id)
+    if keys is not None:
+        query = query.where(e.workflow_key.in_(sorted(set(keys))))
+    found: dict[str, list[int]] = {}
+    for key, execution_id in conn.execute(query):
+        found.setdefault(key, []).append(execution_id)
+    return found
+
+
 def _applied(row: Any) -> AppliedWorkflow:
     return AppliedWorkflow(
         key=row["key"],
@@ -83,6 +101,7 @@ def _applied(row: Any) -> AppliedWorkflow:
         enabled=row["enabled"],
         trigger_type=row["trigger_type"],
         last_applied_commit=row["last_applied_commit"],
+        blocked_commit=row["blocked_commit"],
     )
 
 

@@ -92,6 +92,8 @@ workflows = Table(
     Column("conditions", Json, nullable=False, default=list),
     Column("last_applied_commit", String(64)),
     Column("last_attempted_commit", String(64)),
+    # The commit of a restore held back by executions in flight; it and later commits wait.
+    Column("blocked_commit", String(64)),
     Column("created_at", Timestamp(), nullable=False),
     Column("updated_at", Timestamp(), nullable=False),
 )

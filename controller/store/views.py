@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from controller.errors import NotFoundError
 from controller.store.tables import (
@@ -39,7 +39,21 @@ def status(conn: Connection, source: str = "default") -> dict[str, Any]:
         "conditions": list(row["conditions"]) if row else [],
     }
     rows = conn.execute(select(workflows).where(workflows.c.deleted.is_(False)).order_by(workflows.c.key)).mappings()
-    return {"source": source_view, "workflows": [workflow_view(r) for r in rows]}
+    e = executions.c
+    counts: dict[tuple[str, str], int] = {
+        (key, state): n for key, state, n in conn.execute(
+            select(e.workflow_key, e.status, func.count()).where(e.status.in_(("queued", "running", "waiting")))
+            .group_by(e.workflow_key, e.status))
+    }
+    views = []
+    for row in rows:
+        view = workflow_view(row)
+        active = counts.get((row["key"], "running"), 0) + counts.get((row["key"], "waiting"), 0)
+        queued = counts.get((row["key"], "queued"), 0)
+        view["executions_in_flight"] = active
+        view["held_executions"] = queued if row["sync"] == "Blocked" else 0
+        views.append(view)
+    return {"source": source_view, "workflows": views}
 
 
 def workflow_view(row: Any) -> dict[str, Any]:
