@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from controller.errors import Problem, WfcError
-from controller.reconcile.plan import Plan
+from controller.reconcile.plan import BlockedOp, Plan, VersionOp
 from controller.reconcile.validate import validate_tree
 from controller.settings import Settings
 from controller.store import views
@@ -99,7 +99,7 @@ def plan(settings: Settings, as_json: bool) -> None:
     with settings.reconciler() as reconciler:
         result = reconciler.plan()
         with reconciler.store.read() as conn:
-            standing = [w for w in views.status(conn)["workflows"] if w["sync"] != "Synced"]
+            standing = views.not_ready(conn)
     rows = _plan_rows(result)
     for w in standing:
         if w["id"] not in {r["id"] for r in rows}:
@@ -117,11 +117,19 @@ def plan(settings: Settings, as_json: bool) -> None:
 
 
 def _plan_rows(result: Plan) -> list[dict[str, Any]]:
+    versions_of: dict[str, list[dict[str, Any]]] = {}
+    messages: dict[str, str] = {}
+    for op in result.ops:
+        if isinstance(op, VersionOp):
+            versions_of.setdefault(op.key, []).append(
+                {"version": op.version, "action": op.action, "commit": op.commit.sha, "summary": op.commit.summary,
+                 "restored_from": op.restored_from, "changes": op.changes})
+        elif isinstance(op, BlockedOp):
+            messages[op.key] = op.message
     rows = []
     for key, action in result.actions().items():
-        versions = [{"version": op.version, "action": op.action, "commit": op.commit.sha, "summary": op.commit.summary,
-                     "restored_from": op.restored_from, "changes": op.changes} for op in result.versions_of(key)]
-        message = "; ".join(str(p) for p in result.invalid.get(key, ()))
+        versions = versions_of.get(key, [])
+        message = "; ".join(str(p) for p in result.invalid.get(key, ())) or messages.get(key, "")
         rows.append({"id": key, "action": action, "versions": versions, "message": message})
     return rows
 
@@ -134,9 +142,8 @@ def sync(settings: Settings, as_json: bool) -> None:
     with settings.reconciler() as reconciler:
         result = reconciler.sync()
         with reconciler.store.read() as conn:
-            state = views.status(conn)
+            not_ready = views.not_ready(conn)
     rows = _plan_rows(result)
-    not_ready = [w for w in state["workflows"] if w["sync"] != "Synced"]
     if as_json:
         _emit({"base": result.base, "head": result.head.sha, "full": result.full, "applied": rows,
                "not_ready": [{"id": w["id"], "sync": w["sync"], "message": w["message"]} for w in not_ready]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from controller.engine import triggers
+from controller.model.entities import ENTITY_TYPES
 from controller.store import records as record_store
 
 if TYPE_CHECKING:
@@ -42,3 +43,24 @@ class RecordService:
             self.started += triggers.record_event(self.engine, conn, account, entity, "deleted", record,
                                                   depth=self.depth)
         return record
+
+
+class StepRecords:
+    """The record writer of ``record.create``/``record.update`` steps, over a :class:`RecordService`.
+
+    A step names a custom type by its directory id (``ot_17``, resolved from ``object_type:ot_17``);
+    the built-in store keeps such records under the type ``object_type:ot_17``.
+    """
+
+    def __init__(self, service: RecordService):
+        self.service = service
+
+    def create(self, account: str, entity: str, data: dict[str, Any]) -> dict[str, Any]:
+        return self.service.create(account, _stored_type(entity), data)
+
+    def update(self, account: str, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        return self.service.update(account, _stored_type(entity), record_id, data)
+
+
+def _stored_type(entity: str) -> str:
+    return entity if entity in ENTITY_TYPES else f"object_type:{entity}"

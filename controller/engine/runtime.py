@@ -246,6 +246,6 @@ def _row(conn: Connection, execution_id: int) -> Any:
 def live_effects(engine: Engine, ex: ExecutionRow) -> Effects:
     """Real effects; records written by a step fire record triggers one level deeper."""
     from controller.engine.live import LiveEffects
-    from controller.engine.records import RecordService
+    from controller.engine.records import RecordService, StepRecords
 
-    return LiveEffects(data_dir=engine.data_dir, records=RecordService(engine, depth=ex.depth + 1))
+    return LiveEffects(data_dir=engine.data_dir, records=StepRecords(RecordService(engine, depth=ex.depth + 1)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -56,11 +56,14 @@ def cron_trigger(expr: str, tz: str) -> CronTrigger:
     return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone=tz)
 
 
-def trigger_for(spec: dict[str, Any]) -> BaseTrigger:
+def trigger_for(spec: dict[str, Any], now: datetime | None = None) -> BaseTrigger:
+    """The job trigger of a schedule; an interval counts from ``now`` (the engine's clock), else from the wall clock."""
     tz = spec.get("timezone") or "UTC"
     if spec.get("cron"):
         return cron_trigger(spec["cron"], tz)
-    return IntervalTrigger(seconds=parse_duration(spec["every"]), timezone=tz)
+    seconds = parse_duration(spec["every"])
+    start = now + timedelta(seconds=seconds) if now is not None else None
+    return IntervalTrigger(seconds=seconds, timezone=tz, start_date=start)
 
 
 class Schedules:
@@ -77,11 +80,17 @@ class Schedules:
 
     def start(self, *, paused: bool = False) -> None:
         _engines[self.registry_id] = self.engine
-        self.scheduler.start(paused=paused)
-        self.register()
+        self.scheduler.start(paused=True)
+        self.register()  # before any job runs: a job left by the previous process must find this engine
+        if not paused:
+            self.scheduler.resume()
 
     def shutdown(self) -> None:
         if self.scheduler.running:
+            # APScheduler's loop makes one last pass after shutdown, by the wall clock: it would move due
+            # jobs past runs it can no longer submit. Detached, the store keeps them as they are (and the
+            # store's own engine is not disposed under it).
+            self.scheduler.remove_jobstore("default", shutdown=False)
             self.scheduler.shutdown(wait=False)
         _engines.pop(self.registry_id, None)
 
@@ -96,10 +105,14 @@ class Schedules:
         for job_id, listener in wanted.items():
             name = f"{listener.key}@v{listener.version}"
             existing = self.scheduler.get_job(job_id)
-            if existing is not None and existing.name == name and existing.args[0] == self.registry_id:
+            if existing is not None and existing.name == name:
+                if existing.args[0] != self.registry_id:  # another process registered it: keep its next run
+                    existing.modify(args=[self.registry_id, listener.key])
                 continue
-            self.scheduler.add_job(fire, trigger=trigger_for(listener.trigger), id=job_id, name=name,
-                                   args=[self.registry_id, listener.key], replace_existing=True)
+            now = self.engine.clock.now()  # next runs follow the engine's clock (a manual one in tests)
+            trigger = trigger_for(listener.trigger, now)
+            self.scheduler.add_job(fire, trigger=trigger, id=job_id, name=name, args=[self.registry_id, listener.key],
+                                   next_run_time=trigger.get_next_fire_time(None, now), replace_existing=True)
             log.info("scheduled %s", name)
         return len(wanted)
 

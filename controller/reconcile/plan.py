@@ -161,8 +161,6 @@ class Plan:
             result[key] = "invalid"
         return result
 
-    def versions_of(self, key: str) -> list[VersionOp]:
-        return [op for op in self.ops if isinstance(op, VersionOp) and op.key == key]
 
 
 class Walk:
@@ -172,6 +170,9 @@ class Walk:
                  directories: Mapping[str, Mapping[str, DirectoryEntry]] | None = None,
                  busy: Mapping[str, Sequence[int]] | None = None):
         self._state: dict[str, AppliedWorkflow] = {w.key: w for w in applied.values()}
+        self._accounts: dict[str, set[str]] = {}  # account -> keys, so a step reads only its accounts
+        for key in self._state:
+            self._index(key)
         self._problems: dict[str, tuple[Problem, ...]] = {}
         self._attempted: dict[str, str] = {}
         self._ops: list[Op] = []
@@ -192,14 +193,17 @@ class Walk:
         affected: set[str] = set()
         for key, change in removed_or_added.items():
             account, name = key.split("/", 1)
-            for other in self._state.values():
-                if other.account != account or other.key == key or not other.present:
+            for other in (self._state[k] for k in self._accounts.get(account, ())):
+                if other.key == key or not other.present:
                     continue
                 if change == "removed" and name in other.calls:
                     affected.add(other.key)
                 if change == "added" and (other.sync == "Invalid" or other.key in self._problems):
                     affected.add(other.key)
         return affected
+
+    def _index(self, key: str) -> None:
+        self._accounts.setdefault(key.split("/", 1)[0], set()).add(key)
 
     def known(self, key: str) -> AppliedWorkflow | None:
         return self._state.get(key)
@@ -211,7 +215,8 @@ class Walk:
 
     def _step_account(self, account: str, step: Step, proposals: Mapping[str, Loaded]) -> None:
         keys = [k for k in step.files if k.split("/", 1)[0] == account]
-        present = {w.name: w for w in self._state.values() if w.account == account and w.present}
+        members = [self._state[k] for k in self._accounts.get(account, ())]
+        present = {w.name: w for w in members if w.present}
         for key in keys:
             name = key.split("/", 1)[1]
             if step.files[key] is None:
@@ -249,6 +254,7 @@ class Walk:
 
     def _accept(self, key: str, loaded: Loaded, commit: CommitInfo) -> None:
         current = self._state.get(key) or AppliedWorkflow(key=key, path=loaded.where.path, deleted=True)
+        self._index(key)
         self._problems.pop(key, None)
         if current.present and current.content_hash == loaded.content_hash:
             self._state[key] = replace(current, path=loaded.where.path, sync="Synced", message="")
@@ -308,6 +314,7 @@ class Walk:
 
     def _reject(self, key: str, loaded: Loaded, problems: tuple[Problem, ...], commit: CommitInfo) -> None:
         current = self._state.get(key) or AppliedWorkflow(key=key, path=loaded.where.path)
+        self._index(key)
         message = "; ".join(str(p) for p in problems)
         if current.sync != "Invalid" or current.message != message or current.deleted:
             self._ops.append(InvalidOp(key, loaded.where.path, current.version, commit, problems))

@@ -18,10 +18,10 @@ from sqlalchemy import Connection
 from controller.errors import ConflictError, Problem, SourceError, StoreError
 from controller.reconcile import conditions
 from controller.reconcile.apply import SourceMeta, apply_plan
-from controller.reconcile.loader import Loaded, WorkflowPath, classify, load
+from controller.reconcile.loader import Loaded, WorkflowPath, bulk_loading, classify, load
 from controller.reconcile.plan import AppliedWorkflow, Plan, Step, Walk
 from controller.reconcile.state import in_flight, read_applied, read_blocked, read_source, with_history
-from controller.source import Change, CommitInfo, GitSource
+from controller.source import Change, CommitInfo, GitSource, TreeEntry
 from controller.store import Store
 from controller.store.directory import snapshot as directory_snapshot
 from controller.store.tables import sources
@@ -88,10 +88,11 @@ class Reconciler:
         return SourceMeta(self.name, self.location, self.source.branch, self.source.root)
 
     def _full(self, conn: Connection, base: str | None, head: CommitInfo) -> Plan:
-        files = self.source.list_files(head.sha)
-        wanted = _workflow_paths(files, self.source.root)
+        entries = self.source.entries(head.sha)
+        wanted = _workflow_paths(entries, self.source.root)
         applied = read_applied(conn, None)
-        loaded = {key: self._load(head.sha, where) for key, where in wanted.items()}
+        with bulk_loading():
+            loaded = {key: self._load_entry(head.sha, where, entries[where.path]) for key, where in wanted.items()}
         changed: dict[str, Loaded | None] = {
             key: item for key, item in loaded.items() if _differs(applied.get(key), item)
         }
@@ -165,6 +166,12 @@ class Reconciler:
             if where is not None:
                 files[key] = self._load(commit.sha, where)
         return Step(commit, files)
+
+    def _load_entry(self, commit: str, where: WorkflowPath, entry: TreeEntry) -> Loaded:
+        """Load from the blob id the tree listing gave, without looking the path up again."""
+        if entry.is_symlink:
+            return self._load(commit, where)
+        return load(where, self.source.read_blob(entry.sha))
 
     def _load(self, commit: str, where: WorkflowPath) -> Loaded:
         try:

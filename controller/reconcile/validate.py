@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import Problem, SourceError, UsageError
-from controller.reconcile.loader import SUFFIXES, Loaded, WorkflowPath, classify, load
+from controller.reconcile.loader import SUFFIXES, Loaded, WorkflowPath, bulk_loading, classify, load
 from controller.reconcile.rules import call_problems
 from controller.source import safe_worktree_path
 
@@ -44,12 +44,14 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = ()) -> Report:
     for where in chosen.values():
         accounts[where.account].setdefault(where.name, where)
     problems: list[Problem] = []
+    wanted = set(chosen)
     for account, members in sorted(accounts.items()):
-        loaded = {f"{account}/{name}": _load(top, where) for name, where in members.items()}
+        with bulk_loading():
+            loaded = {f"{account}/{name}": _load(top, where) for name, where in members.items()}
         graph = {k.split("/", 1)[1]: tuple(sorted(v.workflow.calls())) if v.workflow else () for k, v in loaded.items()}
         cross = call_problems(account, graph, loaded)
         for key in sorted(loaded):
-            if loaded[key].where.path in {w.path for w in chosen.values()}:
+            if loaded[key].where.path in wanted:
                 problems += list(loaded[key].problems) + cross.get(key, [])
     return Report(len(chosen), tuple(problems))
 

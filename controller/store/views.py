@@ -56,6 +56,13 @@ def status(conn: Connection, source: str = "default") -> dict[str, Any]:
     return {"source": source_view, "workflows": views}
 
 
+def not_ready(conn: Connection) -> list[dict[str, Any]]:
+    """Workflows that are not Synced (Invalid or Blocked), without reading the others."""
+    w = workflows.c
+    rows = conn.execute(select(w.key, w.sync, w.message).where(w.deleted.is_(False), w.sync != "Synced").order_by(w.key))
+    return [{"id": key, "sync": sync, "message": message} for key, sync, message in rows]
+
+
 def workflow_view(row: Any) -> dict[str, Any]:
     return {
         "id": row["key"],
