@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from controller.config import Config, load_config
 from controller.engine.clock import Clock
 from controller.engine.runtime import Engine
 from controller.reconcile.reconciler import Reconciler
@@ -25,10 +26,14 @@ class Settings:
     root: str = "workflows.d"
     database_url: str | None = None
     data_dir: Path = Path(".wfctl")
+    config_path: Path | None = None  # feature flags; default <data-dir>/config.yaml when it exists
 
     @property
     def db_url(self) -> str:
         return self.database_url or default_url(self.data_dir)
+
+    def config(self) -> Config:
+        return load_config(self.config_path or self.data_dir / "config.yaml")
 
     def open_store(self, *, upgrade: bool = True) -> Store:
         return open_store(self.db_url, upgrade=upgrade)

@@ -65,7 +65,7 @@ def answer_in_turn(web: HttpServer, path: str, *statuses: int) -> None:
         status = statuses[min(n, len(statuses)) - 1]
         return Response(status, json.dumps({"attempt": n}).encode())
 
-    web.answer = answer  # type: ignore[method-assign]
+    web.answer = answer  # type: ignore[method-assign,assignment]
 
 
 def sent(web: HttpServer, path: str) -> list[Any]:

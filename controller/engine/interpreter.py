@@ -61,13 +61,15 @@ class Interpreter:
     now: Callable[[], datetime]
 
     def run(self, execution: ExecutionRow, definition: Mapping[str, Any], scope: dict[str, Any], effects: Effects,
-            checkpoint: Callable[[ExecutionRow], None], stop: Callable[[], bool] = lambda: False) -> Segment:
+            checkpoint: Callable[[ExecutionRow], None], stop: Callable[[], bool] = lambda: False,
+            run_class: type[Run] | None = None) -> Segment:
         """Advance ``execution`` (mutated in place); scope holds record, trigger, workflow, account.
 
         ``stop`` is asked before each action: when it says yes (shutdown) the execution stays
-        ``running`` where it is, and the caller releases it for another worker.
+        ``running`` where it is, and the caller releases it for another worker. ``run_class``
+        changes what waits and calls do (the dry run does them inline).
         """
-        run = _Run(self, execution, effects, checkpoint, scope, stop)
+        run = (run_class or Run)(self, execution, effects, checkpoint, scope, stop)
         if run.actions(definition["spec"]["actions"]):
             execution.status = "succeeded"
             execution.output = scope["vars"]
@@ -76,8 +78,12 @@ class Interpreter:
         return run.segment
 
 
-class _Run:
-    """The state of one segment; ``actions`` returns False when the execution must stop here."""
+class Run:
+    """The state of one segment; ``actions`` returns False when the execution must stop here.
+
+    ``sleep`` and ``call`` are what a durable run does with a ``wait`` and a ``workflow.call``:
+    park the execution. A subclass may do them differently (the dry run does them inline).
+    """
 
     def __init__(self, interpreter: Interpreter, execution: ExecutionRow, effects: Effects,
                  checkpoint: Callable[[ExecutionRow], None], scope: dict[str, Any], stop: Callable[[], bool]):
@@ -134,17 +140,23 @@ class _Run:
     def _outcome(self, action: dict[str, Any], step: StepRow, outcome: Outcome) -> bool:
         now = self.i.now()
         if isinstance(outcome, Sleep):
-            step.status, step.wake_at, step.output = "waiting", now + timedelta(seconds=outcome.seconds), None
-            return self._stop(step.wake_at)
+            return self.sleep(action, step, outcome)
         if isinstance(outcome, Call):
-            step.status, step.output = "waiting", {"workflow": outcome.workflow}
-            self.segment.calls.append((action["id"], outcome.workflow, outcome.input))
-            return self._stop(None)
+            return self.call(action, step, outcome)
         step.output = outcome.output
         step.status, step.finished_at = "succeeded", now
         if action["type"] not in PURE:
             self.checkpoint(self.ex)
         return self._absorb(action, step)
+
+    def sleep(self, action: dict[str, Any], step: StepRow, outcome: Sleep) -> bool:
+        step.status, step.wake_at, step.output = "waiting", self.i.now() + timedelta(seconds=outcome.seconds), None
+        return self._stop(step.wake_at)
+
+    def call(self, action: dict[str, Any], step: StepRow, outcome: Call) -> bool:
+        step.status, step.output = "waiting", {"workflow": outcome.workflow}
+        self.segment.calls.append((action["id"], outcome.workflow, outcome.input))
+        return self._stop(None)
 
     def _absorb(self, action: dict[str, Any], step: StepRow) -> bool:
         """Put a finished step's output into scope; an ``if`` continues into its branch."""

@@ -57,7 +57,7 @@ def cron_trigger(expr: str, tz: str) -> CronTrigger:
 
 
 def trigger_for(spec: dict[str, Any], now: datetime | None = None) -> BaseTrigger:
-    """The job trigger of a schedule; an interval counts from ``now`` (the engine's clock), else from the wall clock."""
+    """The job trigger of a schedule; an interval counts from ``now`` (the engine's clock) if given."""
     tz = spec.get("timezone") or "UTC"
     if spec.get("cron"):
         return cron_trigger(spec["cron"], tz)

@@ -153,25 +153,25 @@ def _place(path: str, text: str, problem: Problem) -> Problem:
     if not problem.field:
         return problem
     loc = tuple(problem.field.split("."))
-    line, col = _position(text, loc)
+    line, col = position(text, loc)
     return Problem(path, line, col, problem.message, problem.field)
 
 
 def locate(loaded: Loaded, loc: tuple[str | int, ...], message: str) -> Problem:
     """A problem at the node ``loc`` of a loaded file."""
-    line, col = _position(loaded.source_text, loc)
+    line, col = position(loaded.source_text, loc)
     return Problem(loaded.where.path, line, col, message, field_path(loc))
 
 
 def _locate(path: str, text: str, issues: list[tuple[tuple[str | int, ...], str]]) -> list[Problem]:
     located = []
     for loc, message in issues:
-        line, col = _position(text, loc)
+        line, col = position(text, loc)
         located.append(Problem(path, line, col, message, field_path(loc)))
     return located
 
 
-def _position(text: str, loc: tuple[str | int, ...]) -> tuple[int, int]:
+def position(text: str, loc: tuple[str | int, ...]) -> tuple[int, int]:
     """1-based line and column of the key (or list item) at ``loc``, or of its deepest existing part."""
     node: Any = YAML().load(text)  # CommentedMap / CommentedSeq carry .lc
     line, col = 1, 1

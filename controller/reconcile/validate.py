@@ -8,7 +8,7 @@ account, so a call to a workflow that exists elsewhere in it resolves.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.errors import Problem, SourceError, UsageError
@@ -21,6 +21,8 @@ from controller.source import safe_worktree_path
 class Report:
     files: int
     problems: tuple[Problem, ...]
+    # Every workflow file read, the chosen ones and their account siblings: key -> loaded.
+    loaded: dict[str, Loaded] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -44,6 +46,7 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = ()) -> Report:
     for where in chosen.values():
         accounts[where.account].setdefault(where.name, where)
     problems: list[Problem] = []
+    everything: dict[str, Loaded] = {}
     wanted = set(chosen)
     for account, members in sorted(accounts.items()):
         with bulk_loading():
@@ -53,7 +56,8 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = ()) -> Report:
         for key in sorted(loaded):
             if loaded[key].where.path in wanted:
                 problems += list(loaded[key].problems) + cross.get(key, [])
-    return Report(len(chosen), tuple(problems))
+        everything.update(loaded)
+    return Report(len(chosen), tuple(problems), everything)
 
 
 def _chosen(top: Path, root: str, paths: list[Path]) -> dict[str, WorkflowPath]:

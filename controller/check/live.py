@@ -1,0 +1,43 @@
+"""Asking a running controller over its API (for `wfctl check --controller` and `wfctl restore`)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import requests
+
+from controller.errors import SourceError
+
+IN_FLIGHT = ("running", "waiting")
+
+
+class ControllerClient:
+    def __init__(self, url: str, token: str, *, timeout: float = 10.0, session: requests.Session | None = None):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def in_flight(self, key: str) -> list[int]:
+        """Ids of the workflow's running and waiting executions, as the controller sees them now."""
+        ids: list[int] = []
+        for status in IN_FLIGHT:
+            data = self._get("/api/v1/executions", {"workflow": key, "status": status})
+            items = data if isinstance(data, list) else data.get("executions", data.get("items", []))
+            ids += [int(item["id"]) for item in items]
+        return sorted(ids)
+
+    def _get(self, path: str, params: dict[str, str]) -> Any:
+        where = f"{self.url}{quote(path)}"
+        try:
+            response = self.session.get(where, params=params, timeout=self.timeout)
+        except requests.RequestException as e:
+            raise SourceError(f"controller {self.url} did not answer: {type(e).__name__}") from None
+        if response.status_code != 200:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise SourceError(f"controller {self.url} answered {response.status_code} for {path}: {message}")
+        return response.json()

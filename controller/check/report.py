@@ -1,0 +1,119 @@
+"""`wfctl check` output: human text, JSON, GitHub annotations, JUnit XML."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from xml.etree import ElementTree as ET
+
+from controller.check.check import CheckReport
+from controller.check.runner import CaseResult
+
+FORMATS = ("text", "json", "github", "junit")
+
+
+def render(report: CheckReport, fmt: str) -> str:
+    return {"text": text, "json": as_json, "github": github, "junit": junit}[fmt](report)
+
+
+def as_json(report: CheckReport) -> str:
+    data: dict[str, Any] = {
+        "ok": report.ok, "files": report.files, "base": report.base,
+        "problems": [{"path": p.path, "line": p.line, "column": p.column, "field": p.field, "message": p.message}
+                     for p in report.problems],
+        "changes": [c.view() for c in report.changes],
+        "cases": [c.view() for c in report.cases],
+        "notes": report.notes,
+        "warnings": [{"path": path, "message": message} for path, message in report.warnings],
+    }
+    return json.dumps(data, indent=2, default=str) + "\n"
+
+
+def text(report: CheckReport) -> str:
+    lines = [f"validate: {report.files} file(s), {len(report.problems)} problem(s)"]
+    lines += [f"  {p}" for p in report.problems]
+    if report.base is not None:
+        lines.append(f"plan against {report.base}: {len(report.changes)} change(s)")
+        for change in report.changes:
+            since = f" (equals {change.restored_from[:12]})" if change.restored_from else ""
+            lines.append(f"  {change.change:<9} {change.id}{since}")
+            lines += [f"      {c['path']}: {json.dumps(c['old'])} -> {json.dumps(c['new'])}" for c in change.changes[:20]]
+    passed = sum(c.ok for c in report.cases)
+    lines.append(f"dry run: {passed}/{len(report.cases)} case(s) passed")
+    for case in report.cases:
+        lines.append(f"  {'ok  ' if case.ok else 'FAIL'} {case.workflow} :: {case.name}" + _summary(case))
+        lines += [f"       {m}" for m in case.mismatches]
+        if not case.ok and case.result is not None:
+            lines += [f"       - {s['action_id']}: {s['status']}" + (f" ({s['intent']})" if s.get("intent") else "")
+                      + (f" {s['error']}" if s.get("error") else "") for s in case.result.steps]
+    lines += [f"note: {n}" for n in report.notes]
+    lines += [f"warning: {message}" for _, message in report.warnings]
+    lines.append("check passed" if report.ok else "check FAILED")
+    return "\n".join(lines) + "\n"
+
+
+def _summary(case: CaseResult) -> str:
+    if not case.started:
+        return " (not started)"
+    if case.result is None:
+        return ""
+    return f" ({len(case.result.steps)} step(s), {len(case.result.intents)} intended effect(s))"
+
+
+def github(report: CheckReport) -> str:
+    lines = []
+    for p in report.problems:
+        what = f"{p.field}: {p.message}" if p.field else p.message
+        lines.append(f"::error file={p.path},line={max(p.line, 1)},col={max(p.column, 1)}::{_escape(what)}")
+    for case in report.cases:
+        if not case.ok:
+            path = _workflow_path(report, case)
+            failures = "; ".join(str(m) for m in case.mismatches)
+            lines.append(f"::error file={path},line=1,col=1::{_escape(f'{case.workflow} case {case.name!r}: {failures}')}")
+    for path, message in report.warnings:
+        lines.append(f"::warning file={path},line=1,col=1::{_escape(message)}")
+    lines.append(f"check {'passed' if report.ok else 'failed'}: {len(report.problems)} problem(s), "
+                 f"{sum(not c.ok for c in report.cases)} failed case(s) of {len(report.cases)}")
+    return "\n".join(lines) + "\n"
+
+
+def _workflow_path(report: CheckReport, case: CaseResult) -> str:
+    from controller.check.cases import tests_path_for
+
+    for change in report.changes:
+        if change.id == case.workflow:
+            return change.path if case.synthetic else tests_path_for(change.path)
+    account, name = case.workflow.split("/", 1)
+    return f"{account}/{name}"
+
+
+def _escape(message: str) -> str:
+    """GitHub's workflow-command escaping for message text."""
+    return message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def junit(report: CheckReport) -> str:
+    suites = ET.Element("testsuites", name="wfctl check")
+    validate = ET.SubElement(suites, "testsuite", name="validate")
+    by_file: dict[str, list[str]] = {}
+    for p in report.problems:
+        by_file.setdefault(p.path, []).append(str(p))
+    for path, problems in sorted(by_file.items()):
+        case = ET.SubElement(validate, "testcase", classname="validate", name=path)
+        ET.SubElement(case, "failure", message=problems[0]).text = "\n".join(problems)
+    if not by_file:
+        ET.SubElement(validate, "testcase", classname="validate", name=f"{report.files} file(s)")
+    validate.set("tests", str(max(len(by_file), 1)))
+    validate.set("failures", str(len(by_file)))
+    dry = ET.SubElement(suites, "testsuite", name="dry-run", tests=str(len(report.cases)),
+                        failures=str(sum(not c.ok for c in report.cases)))
+    for result in report.cases:
+        case = ET.SubElement(dry, "testcase", classname=result.workflow, name=result.name)
+        if not result.ok:
+            ET.SubElement(case, "failure", message=str(result.mismatches[0])).text = "\n".join(
+                str(m) for m in result.mismatches)
+        if result.result is not None:
+            ET.SubElement(case, "system-out").text = "\n".join(
+                f"{s['action_id']}: {s['status']}" + (f" - {s['intent']}" if s.get("intent") else "")
+                for s in result.result.steps)
+    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"

@@ -1,0 +1,146 @@
+"""Running a workflow's test cases (or one synthetic case) as dry runs, and judging expectations."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.check.cases import Case, Expect, Mismatch, matches
+from controller.check.synthetic import synthetic_data, synthetic_record
+from controller.engine.dryrun import DryRunner, DryRunResult
+from controller.errors import TemplateError
+
+
+@dataclass
+class CaseResult:
+    workflow: str
+    name: str
+    mismatches: list[Mismatch] = field(default_factory=list)
+    result: DryRunResult | None = None
+    started: bool = True
+    synthetic: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+    def view(self) -> dict[str, Any]:
+        return {"workflow": self.workflow, "case": self.name, "ok": self.ok, "synthetic": self.synthetic,
+                "started": self.started, "failures": [str(m) for m in self.mismatches],
+                "dry_run": self.result.view() if self.result else None}
+
+
+def run_case(runner: DryRunner, name: str, definition: Mapping[str, Any], case: Case, *,
+             record: dict[str, Any] | None = None, synthetic: bool = False) -> CaseResult:
+    """Dry-run one case of workflow ``name`` and compare with what it expects.
+
+    ``record`` replaces the case's entity (a real record read from the store, or a synthetic one).
+    """
+    key = f"{runner.account}/{name}"
+    spec = definition["spec"]["trigger"]
+    trigger, record = trigger_for(spec, case, record, synthetic=synthetic)
+    outcome = CaseResult(key, case.name, synthetic=synthetic)
+    started, why = _when(runner, spec, trigger, record)
+    if not started:
+        outcome.started = False
+        if case.expect.status != "not_started" and not synthetic:  # made-up data may well not match
+            outcome.mismatches.append(Mismatch("started", True, why))
+        return outcome
+    result = runner.run(name, definition, trigger=trigger, record=record, outputs=case.outputs,
+                        lenient=synthetic)
+    outcome.result = result
+    outcome.mismatches = judge(case.expect, result)
+    return outcome
+
+
+def synthetic_case(definition: Mapping[str, Any]) -> tuple[Case, dict[str, Any] | None]:
+    """A case for a workflow without tests, and a made-up record of its trigger's entity type."""
+    spec = definition["spec"]["trigger"]
+    entity = spec.get("entity") or (spec.get("entities") or [None])[0]
+    case = Case(name="synthetic", email={"from": "someone@example.com", "subject": "Hello", "text": "Hello"})
+    return case, synthetic_record(entity) if entity else None
+
+
+def trigger_for(spec: Mapping[str, Any], case: Case, record: dict[str, Any] | None = None, *,
+                synthetic: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The trigger input and the record a real trigger of this type would give the execution."""
+    kind = spec["type"]
+    if record is None and case.entity is not None:
+        record = dict(case.entity)
+    if record is not None:
+        record.setdefault("id", "1")
+    if case.input is not None:
+        return {"type": "call", "input": case.input, "parent": {"dry_run": True}}, record
+    if kind == "record":
+        return {"type": "record", "event": spec["events"][0], "entity": spec["entity"], "record": record}, record
+    if kind == "inactivity":
+        return {"type": "inactivity", "entity": spec["entity"], "after": spec["after"], "record": record}, record
+    if kind == "email":
+        mail = {"from": "", "to": "", "cc": "", "subject": "", "message_id": "<dry-run@dry-run.invalid>", "date": "",
+                "text": "", "html": "", **(case.email or {})}
+        return {"type": "email", "mailbox": spec["mailbox"], **mail}, record
+    if kind == "schedule":
+        return {"type": "schedule", "scheduled_at": None}, record
+    trigger: dict[str, Any] = {"type": kind, "source": "dry-run"}
+    payload = case.payload if case.payload is not None else synthetic_data("trigger.body") if synthetic else None
+    if payload is not None:
+        trigger["body"] = payload
+    if synthetic:  # manual and webhook workflows are also called by others
+        trigger["input"] = synthetic_data("trigger.input")
+    if record is not None:
+        trigger["record"] = record
+    return trigger, record
+
+
+def judge(expect: Expect, result: DryRunResult) -> list[Mismatch]:
+    """Every way the dry run differs from what the case expects."""
+    found: list[Mismatch] = []
+    status = expect.status or "succeeded"
+    if result.status != status:
+        found.append(Mismatch("status", status, f"{result.status}" + (f" ({result.error})" if result.error else "")))
+    steps = _flatten(result.steps)
+    ran = {s["action_id"] for s in steps}
+    found += [Mismatch(f"ran.{a}", "ran", "did not run") for a in expect.ran if a not in ran]
+    found += [Mismatch(f"skipped.{a}", "skipped", "ran") for a in expect.skipped if a in ran]
+    branches = {s["action_id"]: s.get("branch") for s in steps if s["type"] == "if"}
+    for action_id, branch in expect.branches.items():
+        if branches.get(action_id) != branch:
+            found.append(Mismatch(f"branches.{action_id}", branch, branches.get(action_id, "did not run")))
+    intents = {i.action_id: i.view() for i in result.intents}
+    for action_id, fields in expect.effects.items():
+        intent = intents.get(action_id)
+        if intent is None:
+            found.append(Mismatch(f"effects.{action_id}", "a side effect", "none"))
+            continue
+        found += [Mismatch(f"effects.{action_id}.{name}", want, intent.get(name))
+                  for name, want in fields.items() if not matches(want, intent.get(name))]
+    output = result.output or {}
+    found += [Mismatch(f"output.{name}", want, output.get(name))
+              for name, want in expect.output.items() if not matches(want, output.get(name))]
+    if expect.error is not None and not matches(expect.error, result.error):
+        found.append(Mismatch("error", expect.error, result.error))
+    return found
+
+
+def _flatten(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    flat = []
+    for step in steps:
+        flat.append(step)
+        flat += _flatten(step.get("steps") or [])
+    return flat
+
+
+def _when(runner: DryRunner, spec: Mapping[str, Any], trigger: dict[str, Any],
+          record: dict[str, Any] | None) -> tuple[bool, str]:
+    condition = spec.get("when")
+    if not condition:
+        return True, ""
+    scope = {"record": record, "trigger": trigger, "vars": {}, "steps": {}, "account": runner.account,
+             "now": runner.interpreter.now().isoformat()}
+    try:
+        value = runner.interpreter.templates.evaluate(condition, scope)
+    except TemplateError as e:
+        return False, f"not started: the trigger's when failed: {e}"
+    started = bool(value) and str(value).strip().lower() not in ("false", "0", "no", "none")
+    return started, "" if started else f"not started: when {condition!r} is false"
