@@ -124,7 +124,7 @@ def test_executions_list_filters_and_show_has_the_contract_keys(repo: Path) -> N
     assert set(shown) == EXECUTION_KEYS
     assert (shown["workflow"], shown["version"], shown["status"], shown["error"], shown["retry_of"]) == (
         "acme/hello", 1, "succeeded", None, None)
-    assert shown["trigger"] == {"type": "manual", "source": "run"}
+    assert shown["trigger"] == {"type": "manual", "source": "run", "input": {}}
     assert shown["duration_ms"] >= 0 and shown["finished_at"] >= shown["started_at"]
     [step] = shown["steps"]
     assert set(step) == STEP_KEYS

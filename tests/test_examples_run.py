@@ -261,7 +261,7 @@ def test_website_contact_form_creates_leads_unless_spam(ex: Examples) -> None:
     ex.engine.run_until_idle()
     execution = ex.k.show(real)
     assert execution["status"] == "succeeded", execution["error"]
-    assert execution["trigger"] == {"type": "webhook", "source": "run", "body": payload}
+    assert execution["trigger"] == {"type": "webhook", "source": "run", "body": payload, "input": {}}
     [check] = ex.sent("/v1/score")
     assert check.json == {"email": "jane@example.com", "message": f"Call me {LITERAL}"}
     assert ex.steps(execution)["spam-check"]["input"]["url"] == "https://spamcheck.example.com/v1/score"

@@ -30,9 +30,11 @@ class RecordService:
                                                   depth=self.depth)
         return record
 
-    def update(self, account: str, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    def update(self, account: str, entity: str, record_id: str, data: dict[str, Any], *,
+               touch_activity: bool = True) -> dict[str, Any]:
         with self.engine.store.tx() as conn:
-            _, record = record_store.update(conn, account, entity, record_id, data, self.engine.clock.now())
+            _, record = record_store.update(conn, account, entity, record_id, data, self.engine.clock.now(),
+                                            touch_activity=touch_activity)
             self.started += triggers.record_event(self.engine, conn, account, entity, "updated", record,
                                                   depth=self.depth)
         return record
@@ -59,7 +61,9 @@ class StepRecords:
         return self.service.create(account, _stored_type(entity), data)
 
     def update(self, account: str, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        return self.service.update(account, _stored_type(entity), record_id, data)
+        # A workflow's own bookkeeping is not activity: flagging a quiet lead must not restart
+        # the quiet spell that an inactivity trigger measures.
+        return self.service.update(account, _stored_type(entity), record_id, data, touch_activity=False)
 
 
 def _stored_type(entity: str) -> str:

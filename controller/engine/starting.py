@@ -28,7 +28,8 @@ def start_now(engine: Engine, key: str, *, record: tuple[str, str] | None = None
         ).scalar()
         trigger_spec = (content or {}).get("spec", {}).get("trigger", {})
         kind = trigger_spec.get("type") if trigger_spec.get("type") in ("manual", "webhook") else "manual"
-        trigger: dict[str, Any] = {"type": kind, "source": "run"}
+        # A run on request has no caller: an empty input lets `trigger.input.x | default(…)` work.
+        trigger: dict[str, Any] = {"type": kind, "source": "run", "input": {}}
         ref = None
         if record is not None:
             entity, record_id = record
