@@ -227,16 +227,25 @@ def audit(settings: Settings, workflow: str, as_json: bool) -> None:
 @click.argument("workflow")
 @click.option("--to", "version", type=int, required=True, help="The version to restore (see `wfctl history`).")
 @click.option("--message", "note", default=None, help="A note for the commit body.")
+@click.option("--controller", "controller_url", default=None, metavar="URL",
+              help="Ask this running controller which executions are in flight (instead of --db).")
+@click.option("--token", default=None, help="API token for --controller (workflow.read).")
 @click.pass_obj
-def restore(settings: Settings, workflow: str, version: int, note: str | None) -> None:
+def restore(settings: Settings, workflow: str, version: int, note: str | None, controller_url: str | None,
+            token: str | None) -> None:
     """Commit VERSION's content of ACCOUNT/NAME to the checkout (refused while executions are in flight)."""
     from controller.reconcile.restore import restore as do_restore
 
     if "://" in settings.repo:
         _fail("restore commits in a checkout; pass --repo PATH (a working tree), not a URL")
+    live = None
+    if controller_url:
+        if not token:
+            _fail("--controller needs --token (an API token with workflow.read)")
+        live = _controller_lookup(controller_url, token)
     store = settings.open_store()
     try:
-        done = do_restore(store, Path(settings.repo), _key(workflow), version, note)
+        done = do_restore(store, Path(settings.repo), _key(workflow), version, note, live=live)
     finally:
         store.close()
     click.echo(f"committed {done.commit[:12]} {done.path}: Restore {workflow} to version {version}; push it or "

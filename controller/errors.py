@@ -5,12 +5,16 @@ attributes, and its message says what went wrong and what to do about it::
 
     WfcError
     +-- UsageError          a bad argument or setting (CLI exit 2)
+    |   +-- PayloadError    a request body that is not what the endpoint takes (HTTP 400)
     +-- SourceError         git: cannot open, clone, fetch or read the repository (exit 2)
     +-- DefinitionError     a workflow file is invalid: path:line:col: message (exit 1)
     +-- StoreError          the SQL store cannot be reached, migrated or written (exit 2)
     |   +-- ConflictError   another writer got there first; the caller may retry
     +-- NotFoundError       a workflow, version or execution that does not exist (exit 2)
     +-- GuardError          refused by a guard or a feature flag (exit 3)
+    |   +-- RateLimited     over a workflow's spec.rateLimit: dropped and counted (HTTP 429)
+    +-- AuthError           missing or invalid credentials: API token, webhook signature (HTTP 401)
+    |   +-- PermissionDenied    valid credentials without the permission needed (HTTP 403)
     +-- ExecutionError      a step failed: bad template, failed call, timeout (fails the step)
         +-- TemplateError   a placeholder could not be evaluated (names it)
         +-- TransientError  worth retrying (connection refused, 5xx, timeout)
@@ -43,6 +47,10 @@ class UsageError(WfcError):
     """A bad argument, option or setting."""
 
 
+class PayloadError(UsageError):
+    """A request body that is not what the endpoint takes: malformed JSON, a wrong shape."""
+
+
 class SourceError(WfcError):
     """The git source cannot be opened, cloned, fetched or read."""
 
@@ -63,6 +71,29 @@ class GuardError(WfcError):
     """Refused by a guard (work in flight) or a feature flag."""
 
     exit_code = 3
+
+
+class RateLimited(GuardError):
+    """Over a workflow's ``spec.rateLimit``; the trigger was dropped and counted.
+
+    ``retry_after`` is the number of seconds until the window has room again.
+    """
+
+    def __init__(self, message: str, *, workflow: str, retry_after: int):
+        super().__init__(message, workflow=workflow)
+        self.retry_after = retry_after
+
+
+class AuthError(WfcError):
+    """Credentials are missing or not valid: an API token, a webhook signature or its timestamp."""
+
+
+class PermissionDenied(AuthError):
+    """Valid credentials that lack the permission an operation needs; ``permission`` names it."""
+
+    def __init__(self, message: str, *, permission: str, workflow: str | None = None):
+        super().__init__(message, workflow=workflow)
+        self.permission = permission
 
 
 class ExecutionError(WfcError):

@@ -21,13 +21,13 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from controller.engine.directory import DirectoryEntry
 from controller.errors import DefinitionError, Problem
 from controller.model.base import LOCATED_ERROR, located
-from controller.model.paths import Loc, field_path
+from controller.model.issues import describe
+from controller.model.paths import Loc, field_path, node_position
 from controller.model.refs import REF_ID_PATTERN
 
 __all__ = ["Channel", "DirectoryFile", "Mailbox", "ObjectType", "Smtp", "User", "parse_directory"]
@@ -229,26 +229,11 @@ def _locate(path: str, text: str, issues: list[tuple[Loc, str]]) -> list[Problem
         tree = None
     problems: list[Problem] = []
     for loc, message in issues:
-        line, col = _position(tree, loc)
+        line, col = node_position(tree, loc)
         problem = Problem(path, line, col, message, field_path(loc))
         if problem not in problems:
             problems.append(problem)
     return problems
-
-
-def _position(node: Any, loc: Loc) -> tuple[int, int]:
-    """1-based line and column of the key or item at ``loc``, or of its deepest existing part."""
-    line, col = 1, 1
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.key(part)
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line, col = node.lc.item(part)
-        else:
-            break
-        line, col = line + 1, col + 1
-        node = node[part]
-    return line, col
 
 
 # -- pydantic errors as messages ---------------------------------------------------------------
@@ -267,9 +252,9 @@ def _issue(error: ErrorDetails) -> tuple[Loc, str]:
     if kind == "literal_error":
         return loc, f"{value!r} is not one of: {ctx.get('expected', '')}"
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return loc, f"expected a mapping (key: value), got {_describe(value)}"
+        return loc, f"expected a mapping (key: value), got {describe(value)}"
     if kind in _PLAIN:
-        return loc, _PLAIN[kind].format(got=_describe(value), **ctx)
+        return loc, _PLAIN[kind].format(got=describe(value), **ctx)
     return loc, error["msg"]
 
 
@@ -315,13 +300,3 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _describe(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int | float):
-        return f"a number ({value})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    return "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else type(value).__name__

@@ -72,7 +72,7 @@ def _issue(error: ErrorDetails) -> Issue:
     if kind == "literal_error":
         return loc, _not_allowed(loc, value, shapes[-1], str(ctx.get("expected", "")))
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return loc, f"expected a mapping (key: value), got {_describe(value)}"
+        return loc, f"expected a mapping (key: value), got {describe(value)}"
     if kind == "string_type" and loc and loc[-1] == _KEY:
         return loc[:-1], f"key {value!r} must be a string (quote it)"
     return loc, _plain(kind, ctx, value, error["msg"])
@@ -127,7 +127,7 @@ _PLAIN = {
 
 def _plain(kind: str, ctx: dict[str, Any], value: Any, fallback: str) -> str:
     if kind in _PLAIN:
-        return _PLAIN[kind].format(got=_describe(value), **ctx)
+        return _PLAIN[kind].format(got=describe(value), **ctx)
     if kind == "too_short":
         least = ctx.get("min_length", 1)
         return "must not be empty" if least == 1 else f"needs at least {least} items"
@@ -136,7 +136,7 @@ def _plain(kind: str, ctx: dict[str, Any], value: Any, fallback: str) -> str:
     return fallback
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any) -> str:
     """What a value is, for "expected X, got ..." messages."""
     if value is None:
         return "nothing"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 Loc = tuple[str | int, ...]
 """A place in the raw YAML data: mapping keys and list indices, outermost first."""
@@ -17,3 +20,19 @@ def field_path(loc: Iterable[str | int]) -> str:
         else:
             text += f".{part}" if text else str(part)
     return text
+
+
+def node_position(node: Any, loc: Loc) -> tuple[int, int]:
+    """1-based line and column of the key (or list item) at ``loc`` in a round-trip-loaded tree,
+    or of the deepest part of ``loc`` that exists there."""
+    line, col = 1, 1
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line, col = node.lc.key(part)
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
+            line, col = node.lc.item(part)
+        else:
+            break
+        line, col = line + 1, col + 1
+        node = node[part]
+    return line, col

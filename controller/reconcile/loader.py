@@ -20,11 +20,11 @@ from typing import Any
 
 from pydantic import ValidationError
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from controller.errors import Problem
 from controller.model import Workflow, field_path, validation_issues
+from controller.model.paths import node_position
 
 SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 SUFFIXES = (".yaml", ".yml")
@@ -164,27 +164,17 @@ def locate(loaded: Loaded, loc: tuple[str | int, ...], message: str) -> Problem:
 
 
 def _locate(path: str, text: str, issues: list[tuple[tuple[str | int, ...], str]]) -> list[Problem]:
+    tree = YAML().load(text)
     located = []
     for loc, message in issues:
-        line, col = position(text, loc)
+        line, col = node_position(tree, loc)
         located.append(Problem(path, line, col, message, field_path(loc)))
     return located
 
 
 def position(text: str, loc: tuple[str | int, ...]) -> tuple[int, int]:
     """1-based line and column of the key (or list item) at ``loc``, or of its deepest existing part."""
-    node: Any = YAML().load(text)  # CommentedMap / CommentedSeq carry .lc
-    line, col = 1, 1
-    for part in loc:
-        if isinstance(node, CommentedMap) and part in node:
-            line, col = node.lc.key(part)
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            line, col = node.lc.item(part)
-        else:
-            break
-        line, col = line + 1, col + 1
-        node = node[part]
-    return line, col
+    return node_position(YAML().load(text), loc)  # the round-trip loader keeps .lc positions
 
 
 def _yaml_problem(path: str, error: MarkedYAMLError) -> Problem:

@@ -8,6 +8,7 @@ held back anyway without knowing it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,11 +26,15 @@ class Restored:
     message: str
 
 
-def restore(store: Store, checkout: Path, key: str, version: int, note: str | None = None) -> Restored:
-    """Commit version ``version`` of ``key`` into the checkout; GuardError while executions are in flight."""
+def restore(store: Store, checkout: Path, key: str, version: int, note: str | None = None, *,
+            live: Callable[[str], list[int]] | None = None) -> Restored:
+    """Commit version ``version`` of ``key`` into the checkout; GuardError while executions are in flight.
+
+    ``live`` asks a running controller instead of the store which executions are in flight.
+    """
     with store.read() as conn:
         target = views.version_content(conn, key, version)
-        busy = in_flight(conn, [key]).get(key, [])
+        busy = live(key) if live is not None else in_flight(conn, [key]).get(key, [])
     if busy:
         ids = ", ".join(str(i) for i in busy)
         raise GuardError(f"{key} has {len(busy)} execution(s) running or waiting ({ids}); a restore would be held "

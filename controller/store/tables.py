@@ -225,3 +225,43 @@ execution_steps = Table(
     Column("wait_seconds", Integer),
     UniqueConstraint("execution_id", "action_id"),
 )
+
+# -- the HTTP service: webhook signing secrets, API tokens, rate-limit drops (never in git) -------
+
+# One signing secret per webhook workflow, encrypted with Fernet (controller.security.secrets).
+webhook_secrets = Table(
+    "webhook_secrets",
+    metadata,
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
+    Column("ciphertext", Text, nullable=False),
+    Column("fingerprint", String(80), nullable=False),  # "sha256:<first 16 hex of SHA-256(secret)>"
+    Column("generation", Integer, nullable=False),  # 1 for the first secret, +1 per rotation
+    Column("created_at", Timestamp(), nullable=False),
+)
+
+# Bearer tokens of the JSON API; only the SHA-256 of a token is kept.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(63), nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("name", String(100)),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("permissions", Json, nullable=False, default=list),
+    Column("created_at", Timestamp(), nullable=False),
+    Column("revoked_at", Timestamp()),
+    Index(None, "account", "name"),
+)
+
+# Triggers dropped because a workflow was over its spec.rateLimit, per workflow.
+rate_limit_drops = Table(
+    "rate_limit_drops",
+    metadata,
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
+    Column("dropped", Integer, nullable=False, default=0),
+    Column("last_dropped_at", Timestamp(), nullable=False),
+)
+
+# Rate limits count a workflow's executions created in the last `per` seconds.
+Index(None, executions.c.workflow_id, executions.c.created_at)
