@@ -86,8 +86,8 @@ def trigger_for(spec: Mapping[str, Any], case: Case, record: dict[str, Any] | No
     payload = case.payload if case.payload is not None else synthetic_data("trigger.body") if synthetic else None
     if payload is not None:
         trigger["body"] = payload
-    if synthetic:  # manual and webhook workflows are also called by others
-        trigger["input"] = synthetic_data("trigger.input")
+    # As `wfctl run` does: a run on request has no caller, so its input is empty (made up when synthetic).
+    trigger["input"] = synthetic_data("trigger.input") if synthetic else {}
     if record is not None:
         trigger["record"] = record
     return trigger, record
