@@ -39,7 +39,7 @@ from controller.store.directory import replace_account
 from controller.store.tables import executions
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "workflows.d").glob("*/*.yaml"))
+EXAMPLES = sorted(p for p in (ROOT / "workflows.d").glob("*/*.yaml") if not p.name.endswith(".tests.yaml"))
 LITERAL = "{{ 7*7 }}"
 
 # Webhook paths of the channels in deploy/directory/*.yaml.

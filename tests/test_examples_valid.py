@@ -23,7 +23,7 @@ from controller.model import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "workflows.d").glob("*/*.yaml"))
+EXAMPLES = sorted(p for p in (ROOT / "workflows.d").glob("*/*.yaml") if not p.name.endswith(".tests.yaml"))
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../../schemas/workflow.v1.schema.json"
 
 
