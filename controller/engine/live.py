@@ -85,7 +85,7 @@ class LiveEffects:
         self._data_dir = Path(data_dir)
         self._records = records
         self._environ = environ
-        self._session = session or _cookieless_session()
+        self._session = session or cookieless_session()
         self._smtp_timeout = smtp_timeout
         self._channel_timeout = channel_timeout
 
@@ -216,7 +216,7 @@ def _record_errors(what: str) -> Iterator[None]:
 # -- helpers ----------------------------------------------------------------------------------------
 
 
-def _cookieless_session() -> requests.Session:
+def cookieless_session() -> requests.Session:
     session = requests.Session()
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     session.headers["User-Agent"] = "wfctl"

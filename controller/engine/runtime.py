@@ -23,6 +23,7 @@ from controller.engine.clock import Clock, SystemClock
 from controller.engine.directory import Directory
 from controller.engine.effects import Effects
 from controller.engine.interpreter import Interpreter, default_modules
+from controller.engine.live import cookieless_session
 from controller.engine.queue import ExecutionRow
 from controller.engine.templating import Templates
 from controller.errors import GuardError, NotFoundError, UsageError
@@ -51,6 +52,7 @@ class Engine:
         self.max_depth = max_depth
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._definitions: dict[tuple[int, int], dict[str, Any]] = {}
+        self.http = cookieless_session()  # one connection pool for every step's HTTP calls
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -200,13 +202,20 @@ class Engine:
 
     # -- operator actions ---------------------------------------------------------------------
 
-    def retry(self, execution_id: int, *, latest: bool = False) -> int:
-        """A new execution with the original's trigger, linked by ``retry_of``."""
+    def retry(self, execution_id: int, *, latest: bool = False,
+              admit: Callable[[Connection, Any], None] | None = None) -> int:
+        """A new execution with the original's trigger, linked by ``retry_of``.
+
+        ``admit(conn, original_row)`` runs in the same transaction just before the new execution is
+        queued and may refuse it by raising (the HTTP API's rate limit).
+        """
         with self.store.tx() as conn:
             original = _row(conn, execution_id)
             if original["status"] not in ("failed", "terminated"):
                 raise UsageError(f"execution {execution_id} is {original['status']}; only failed or terminated "
                                  f"executions can be retried")
+            if admit is not None:
+                admit(conn, original)
             new_id = self.start(original["workflow_key"], dict(original["trigger"]), original["record_ref"], conn=conn)
             version = None if latest else original["version"]
             conn.execute(update(executions).where(executions.c.id == new_id)
@@ -248,4 +257,5 @@ def live_effects(engine: Engine, ex: ExecutionRow) -> Effects:
     from controller.engine.live import LiveEffects
     from controller.engine.records import RecordService, StepRecords
 
-    return LiveEffects(data_dir=engine.data_dir, records=StepRecords(RecordService(engine, depth=ex.depth + 1)))
+    return LiveEffects(data_dir=engine.data_dir, records=StepRecords(RecordService(engine, depth=ex.depth + 1)),
+                       session=engine.http)
