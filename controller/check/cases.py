@@ -20,7 +20,9 @@ cases:
 ```
 
 An expected value is compared for equality, or ``{matches: REGEX}`` searches its text; a single
-value expected of a list passes when the list holds it.
+value expected of a list passes when the list holds it. Action ids may name actions of called
+workflows too; where a called workflow has an action of the same id, ``branches`` and ``effects``
+mean the workflow's own one. An id that exists nowhere fails the case (a typo never passes).
 """
 
 from __future__ import annotations

@@ -24,9 +24,10 @@ from controller.check.runner import CaseResult, run_case, synthetic_case
 from controller.config import Config
 from controller.engine.directory import Directory
 from controller.engine.dryrun import DryRunner, SyntheticDirectory
+from controller.engine.templating import Templates
 from controller.errors import DefinitionError, Problem, SourceError, UsageError
 from controller.reconcile.diff import FieldChange, field_changes
-from controller.reconcile.loader import Loaded, classify, load
+from controller.reconcile.loader import Loaded, classify, load, position
 from controller.reconcile.validate import validate_tree
 from controller.source import GitSource
 
@@ -75,6 +76,7 @@ def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Ca
     else:
         selected = set(loaded)
     directory = directory or SyntheticDirectory()
+    templates = Templates()  # one compile cache for the whole check: called workflows run for every caller
     for key in sorted(selected):
         account = key.split("/", 1)[0]
         if key not in loaded or not loaded[key].ok:
@@ -83,7 +85,7 @@ def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Ca
             report.notes.append(f"{key}: not dry-run: dry run is disabled for account {account} "
                                 f"(feature flag workflow_dry_run)")
             continue
-        report.cases += _dry_run(top, key, loaded, directory, now, report)
+        report.cases += _dry_run(top, key, loaded, directory, templates, now, report)
     if in_flight is not None:
         for change in report.changes:
             if change.change == "restored" and (busy := in_flight(change.id)):
@@ -94,8 +96,8 @@ def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Ca
     return report
 
 
-def _dry_run(top: Path, key: str, loaded: Mapping[str, Loaded], directory: Directory, now: Callable[[], datetime],
-             report: CheckReport) -> list[CaseResult]:
+def _dry_run(top: Path, key: str, loaded: Mapping[str, Loaded], directory: Directory, templates: Templates,
+             now: Callable[[], datetime], report: CheckReport) -> list[CaseResult]:
     account, name = key.split("/", 1)
     target = loaded[key]
 
@@ -103,17 +105,26 @@ def _dry_run(top: Path, key: str, loaded: Mapping[str, Loaded], directory: Direc
         found = loaded.get(f"{account}/{called}")
         return found.content if found is not None and found.ok else None
 
-    runner = DryRunner(account=account, directory=directory, definitions=definitions, now=now)
-    tests_file = top / tests_path_for(target.where.path)
+    runner = DryRunner(account=account, directory=directory, definitions=definitions, now=now, templates=templates)
+    tests_path = tests_path_for(target.where.path)
+    tests_file = top / tests_path
     if not tests_file.exists():
         case, record = synthetic_case(target.content)
-        return [run_case(runner, name, target.content, case, record=record, synthetic=True)]
+        result = run_case(runner, name, target.content, case, record=record, synthetic=True)
+        result.path = target.where.path
+        return [result]
+    text = tests_file.read_text()
     try:
-        cases = parse_tests(tests_file.read_text(), tests_path_for(target.where.path)).cases
+        cases = parse_tests(text, tests_path).cases
     except DefinitionError as e:
         report.problems += e.problems
         return []
-    return [run_case(runner, name, target.content, case) for case in cases]
+    results = [run_case(runner, name, target.content, case) for case in cases]
+    for index, result in enumerate(results):
+        result.path = tests_path
+        if not result.ok:  # placed by the round-trip loader, which is slow: failures only
+            result.line = position(text, ("cases", index))[0]
+    return results
 
 
 def plan_against(top: Path, root: str, base: str, loaded: Mapping[str, Loaded]) -> list[WorkflowChange]:

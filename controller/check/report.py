@@ -67,24 +67,14 @@ def github(report: CheckReport) -> str:
         lines.append(f"::error file={p.path},line={max(p.line, 1)},col={max(p.column, 1)}::{_escape(what)}")
     for case in report.cases:
         if not case.ok:
-            path = _workflow_path(report, case)
             failures = "; ".join(str(m) for m in case.mismatches)
-            lines.append(f"::error file={path},line=1,col=1::{_escape(f'{case.workflow} case {case.name!r}: {failures}')}")
+            message = _escape(f"{case.workflow} case {case.name!r}: {failures}")
+            lines.append(f"::error file={case.path or case.workflow},line={case.line},col=1::{message}")
     for path, message in report.warnings:
         lines.append(f"::warning file={path},line=1,col=1::{_escape(message)}")
     lines.append(f"check {'passed' if report.ok else 'failed'}: {len(report.problems)} problem(s), "
                  f"{sum(not c.ok for c in report.cases)} failed case(s) of {len(report.cases)}")
     return "\n".join(lines) + "\n"
-
-
-def _workflow_path(report: CheckReport, case: CaseResult) -> str:
-    from controller.check.cases import tests_path_for
-
-    for change in report.changes:
-        if change.id == case.workflow:
-            return change.path if case.synthetic else tests_path_for(change.path)
-    account, name = case.workflow.split("/", 1)
-    return f"{account}/{name}"
 
 
 def _escape(message: str) -> str:
@@ -109,6 +99,10 @@ def junit(report: CheckReport) -> str:
                         failures=str(sum(not c.ok for c in report.cases)))
     for result in report.cases:
         case = ET.SubElement(dry, "testcase", classname=result.workflow, name=result.name)
+        if result.path:
+            case.set("file", result.path)
+        if not result.ok:
+            case.set("line", str(result.line))  # the failing case's place in its file
         if not result.ok:
             ET.SubElement(case, "failure", message=str(result.mismatches[0])).text = "\n".join(
                 str(m) for m in result.mismatches)

@@ -20,14 +20,16 @@ class CaseResult:
     result: DryRunResult | None = None
     started: bool = True
     synthetic: bool = False
+    path: str = ""  # the file the case comes from: its tests file, or the workflow file (synthetic)
+    line: int = 1  # where in that file
 
     @property
     def ok(self) -> bool:
         return not self.mismatches
 
     def view(self) -> dict[str, Any]:
-        return {"workflow": self.workflow, "case": self.name, "ok": self.ok, "synthetic": self.synthetic,
-                "started": self.started, "failures": [str(m) for m in self.mismatches],
+        return {"workflow": self.workflow, "case": self.name, "path": self.path, "line": self.line, "ok": self.ok,
+                "synthetic": self.synthetic, "started": self.started, "failures": [str(m) for m in self.mismatches],
                 "dry_run": self.result.view() if self.result else None}
 
 
@@ -41,17 +43,44 @@ def run_case(runner: DryRunner, name: str, definition: Mapping[str, Any], case: 
     spec = definition["spec"]["trigger"]
     trigger, record = trigger_for(spec, case, record, synthetic=synthetic)
     outcome = CaseResult(key, case.name, synthetic=synthetic)
+    unknown = unknown_actions(runner, definition, case.expect)
     started, why = _when(runner, spec, trigger, record)
     if not started:
         outcome.started = False
+        outcome.mismatches = list(unknown)
         if case.expect.status != "not_started" and not synthetic:  # made-up data may well not match
             outcome.mismatches.append(Mismatch("started", True, why))
         return outcome
     result = runner.run(name, definition, trigger=trigger, record=record, outputs=case.outputs,
                         lenient=synthetic)
     outcome.result = result
-    outcome.mismatches = judge(case.expect, result)
+    named = {m.what for m in unknown}  # said once: "no such action", not also "did not run"
+    outcome.mismatches = unknown + [m for m in judge(case.expect, result) if m.what not in named]
     return outcome
+
+
+def unknown_actions(runner: DryRunner, definition: Mapping[str, Any], expect: Expect) -> list[Mismatch]:
+    """Action ids an expectation names that neither the workflow nor one it calls has (a typo)."""
+    known = _action_ids(runner, definition["spec"]["actions"], set())
+    named = [("ran", expect.ran), ("skipped", expect.skipped), ("branches", expect.branches),
+             ("effects", expect.effects)]
+    return [Mismatch(f"{where}.{action_id}", "an action of the workflow or of one it calls", "no such action")
+            for where, ids in named for action_id in ids if action_id not in known]
+
+
+def _action_ids(runner: DryRunner, actions: list[dict[str, Any]], seen: set[str]) -> set[str]:
+    ids: set[str] = set()
+    for action in actions:
+        ids.add(action["id"])
+        for branch in ("then", "else"):
+            ids |= _action_ids(runner, action.get(branch) or [], seen)
+        called = str(action.get("workflow", "")) if action["type"] == "workflow.call" else ""
+        if called and called not in seen:
+            seen.add(called)
+            found = runner.definitions(called)
+            if found is not None:
+                ids |= _action_ids(runner, found["spec"]["actions"], seen)
+    return ids
 
 
 def synthetic_case(definition: Mapping[str, Any]) -> tuple[Case, dict[str, Any] | None]:
@@ -103,11 +132,16 @@ def judge(expect: Expect, result: DryRunResult) -> list[Mismatch]:
     ran = {s["action_id"] for s in steps}
     found += [Mismatch(f"ran.{a}", "ran", "did not run") for a in expect.ran if a not in ran]
     found += [Mismatch(f"skipped.{a}", "skipped", "ran") for a in expect.skipped if a in ran]
-    branches = {s["action_id"]: s.get("branch") for s in steps if s["type"] == "if"}
+    branches: dict[str, Any] = {}
+    for step in steps:  # nearest first: the workflow's own `if`, not a called one's of the same id
+        if step["type"] == "if":
+            branches.setdefault(step["action_id"], step.get("branch"))
     for action_id, branch in expect.branches.items():
         if branches.get(action_id) != branch:
             found.append(Mismatch(f"branches.{action_id}", branch, branches.get(action_id, "did not run")))
-    intents = {i.action_id: i.view() for i in result.intents}
+    intents: dict[str, dict[str, Any]] = {}
+    for intent in sorted(result.intents, key=lambda i: i.workflow != result.workflow):  # own first, stable
+        intents.setdefault(intent.action_id, intent.view())
     for action_id, fields in expect.effects.items():
         intent = intents.get(action_id)
         if intent is None:
@@ -124,10 +158,11 @@ def judge(expect: Expect, result: DryRunResult) -> list[Mismatch]:
 
 
 def _flatten(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    flat = []
-    for step in steps:
-        flat.append(step)
-        flat += _flatten(step.get("steps") or [])
+    """Every step, called workflows' too, level by level: the workflow's own steps come first."""
+    flat, level = [], steps
+    while level:
+        flat += level
+        level = [child for step in level for child in step.get("steps") or []]
     return flat
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from controller.check.cases import Case
-from controller.check.runner import CaseResult, run_case
+from controller.check.runner import CaseResult, run_case, synthetic_case
 from controller.check.synthetic import synthetic_record
 from controller.engine.clock import SystemClock
 from controller.engine.directory import Directory
@@ -31,7 +32,7 @@ from controller.store.tables import workflow_versions, workflows
 def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
             record: tuple[str, str] | None = None) -> CaseResult:
     """Dry-run ``target``; raises DefinitionError when a PATH is not a valid workflow."""
-    store = settings.open_store(upgrade=False) if record is not None or not _is_path(target) else None
+    store = _open_existing(settings) if record is not None or not _is_path(target) else None
     try:
         if store is not None and not store.is_current():
             raise UsageError(f"the store at {store.safe_url} is empty or outdated; run `wfctl sync` first")
@@ -48,11 +49,23 @@ def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
             data = synthetic_record(kind) if kind else None
         runner = DryRunner(account=account, directory=_directory(store, account), definitions=definitions,
                            now=SystemClock().now, read_record=_reader(store))
-        return run_case(runner, name, definition, Case(name="dry-run", payload={}), record=data,
-                        synthetic=entity is None and record is None)
+        case = synthetic_case(definition)[0].model_copy(update={"name": "dry-run"})  # made-up inbound mail
+        return run_case(runner, name, definition, case, record=data, synthetic=entity is None and record is None)
     finally:
         if store is not None:
             store.close()
+
+
+def _open_existing(settings: Settings) -> Store:
+    """The store, opened to read; a SQLite file that is not there is not made (zero side effects)."""
+    try:
+        url = make_url(settings.db_url)
+    except ArgumentError:
+        return settings.open_store(upgrade=False)  # which says what is wrong with the URL
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).exists():
+        raise UsageError(f"no store at {url.database}; run `wfctl sync` first, or dry-run the file by its path")
+    return settings.open_store(upgrade=False)
 
 
 def _is_path(target: str) -> bool:

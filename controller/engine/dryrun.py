@@ -10,7 +10,7 @@ written anywhere: no record, execution row, e-mail, HTTP request, channel post o
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -36,31 +36,34 @@ class Intent:
     kind: str  # email.send | channel.post | http.request | record.create | record.update | wait
     description: str
     fields: dict[str, Any]
+    workflow: str = ""  # ACCOUNT/NAME of the workflow whose step it is (a called one, too)
 
     def view(self) -> dict[str, Any]:
-        return {"action_id": self.action_id, "kind": self.kind, "description": self.description, **self.fields}
+        return {"action_id": self.action_id, "kind": self.kind, "workflow": self.workflow,
+                "description": self.description, **self.fields}
 
 
 class DryRunEffects:
     """Effects that only write down what would happen; ``outputs`` stand in for real answers."""
 
     def __init__(self, outputs: Mapping[str, Any] | None = None, read_record: Callable[..., Any] | None = None,
-                 lenient: bool = False):
+                 lenient: bool = False, *, workflow: str = "", ids: Iterator[int] | None = None):
         self._lenient = lenient  # made-up response bodies read as placeholders (synthetic runs)
         self.intents: list[Intent] = []
         self.children: dict[str, list[dict[str, Any]]] = {}  # workflow.call step -> the child's trace
         self.current = ""
+        self.workflow = workflow
         self._outputs = outputs or {}
         self._read_record = read_record
-        self._ids = itertools.count(1)
+        self.ids = ids if ids is not None else itertools.count(1)  # shared with called workflows: unique ids
 
     def _record(self, kind: str, description: str, fields: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:
-        self.intents.append(Intent(self.current, kind, description, fields))
+        self.intents.append(Intent(self.current, kind, description, fields, self.workflow))
         given = self._outputs.get(self.current)
         return dict(given) if isinstance(given, Mapping) else output
 
     def _synthetic_id(self, kind: str) -> str:
-        return f"dry-run-{kind}-{next(self._ids)}"
+        return f"dry-run-{kind}-{next(self.ids)}"
 
     def send_email(self, account: str, mailbox: DirectoryEntry, message: EmailMessage) -> dict[str, Any]:
         to = [a.strip() for a in str(message["To"] or "").split(",") if a.strip()]
@@ -151,9 +154,9 @@ class DryRunner:
 
     def run(self, name: str, definition: Mapping[str, Any], *, trigger: dict[str, Any],
             record: dict[str, Any] | None = None, outputs: Mapping[str, Any] | None = None,
-            depth: int = 0, lenient: bool = False) -> DryRunResult:
-        effects = DryRunEffects(outputs, self.read_record, lenient)
+            depth: int = 0, lenient: bool = False, ids: Iterator[int] | None = None) -> DryRunResult:
         key = f"{self.account}/{name}"
+        effects = DryRunEffects(outputs, self.read_record, lenient, workflow=key, ids=ids)
         now = self.interpreter.now()
         execution = ExecutionRow(id=0, workflow_id=0, workflow_key=key, version=None, status="running",
                                  trigger=trigger, record_ref=None, depth=depth, parent_id=None, parent_step=None,
@@ -164,7 +167,7 @@ class DryRunner:
         run_class = _inline(self, effects, outputs or {}, record, depth, lenient)
         self.interpreter.run(execution, definition, scope, effects, lambda _ex: None, run_class=run_class)
         return DryRunResult(key, execution.status, execution.error, execution.output,
-                            [_step_view(s, effects) for s in execution.steps.values()], effects.intents)
+                            [_step_view(s, effects, key) for s in execution.steps.values()], effects.intents)
 
 
 def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any], record: dict[str, Any] | None,
@@ -180,7 +183,7 @@ def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any
             effects.current = action["id"]
             effects.intents.append(Intent(action["id"], "wait", f"wait {action.get('duration')} "
                                           f"({outcome.seconds} s), not waited in a dry run",
-                                          {"seconds": outcome.seconds}))
+                                          {"seconds": outcome.seconds}, effects.workflow))
             step.status, step.finished_at, step.wait_seconds = "succeeded", self.i.now(), 0
             step.output = {"would_wait_seconds": outcome.seconds}
             return self._absorb(action, step)
@@ -192,7 +195,7 @@ def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any
                 return self._fail(step, f"step {action['id']}: called workflow {outcome.workflow} {why}")
             child = runner.run(outcome.workflow, definition, record=record, depth=depth + 1, outputs=outputs,
                                trigger={"type": "call", "input": outcome.input, "parent": {"dry_run": True}},
-                               lenient=lenient)
+                               lenient=lenient, ids=effects.ids)
             effects.intents.extend(child.intents)
             effects.children[action["id"]] = child.steps
             if not child.ok:
@@ -203,8 +206,9 @@ def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any
     return Inline
 
 
-def _step_view(step: StepRow, effects: DryRunEffects) -> dict[str, Any]:
-    intent = next((i for i in effects.intents if i.action_id == step.action_id), None)
+def _step_view(step: StepRow, effects: DryRunEffects, key: str) -> dict[str, Any]:
+    # This workflow's own intent: a called workflow may have a step of the same id.
+    intent = next((i for i in effects.intents if i.action_id == step.action_id and i.workflow == key), None)
     view = {"action_id": step.action_id, "type": step.type, "status": step.status, "input": step.input,
             "output": step.output, "error": step.error, "intent": intent.description if intent else None}
     if step.type == "if" and isinstance(step.output, dict):
