@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import threading
+from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 from typing import Any, NoReturn
@@ -75,7 +76,13 @@ def validate(settings: Settings, paths: tuple[Path, ...], fmt: str) -> None:
     """Check workflow files offline (default: the whole root). Exit 1 when any is invalid."""
     if "://" in settings.repo:
         _fail("validate reads a checkout; pass --repo PATH (a working tree), not a URL")
-    report = validate_tree(Path(settings.repo), settings.root, paths)
+    from controller.check.cases import check_test_files, test_files
+
+    top = Path(settings.repo)
+    report = validate_tree(top, settings.root, paths)
+    tests = test_files(top, settings.root, paths)
+    report = replace(report, files=report.files + len(tests),
+                     problems=report.problems + tuple(check_test_files(top.resolve(), tests)))
     if fmt == "json":
         _emit({"valid": report.ok, "files": report.files, "problems": [_problem(p) for p in report.problems]})
     elif fmt == "github":

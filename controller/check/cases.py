@@ -28,7 +28,9 @@ mean the workflow's own one. An id that exists nowhere fails the case (a typo ne
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -123,3 +125,29 @@ def matches(expected: Any, actual: Any) -> bool:
     if isinstance(actual, list) and not isinstance(expected, list):
         return expected in actual
     return bool(expected == actual)
+
+
+def test_files(top: Path, root: str, paths: Iterable[Path] = ()) -> list[Path]:
+    """The ``*.tests.yaml`` files among ``paths`` (files or folders; default: the whole root)."""
+    found: list[Path] = []
+    for given in list(paths) or [top / root]:
+        if given.is_dir():
+            found += sorted(given.rglob(f"*{TEST_SUFFIX}"))
+        elif given.name.endswith(TEST_SUFFIX):
+            found.append(given)
+    return found
+
+
+def check_test_files(top: Path, files: Iterable[Path]) -> list[Problem]:
+    """Problems in test files (``wfctl validate`` reports them with the workflows')."""
+    problems: list[Problem] = []
+    for file in files:
+        shown = file.absolute().relative_to(top.absolute()).as_posix() if file.absolute().is_relative_to(
+            top.absolute()) else str(file)
+        try:
+            parse_tests(file.read_text(encoding="utf-8"), shown)
+        except DefinitionError as e:
+            problems += e.problems
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(Problem(shown, 0, 0, f"cannot read the file: {e}"))
+    return problems

@@ -42,6 +42,8 @@ def run_case(runner: DryRunner, name: str, definition: Mapping[str, Any], case: 
     key = f"{runner.account}/{name}"
     spec = definition["spec"]["trigger"]
     trigger, record = trigger_for(spec, case, record, synthetic=synthetic)
+    if trigger["type"] == "schedule":
+        trigger["scheduled_at"] = runner.interpreter.now().isoformat()
     outcome = CaseResult(key, case.name, synthetic=synthetic)
     unknown = unknown_actions(runner, definition, case.expect)
     started, why = _when(runner, spec, trigger, record)
@@ -143,12 +145,12 @@ def judge(expect: Expect, result: DryRunResult) -> list[Mismatch]:
     for intent in sorted(result.intents, key=lambda i: i.workflow != result.workflow):  # own first, stable
         intents.setdefault(intent.action_id, intent.view())
     for action_id, fields in expect.effects.items():
-        intent = intents.get(action_id)
-        if intent is None:
+        effect = intents.get(action_id)
+        if effect is None:
             found.append(Mismatch(f"effects.{action_id}", "a side effect", "none"))
             continue
-        found += [Mismatch(f"effects.{action_id}.{name}", want, intent.get(name))
-                  for name, want in fields.items() if not matches(want, intent.get(name))]
+        found += [Mismatch(f"effects.{action_id}.{name}", want, effect.get(name))
+                  for name, want in fields.items() if not matches(want, effect.get(name))]
     output = result.output or {}
     found += [Mismatch(f"output.{name}", want, output.get(name))
               for name, want in expect.output.items() if not matches(want, output.get(name))]
