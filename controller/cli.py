@@ -149,8 +149,11 @@ def _plan_rows(result: Plan) -> list[dict[str, Any]]:
 @click.pass_obj
 def sync(settings: Settings, as_json: bool) -> None:
     """Run one reconcile pass. Exit 0 all applied, 1 something stayed Invalid or Blocked."""
+    from controller.security.secrets import ensure_webhook_secrets
+
     with settings.reconciler() as reconciler:
         result = reconciler.sync()
+        ensure_webhook_secrets(reconciler.store, settings)
         with reconciler.store.read() as conn:
             not_ready = views.not_ready(conn)
     rows = _plan_rows(result)
@@ -624,23 +627,32 @@ def mail_deliver(settings: Settings, file: Path, account: str, mailbox: str) -> 
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the HTTP service listens.")
+@click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--interval", default=60.0, show_default=True, type=float, help="Seconds between reconcile passes.")
 @click.option("--workers", default=4, show_default=True, type=int)
 @click.option("--lease", default=60.0, show_default=True, type=float, help="Seconds a worker's claim lasts.")
 @click.pass_obj
-def serve(settings: Settings, interval: float, workers: int, lease: float) -> None:
-    """Run the controller: reconcile loop, scheduler and workers, until SIGTERM."""
+def serve(settings: Settings, host: str, port: int, interval: float, workers: int, lease: float) -> None:
+    """Run the controller: HTTP service, reconcile loop, scheduler and workers, until SIGTERM."""
     import signal
 
+    from controller.reconcile.reconciler import Reconciler
+    from controller.security.secrets import SecretBox, ensure_webhook_secrets
     from controller.service import Controller, ServeOptions
+    from webhooks import create_app, start_server
 
     store = settings.open_store()
     engine = settings.engine(store, lease_seconds=lease)
+    box = SecretBox.for_settings(settings)
     with settings.open_source() as source:
-        from controller.reconcile.reconciler import Reconciler
-
         controller = Controller(Reconciler(source, store, location=settings.repo), engine,
-                                ServeOptions(interval=interval, workers=workers))
+                                ServeOptions(interval=interval, workers=workers),
+                                after_sync=lambda: ensure_webhook_secrets(store, box))
+        try:
+            http = start_server(create_app(settings, store, engine, controller=controller), host, port)
+        except OSError as e:
+            _fail(f"cannot listen on {host}:{port}: {e.strerror or e}; pass --port")
         stopping = threading.Event()
 
         def on_signal(signum: int, _frame: Any) -> None:
@@ -650,9 +662,11 @@ def serve(settings: Settings, interval: float, workers: int, lease: float) -> No
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         controller.start()
-        click.echo(f"wfctl serving {settings.repo} with {workers} worker(s); reconcile every {interval:g}s", err=True)
+        click.echo(f"wfctl serving {settings.repo} on {http.url} with {workers} worker(s); reconcile every "
+                   f"{interval:g}s", err=True)
         while not stopping.wait(0.5):
             pass
+        http.stop()
         controller.stop()
     store.close()
 

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,12 @@ class ServeOptions:
 class Controller:
     """Runs until :meth:`stop`; build one per process."""
 
-    def __init__(self, reconciler: Reconciler, engine: Engine, options: ServeOptions):
+    def __init__(self, reconciler: Reconciler, engine: Engine, options: ServeOptions,
+                 after_sync: Callable[[], object] | None = None):
         self.reconciler = reconciler
         self.engine = engine
         self.options = options
+        self.after_sync = after_sync  # e.g. give newly applied webhook workflows their signing secret
         self.schedules = Schedules(engine)
         self.leadership = Leadership(engine.store, engine.data_dir)
         self._stop = threading.Event()
@@ -118,6 +121,8 @@ class Controller:
             if self.leadership.held():
                 try:
                     self.reconciler.sync()
+                    if self.after_sync is not None:
+                        self.after_sync()
                 except WfcError as e:
                     log.error("reconcile pass failed: %s", e)
                 try:

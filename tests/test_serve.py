@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from gitutil import commit_files, make_repo
+from servers import free_port
 
 from controller.store import open_store, views
 from controller.store import records as record_store
@@ -38,8 +40,8 @@ def setup(tmp_path: Path) -> Iterator[tuple[list[str], str]]:
     yield base, db
 
 
-def _serve(base: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([*base, "serve", "--interval", "0.5", "--workers", "1", "--lease", "2"],
+def _serve(base: list[str], port: int = 0) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*base, "serve", "--interval", "0.5", "--workers", "1", "--lease", "2", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -60,6 +62,14 @@ def _execution(db: str, execution_id: int) -> dict[str, Any]:
             return views.execution(conn, execution_id)
     finally:
         store.close()
+
+
+def _healthy(port: int) -> Any:
+    try:
+        response = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    except requests.ConnectionError:
+        return None
+    return response.json() if response.status_code == 200 else None
 
 
 def _synced(db: str) -> bool:
@@ -99,10 +109,12 @@ def test_kill_9_mid_execution_then_restart_resumes(setup: tuple[list[str], str])
 
 
 def test_sigterm_exits_zero_quickly(setup: tuple[list[str], str]) -> None:
-    """SIGTERM stops the controller with exit code 0 within 10 seconds."""
+    """The HTTP service answers next to the controller; SIGTERM stops both with exit 0 within 10 s."""
     base, db = setup
-    server = _serve(base)
+    port = free_port()
+    server = _serve(base, port)
     _until(lambda: _synced(db))
+    assert _until(lambda: _healthy(port)) == {"status": "ok"}
     began = time.monotonic()
     server.send_signal(signal.SIGTERM)
     assert server.wait(10) == 0

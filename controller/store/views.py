@@ -16,6 +16,7 @@ from controller.store.tables import (
     audit_events,
     execution_steps,
     executions,
+    rate_limit_drops,
     sources,
     workflow_versions,
     workflows,
@@ -137,10 +138,13 @@ def execution(conn: Connection, execution_id: int) -> dict[str, Any]:
 
 
 def executions_list(conn: Connection, *, workflow: str | None = None, status: str | None = None,
-                    since: datetime | None = None, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
-    """Executions, newest first; ``before`` pages by id."""
+                    since: datetime | None = None, limit: int = 100, before: int | None = None,
+                    account: str | None = None) -> list[dict[str, Any]]:
+    """Executions, newest first; ``before`` pages by id; ``account`` keeps one account's."""
     e = executions.c
     query = select(executions).order_by(e.id.desc()).limit(limit)
+    if account is not None:
+        query = query.where(e.workflow_id.in_(select(workflows.c.id).where(workflows.c.account == account)))
     if workflow:
         query = query.where(e.workflow_key == workflow)
     if status:
@@ -172,3 +176,37 @@ def _step_view(row: Any) -> dict[str, Any]:
         "output": output, "error": row["error"], "attempts": row["attempts"], "started_at": iso(row["started_at"]),
         "finished_at": iso(row["finished_at"]), "wait_seconds": row["wait_seconds"],
     }
+
+
+def workflow(conn: Connection, key: str) -> dict[str, Any]:
+    """One workflow as :func:`status` shows it, with its held executions' ids and rate-limit drops."""
+    row = conn.execute(select(workflows).where(workflows.c.key == key, workflows.c.deleted.is_(False))).mappings().first()
+    if row is None:
+        raise NotFoundError(f"no workflow {key!r} in the store; run `wfctl sync` or check `wfctl status`", workflow=key)
+    e = executions.c
+    ids: dict[str, list[int]] = {}
+    for state, execution_id in conn.execute(select(e.status, e.id).where(
+            e.workflow_id == row["id"], e.status.in_(("queued", "running", "waiting"))).order_by(e.id)):
+        ids.setdefault(state, []).append(execution_id)
+    drops = conn.execute(select(rate_limit_drops.c.dropped, rate_limit_drops.c.last_dropped_at)
+                         .where(rate_limit_drops.c.workflow_id == row["id"])).first()
+    held = ids.get("queued", []) if row["sync"] == "Blocked" else []
+    return {**workflow_view(row), "executions_in_flight": len(ids.get("running", [])) + len(ids.get("waiting", [])),
+            "held_executions": len(held), "held_execution_ids": held,
+            "dropped": drops.dropped if drops else 0, "last_dropped_at": iso(drops.last_dropped_at) if drops else None}
+
+
+def manual_workflows(conn: Connection, account: str, entity: str) -> list[dict[str, Any]]:
+    """The account's enabled manual workflows that run on records of ``entity`` ("Run workflow")."""
+    w, v = workflows.c, workflow_versions.c
+    rows = conn.execute(
+        select(w.key, w.name, w.version, v.content)
+        .join(workflow_versions, (v.workflow_id == w.id) & (v.version == w.version))
+        .where(w.account == account, w.trigger_type == "manual", w.deleted.is_(False), w.enabled.is_(True),
+               w.content_hash.is_not(None))
+        .order_by(w.name)
+    )
+    return [{"id": key, "name": name, "version": version,
+             "description": content.get("metadata", {}).get("description"),
+             "entities": content["spec"]["trigger"]["entities"]}
+            for key, name, version, content in rows if entity in content["spec"]["trigger"].get("entities", ())]

@@ -1,0 +1,1 @@
+"""Safeguards around executions: rate limits (more to come: burst alerts, dependency tracking)."""

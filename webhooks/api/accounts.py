@@ -1,0 +1,142 @@
+"""What a host application pushes into an account: records, record events, inbound mail, the directory.
+
+Record writes and events fire ``record`` triggers, mail fires ``email`` triggers; each answers with
+the ids of the executions it queued. Also here: which manual workflows a record page offers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+
+from controller.engine import triggers
+from controller.engine.records import RecordService
+from controller.errors import PayloadError, UsageError
+from controller.model.directory import parse_directory
+from controller.security.payloads import parse_json
+from controller.store import directory as store_directory
+from controller.store import records as record_store
+from controller.store import views
+from webhooks.auth import own, requires
+from webhooks.bodies import REQUEST_LIMIT, field, json_object, raw_body
+from webhooks.context import services
+
+blueprint = Blueprint("accounts", __name__, url_prefix="/accounts/<account>")
+
+EVENTS = ("created", "updated", "deleted")
+
+
+@blueprint.get("/records/<type_>/<record_id>/workflows")
+@requires("workflow.read", "workflow.run_manual")
+def manual_workflows(account: str, type_: str, record_id: str) -> Any:
+    """The manual workflows a record of this type offers under "Run workflow"."""
+    own(account)
+    record_store.check_type(type_)
+    with services().store.read() as conn:
+        return {"record": {"type": type_, "id": record_id}, "workflows": views.manual_workflows(conn, account, type_)}
+
+
+@blueprint.post("/records/<type_>")
+@requires("records.write")
+def create_record(account: str, type_: str) -> Any:
+    """Create a record in the built-in store; fires ``created`` triggers."""
+    own(account)
+    return _write(201, "create", account, type_, json_object())
+
+
+@blueprint.patch("/records/<type_>/<record_id>")
+@requires("records.write")
+def update_record(account: str, type_: str, record_id: str) -> Any:
+    """Merge fields into a record; fires ``updated`` triggers."""
+    own(account)
+    return _write(200, "update", account, type_, record_id, json_object())
+
+
+@blueprint.delete("/records/<type_>/<record_id>")
+@requires("records.write")
+def delete_record(account: str, type_: str, record_id: str) -> Any:
+    """Delete a record; fires ``deleted`` triggers."""
+    own(account)
+    return _write(200, "delete", account, type_, record_id)
+
+
+def _write(status: int, action: str, *args: Any) -> Any:
+    found = services()
+    service = RecordService(found.engine)
+    with found.serial():
+        record = getattr(service, action)(*args)
+    return {"record": record, "executions": service.started}, status
+
+
+@blueprint.post("/events")
+@requires("records.write")
+def event(account: str) -> Any:
+    """A record event from a host that keeps its own records: ``{"entity", "id", "event", "record"}``."""
+    own(account)
+    body = json_object()
+    entity = record_store.check_type(field(body, "entity", str))
+    record_id = field(body, "id", (str, int))
+    if isinstance(record_id, bool):
+        raise PayloadError("field 'id' must be a string or an integer, not a boolean")
+    kind = field(body, "event", str)
+    if kind not in EVENTS:
+        raise UsageError(f"event must be one of {', '.join(EVENTS)}, not {kind!r}")
+    record = {**(field(body, "record", dict, required=False) or {}), "id": str(record_id), "type": entity}
+    found = services()
+    with found.writing() as conn:
+        started = triggers.record_event(found.engine, conn, account, entity, kind, record)
+    return {"executions": started}, 202
+
+
+@blueprint.post("/mail")
+@requires("records.write")
+def mail(account: str) -> Any:
+    """Inbound mail for ``email`` triggers: a message/rfc822 body with ``?mailbox=mailbox:ID``, or JSON
+    ``{"mailbox", "message"}`` with the message as text."""
+    own(account)
+    if request.mimetype == "message/rfc822":
+        mailbox, raw = request.args.get("mailbox") or "", raw_body(REQUEST_LIMIT)
+        if not mailbox:
+            raise PayloadError("name the mailbox: ?mailbox=mailbox:<id>")
+    else:
+        body = json_object()
+        mailbox, raw = field(body, "mailbox", str), field(body, "message", str).encode("utf-8")
+    found = services()
+    try:
+        with found.writing() as conn:
+            started = triggers.deliver_mail(found.engine, conn, account, mailbox, raw)
+    except RecursionError:  # the e-mail parser recurses per nested MIME part
+        raise PayloadError("the message nests MIME parts too deeply to read; send a flatter message") from None
+    return {"executions": started}, 202
+
+
+@blueprint.put("/directory")
+@requires("directory.write")
+def replace_directory(account: str) -> Any:
+    """Replace the account's whole directory (the directory file's shape, as JSON)."""
+    own(account)
+    raw = raw_body(REQUEST_LIMIT)
+    parse_json(raw, "the directory")  # JSON only, and bounded, before the located parse: no YAML bombs over HTTP
+    entries = parse_directory(raw.decode("utf-8"), "request.json")
+    found = services()
+    with found.writing() as conn:
+        counts = store_directory.replace_account(conn, account, entries, found.now())
+    return {"account": account, "counts": counts}
+
+
+@blueprint.patch("/directory/<kind>/<ref_id>")
+@requires("directory.write")
+def set_directory_status(account: str, kind: str, ref_id: str) -> Any:
+    """Change one entry's status: ``{"status": "active" | "deactivated" | "deleted" | "disconnected"}``."""
+    own(account)
+    body = json_object()
+    extra = sorted(set(body) - {"status"})
+    if extra:
+        raise UsageError(f"only the status of a directory entry can be changed here, not {', '.join(extra)}; "
+                         f"PUT the whole directory for other changes")
+    status = field(body, "status", str)
+    found = services()
+    with found.writing() as conn:
+        entry = store_directory.set_status(conn, account, f"{kind}:{ref_id}", status, found.now())
+    return {"ref": entry.ref, "kind": entry.kind, "id": entry.id, "name": entry.name, "status": entry.status}

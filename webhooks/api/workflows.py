@@ -1,0 +1,138 @@
+"""Workflows: read them, their versions and audit; run, dry-run; the webhook secret's fingerprint and rotation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+
+from controller.engine.starting import start_now
+from controller.errors import PayloadError, UsageError
+from controller.security import secrets
+from controller.store import views
+from webhooks.auth import actor, caller, own, requires
+from webhooks.bodies import field, json_object
+from webhooks.context import services
+
+blueprint = Blueprint("workflows", __name__)
+
+ON_RECORDS = {"manual": "entities", "record": "entity", "inactivity": "entity"}
+
+
+def _key(account: str, name: str) -> str:
+    key = f"{account}/{name}"
+    own(account, f"no workflow {key!r}; see GET /api/v1/workflows")
+    return key
+
+
+@blueprint.get("/workflows")
+@requires("workflow.read")
+def list_workflows() -> Any:
+    """The workflows of the token's account (``?account=`` may name only that one)."""
+    account = request.args.get("account") or caller().account
+    own(account)
+    with services().store.read() as conn:
+        rows = views.status(conn)["workflows"]
+    return {"workflows": [row for row in rows if row["id"].split("/", 1)[0] == account]}
+
+
+@blueprint.get("/workflows/<account>/<name>")
+@requires("workflow.read")
+def get_workflow(account: str, name: str) -> Any:
+    with services().store.read() as conn:
+        return views.workflow(conn, _key(account, name))
+
+
+@blueprint.get("/workflows/<account>/<name>/versions")
+@requires("workflow.read")
+def versions(account: str, name: str) -> Any:
+    key = _key(account, name)
+    with services().store.read() as conn:
+        return {"workflow": key, "versions": views.history(conn, key)}
+
+
+@blueprint.get("/workflows/<account>/<name>/audit")
+@requires("workflow.read")
+def audit(account: str, name: str) -> Any:
+    key = _key(account, name)
+    with services().store.read() as conn:
+        return {"workflow": key, "events": views.audit(conn, key)}
+
+
+@blueprint.get("/workflows/<account>/<name>/webhook-secret")
+@requires("workflow.read")
+def secret_info(account: str, name: str) -> Any:
+    """The secret's fingerprint and creation time; never the secret."""
+    key = _key(account, name)
+    found = services()
+    with found.writing() as conn:
+        secrets.ensure_secrets(conn, found.box, [key], found.now())
+        return secrets.describe(conn, key).view()
+
+
+@blueprint.post("/workflows/<account>/<name>/webhook-secret")
+@requires("workflow.manage")
+def rotate_secret(account: str, name: str) -> Any:
+    """A new secret, shown this once; the old one stops working now."""
+    key = _key(account, name)
+    found = services()
+    with found.writing() as conn:
+        rotated = secrets.rotate(conn, found.box, key, actor=actor(), now=found.now())
+    return rotated.view(), 200, {"Cache-Control": "no-store"}
+
+
+@blueprint.post("/workflows/<account>/<name>/run")
+@requires("workflow.run_manual")
+def run(account: str, name: str) -> Any:
+    """Start a run now, on ``{"record": {"type", "id"}}``; 422 when the workflow does not run on that type."""
+    key = _key(account, name)
+    body = json_object(required=False)
+    record = _record(body)
+    payload = body.get("payload")
+    found = services()
+    with found.store.read() as conn:
+        version = views.workflow(conn, key)["version"]
+        trigger = views.version_content(conn, key, version)["content"]["spec"]["trigger"] if version else {}
+    _check_compatible(key, trigger, record)
+    with found.serial():
+        execution_id = start_now(found.engine, key, record=record, payload=payload)
+    return {"execution_id": execution_id}, 202, {"Location": f"/api/v1/executions/{execution_id}"}
+
+
+@blueprint.post("/workflows/<account>/<name>/dry-run")
+@requires("workflow.dry_run")
+def dry_run(account: str, name: str) -> Any:
+    """Dry-run the applied version on ``{"record": {"type", "id"}}`` or a made-up record: no side effects."""
+    from controller.check.target import dry_run as run_dry
+
+    key = _key(account, name)
+    record = _record(json_object(required=False))
+    return run_dry(services().settings, key, record=record).view()
+
+
+def _record(body: dict[str, Any]) -> tuple[str, str] | None:
+    ref = field(body, "record", dict, required=False)
+    if ref is None:
+        return None
+    type_ = field(ref, "type", str)
+    record_id = field(ref, "id", (str, int))
+    if isinstance(record_id, bool):
+        raise PayloadError("field 'id' must be a string or an integer, not a boolean")
+    return type_, str(record_id)
+
+
+def _check_compatible(key: str, trigger: dict[str, Any], record: tuple[str, str] | None) -> None:
+    kind = trigger.get("type")
+    if kind not in ON_RECORDS:
+        if record is not None:
+            raise UsageError(f"{key} is started by its {kind or 'missing'} trigger, not on a record; run it without "
+                             f"\"record\"")
+        return
+    allowed = trigger.get("entities") or [trigger.get("entity")]
+    if record is None:
+        if kind == "manual":
+            raise UsageError(f"{key} runs on a record; send {{\"record\": {{\"type\": one of {', '.join(allowed)}, "
+                             f"\"id\": ...}}}}")
+        return
+    if record[0] not in allowed:
+        raise UsageError(f"{key} runs on {', '.join(allowed)} records, not on {record[0]}")

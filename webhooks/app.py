@@ -1,0 +1,62 @@
+"""The app factory: one Flask app over one store and engine; nothing is bound at import time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+
+from controller.engine.clock import Clock
+from controller.engine.runtime import Engine
+from controller.security.intake import WebhookIntake
+from controller.security.secrets import KEY_ENV, SecretBox
+from controller.settings import Settings
+from controller.store import Store
+from webhooks import errors, health, hooks
+from webhooks.api import blueprint as api_blueprint
+from webhooks.bodies import REQUEST_LIMIT
+from webhooks.context import EXTENSION, Services, SyncTrigger
+
+
+def create_app(settings: Settings, store: Store, engine: Engine, *, controller: SyncTrigger | None = None,
+               clock: Clock | None = None, environ: Mapping[str, str] | None = None) -> Flask:
+    """The HTTP service over ``store`` and ``engine``.
+
+    ``controller`` (anything with ``sync_now()``, e.g. :class:`controller.service.Controller`)
+    receives git push hooks; without it ``POST /hooks/git`` answers 503. ``clock`` (default: the
+    engine's) checks webhook timestamps and rate-limit windows. ``environ`` (default ``os.environ``)
+    supplies ``WFC_SECRET_KEY`` (else ``<data-dir>/secret.key`` is used, made once with mode 0600)
+    and ``WFC_GIT_WEBHOOK_SECRET`` (the push hook's secret; unset: the push hook answers 404).
+    """
+    env = os.environ if environ is None else environ
+    box = SecretBox.load(settings.data_dir, env.get(KEY_ENV))
+    intake = WebhookIntake(engine, box, clock=clock)
+    found = Services(settings=settings, store=store, engine=engine, clock=intake.clock, box=box, intake=intake,
+                     controller=controller, git_secret=env.get(hooks.GIT_SECRET_ENV) or None)
+    app = Flask("webhooks", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = REQUEST_LIMIT
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions[EXTENSION] = found
+    errors.init_app(app)
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(hooks.blueprint)
+    app.register_blueprint(api_blueprint)
+    return app
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> Flask:
+    """An app configured like ``wfctl`` from ``WFC_*`` variables, for WSGI servers such as gunicorn::
+
+        gunicorn -w 4 -b 0.0.0.0:8080 'webhooks:from_environ()'
+
+    It serves HTTP only: run ``wfctl serve`` beside it for the reconciler, scheduler and workers.
+    """
+    env = os.environ if environ is None else environ
+    config = env.get("WFC_CONFIG")
+    settings = Settings(repo=env.get("WFC_REPO", "."), branch=env.get("WFC_BRANCH") or None,
+                        root=env.get("WFC_ROOT", "workflows.d"), database_url=env.get("WFC_DATABASE_URL") or None,
+                        data_dir=Path(env.get("WFC_DATA_DIR", ".wfctl")), config_path=Path(config) if config else None)
+    store = settings.open_store()
+    return create_app(settings, store, settings.engine(store), environ=env)

@@ -1,0 +1,79 @@
+"""Reading request bodies within their limits, and JSON out of them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from controller.errors import PayloadError
+from controller.security.payloads import parse_json
+
+HOOK_LIMIT = 1024 * 1024
+"""A webhook body: at most 1 MiB."""
+REQUEST_LIMIT = 25 * 1024 * 1024
+"""Any other body (GitHub's push events go up to 25 MB)."""
+
+
+def raw_body(limit: int) -> bytes:
+    """The body, or 413 when it is over ``limit`` bytes (before reading it when the length is declared)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(limit)
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise _too_large(limit)
+    return data
+
+
+def json_body(*, required: bool = True) -> Any:
+    """The body as JSON (None when empty and not ``required``); PayloadError (400) when malformed."""
+    raw = raw_body(REQUEST_LIMIT)
+    if not raw.strip():
+        if required:
+            raise PayloadError("the request needs a JSON body; send one with Content-Type: application/json")
+        return None
+    return parse_json(raw)
+
+
+def json_object(*, required: bool = True) -> dict[str, Any]:
+    """The body as a JSON object ({} when empty and not ``required``)."""
+    value = json_body(required=required)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"the request body must be a JSON object ({{...}}), not {_kind(value)}")
+    return value
+
+
+def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:
+    """``body[name]`` if it has the JSON type ``kind``; PayloadError naming the field otherwise."""
+    if name not in body or body[name] is None:
+        if required:
+            raise PayloadError(f"the request body needs the field {name!r}")
+        return None
+    value = body[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _tuple(kind)):
+        raise PayloadError(f"field {name!r} must be {_names(kind)}, not {_kind(value)}")
+    return value
+
+
+def _tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _names(kind: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", dict: "an object", list: "an array"}
+    return " or ".join(names.get(k, k.__name__) for k in _tuple(kind))
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _too_large(limit: int) -> RequestEntityTooLarge:
+    return RequestEntityTooLarge(f"the request body is over the limit of {limit // 1024} KiB; send less")

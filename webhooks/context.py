@@ -1,0 +1,61 @@
+"""What a request handler works with: the services of one app, and the caller's token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from flask import current_app
+from sqlalchemy import Connection
+
+from controller.engine.clock import Clock
+from controller.engine.runtime import Engine
+from controller.security.intake import WebhookIntake
+from controller.security.secrets import SecretBox
+from controller.settings import Settings
+from controller.store import Store
+
+EXTENSION = "wfctl"
+
+
+class SyncTrigger(Protocol):
+    def sync_now(self) -> None:
+        """Start a reconcile pass at once; calls in a burst coalesce into one pass."""
+        ...
+
+
+@dataclass
+class Services:
+    """Everything one app serves from; built by :func:`webhooks.create_app`, kept in ``app.extensions``."""
+
+    settings: Settings
+    store: Store
+    engine: Engine
+    clock: Clock
+    box: SecretBox
+    intake: WebhookIntake
+    controller: SyncTrigger | None
+    git_secret: str | None
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A write transaction, in turn with this process's other writers (see WebhookIntake)."""
+        with self.intake.writing() as conn:
+            yield conn
+
+    @contextmanager
+    def serial(self) -> Iterator[None]:
+        """Around engine calls that open their own write transaction."""
+        with self.intake.lock:
+            yield
+
+
+def services() -> Services:
+    found: Any = current_app.extensions[EXTENSION]
+    return found  # type: ignore[no-any-return]
