@@ -248,16 +248,18 @@ def restore(settings: Settings, workflow: str, version: int, note: str | None, c
 
     if "://" in settings.repo:
         _fail("restore commits in a checkout; pass --repo PATH (a working tree), not a URL")
-    live = None
     if controller_url:
+        from controller.check.live import ControllerClient
+
         if not token:
             _fail("--controller needs --token (an API token with workflow.read)")
-        live = _controller_lookup(controller_url, token)
-    store = settings.open_store()
-    try:
-        done = do_restore(store, Path(settings.repo), _key(workflow), version, note, live=live)
-    finally:
-        store.close()
+        done = do_restore(Path(settings.repo), _key(workflow), version, note, live=ControllerClient(controller_url, token))
+    else:
+        store = settings.open_store()
+        try:
+            done = do_restore(Path(settings.repo), _key(workflow), version, note, store=store)
+        finally:
+            store.close()
     click.echo(f"committed {done.commit[:12]} {done.path}: Restore {workflow} to version {version}; push it or "
                f"open a pull request")
 

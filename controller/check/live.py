@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import requests
 
-from controller.errors import SourceError
+from controller.errors import NotFoundError, SourceError
 
 IN_FLIGHT = ("running", "waiting")
 
@@ -27,6 +27,14 @@ class ControllerClient:
             items = data if isinstance(data, list) else data.get("executions", data.get("items", []))
             ids += [int(item["id"]) for item in items]
         return sorted(ids)
+
+    def version(self, key: str, version: int) -> dict[str, Any]:
+        """One version's row (commit, path, ...) from the controller's history of the workflow."""
+        account, name = key.split("/", 1)
+        for row in self._get(f"/api/v1/workflows/{account}/{name}/versions", {})["versions"]:
+            if row["version"] == version:
+                return dict(row)
+        raise NotFoundError(f"{key} has no version {version} on {self.url}; see `wfctl history {key}`", workflow=key)
 
     def _get(self, path: str, params: dict[str, str]) -> Any:
         where = f"{self.url}{quote(path)}"

@@ -8,9 +8,9 @@ held back anyway without knowing it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from git import GitCommandError, InvalidGitRepositoryError, NoSuchPathError, Repo
 
@@ -26,21 +26,29 @@ class Restored:
     message: str
 
 
-def restore(store: Store, checkout: Path, key: str, version: int, note: str | None = None, *,
-            live: Callable[[str], list[int]] | None = None) -> Restored:
+def restore(checkout: Path, key: str, version: int, note: str | None = None, *, store: Store | None = None,
+            live: Live | None = None) -> Restored:
     """Commit version ``version`` of ``key`` into the checkout; GuardError while executions are in flight.
 
-    ``live`` asks a running controller instead of the store which executions are in flight.
+    What is in flight, and which commit made the version, come from the store, or from a running
+    controller (``live``); the version's file itself then comes from git.
     """
-    with store.read() as conn:
-        target = views.version_content(conn, key, version)
-        busy = live(key) if live is not None else in_flight(conn, [key]).get(key, [])
+    repo = _open(checkout)
+    if live is not None:
+        busy = live.in_flight(key)
+        made = live.version(key, version)
+        target = {"path": made["path"], "source_text": _at_commit(repo, made["commit"], made["path"], version)}
+    elif store is not None:
+        with store.read() as conn:
+            target = views.version_content(conn, key, version)
+            busy = in_flight(conn, [key]).get(key, [])
+    else:
+        raise UsageError("restore needs the store (--db) or a controller (--controller URL --token T)")
     if busy:
         ids = ", ".join(str(i) for i in busy)
         raise GuardError(f"{key} has {len(busy)} execution(s) running or waiting ({ids}); a restore would be held "
                          f"back until they finish: wait, or cancel them with `wfctl executions cancel ID`",
                          workflow=key)
-    repo = _open(checkout)
     top = Path(str(repo.working_tree_dir))
     file = top / target["path"]
     if file.exists() and file.read_text() == target["source_text"]:
@@ -54,6 +62,20 @@ def restore(store: Store, checkout: Path, key: str, version: int, note: str | No
     except GitCommandError as e:
         raise SourceError(f"git could not commit the restore in {top}: {e.stderr.strip()}") from None
     return Restored(repo.head.commit.hexsha, target["path"], message)
+
+
+class Live(Protocol):
+    def in_flight(self, key: str) -> list[int]: ...
+
+    def version(self, key: str, version: int) -> dict[str, Any]: ...
+
+
+def _at_commit(repo: Repo, commit: str, path: str, version: int) -> str:
+    try:
+        return str(repo.git.show(f"{commit}:{path}", strip_newline_in_stdout=False))
+    except GitCommandError:
+        raise SourceError(f"version {version} was made by commit {commit[:12]}, which this checkout does not have; "
+                          f"run `git fetch` and try again") from None
 
 
 def _open(checkout: Path) -> Repo:
