@@ -136,3 +136,18 @@ def test_wfctl_restore_refuses_while_busy_and_commits_when_idle(k: Kit, store_ur
     assert status(k, "acme/a")["version"] == 3
     again = CliRunner().invoke(cli, [*base, "restore", "acme/a", "--to", "1"])
     assert again.exit_code == 2 and "nothing to restore" in again.stderr
+
+
+def test_held_back_restore_is_in_the_controller_log(k: Kit, caplog: pytest.LogCaptureFixture) -> None:
+    """The controller log says when a restore is held back and when it applies."""
+    import logging
+
+    busy = k.run("acme/a")
+    git(k.path, "revert", "--no-edit", "HEAD")
+    with caplog.at_level(logging.INFO, logger="controller.reconcile.reconciler"):
+        k.sync()
+        k.engine.cancel(busy)
+        k.sync()
+    text = caplog.text
+    assert "acme/a: restore to version 1" in text and f"in flight: {busy}" in text
+    assert "acme/a: version 3 restores version 1" in text

@@ -19,7 +19,7 @@ from controller.errors import ConflictError, Problem, SourceError, StoreError
 from controller.reconcile import conditions
 from controller.reconcile.apply import SourceMeta, apply_plan
 from controller.reconcile.loader import Loaded, WorkflowPath, bulk_loading, classify, load
-from controller.reconcile.plan import AppliedWorkflow, Plan, Step, Walk
+from controller.reconcile.plan import AppliedWorkflow, BlockedOp, Plan, Step, VersionOp, Walk
 from controller.reconcile.state import in_flight, read_applied, read_blocked, read_source, with_history
 from controller.source import Change, CommitInfo, GitSource, TreeEntry
 from controller.store import Store
@@ -205,6 +205,12 @@ class Reconciler:
                  "full" if plan.full else "incremental", len(plan.ops), len(actions))
         for key, problems in plan.invalid.items():
             log.warning("%s is invalid: %s", key, "; ".join(str(p) for p in problems))
+        for op in plan.ops:
+            if isinstance(op, BlockedOp) and op.new:
+                log.warning("%s: %s", op.key, op.message)
+            elif isinstance(op, VersionOp) and op.action == "restored":
+                log.info("%s: version %d restores version %d (%s)", op.key, op.version, op.restored_from,
+                         op.commit.sha[:12])
 
 
 def _workflow_paths(files: Iterable[str], root: str) -> dict[str, WorkflowPath]:
