@@ -3,6 +3,7 @@ replays, oversized bodies."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -47,6 +48,20 @@ def test_a_signed_webhook_from_requests_is_queued_and_a_replay_is_refused(served
     assert http.executions() == 1
 
 
+def test_the_same_signed_delivery_sent_again_at_once_is_refused(served: tuple[Http, ServerHandle]) -> None:
+    """Inside the timestamp window, the very same signed request is a replay: 401, queued once."""
+    http, server = served
+    body = json.dumps({"name": "Grace"}).encode()
+    headers = http.signed(KEY, body)
+    assert requests.post(f"{server.url}/hooks/{KEY}", data=body, headers=headers, timeout=10).status_code == 202
+    again = requests.post(f"{server.url}/hooks/{KEY}", data=body, headers=headers, timeout=10)
+    assert again.status_code == 401 and "replayed request" in again.json()["error"]["message"]
+    http.kit.clock.advance(seconds=1)
+    fresh = requests.post(f"{server.url}/hooks/{KEY}", data=body, headers=http.signed(KEY, body), timeout=10)
+    assert fresh.status_code == 202  # the same body, signed anew, is a new delivery
+    assert http.executions() == 2
+
+
 def test_a_two_mebibyte_body_is_413(served: tuple[Http, ServerHandle]) -> None:
     """The whole 2 MiB arrive, the answer is 413 JSON, and the server keeps serving."""
     http, server = served
@@ -70,12 +85,13 @@ def test_after_a_rotation_answers_no_request_with_the_old_secret_is_accepted(
     stop = threading.Event()
     outcomes: list[tuple[bool, int]] = []  # (sent after the rotation answered, status)
     now = int(http.kit.clock.now().timestamp())
+    deliveries = itertools.count()  # each delivery distinct: the same one sent twice is a replay
 
     def send() -> None:
         with requests.Session() as session:
             while not stop.is_set():
                 after = rotated.is_set()
-                body = json.dumps({"secret": "old", "after": after}).encode()
+                body = json.dumps({"secret": "old", "after": after, "n": next(deliveries)}).encode()
                 answer = session.post(url, data=body, timeout=10, headers={
                     "X-Wfc-Timestamp": str(now), "X-Wfc-Signature": sign(old, now, body)})
                 outcomes.append((after, answer.status_code))

@@ -18,10 +18,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, null, select
+from sqlalchemy import Connection, and_, bindparam, delete, null, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from controller.engine import queue
 from controller.engine.clock import Clock
@@ -29,8 +31,8 @@ from controller.errors import AuthError, GuardError, NotFoundError, RateLimited
 from controller.safeguards import ratelimit
 from controller.security import secrets
 from controller.security.payloads import parse_json
-from controller.security.signing import check_signature, check_timestamp
-from controller.store.tables import webhook_secrets, workflow_versions, workflows
+from controller.security.signing import TIMESTAMP_HEADER, TOLERANCE_SECONDS, check_signature, check_timestamp
+from controller.store.tables import webhook_deliveries, webhook_secrets, workflow_versions, workflows
 
 if TYPE_CHECKING:
     from controller.engine.runtime import Engine
@@ -54,6 +56,7 @@ class WebhookIntake:
             lock = threading.RLock() if engine.store.dialect == "sqlite" else nullcontext()
         self.lock = lock
         self._limits: dict[tuple[int, int], ratelimit.RateLimit | None] = {}
+        self._purged = datetime.min.replace(tzinfo=UTC)  # when old deliveries were last forgotten
 
     @contextmanager
     def writing(self) -> Iterator[Connection]:
@@ -90,11 +93,30 @@ class WebhookIntake:
                                      workflow=key)
                 refused = self._over_limit(conn, row.id, row.version, key, now)
                 if refused is None:
+                    self._first_delivery(conn, row.id, key, signature or "", now)
                     # The checks of Engine.start are done above on the row already read; enqueue directly.
                     trigger = {"type": "webhook", "body": payload}
                     return queue.enqueue(conn, [{"workflow_id": row.id, "workflow_key": key, "trigger": trigger}],
                                          now)[0]
         raise refused
+
+    def _first_delivery(self, conn: Connection, workflow_id: int, key: str, signature: str, now: datetime) -> None:
+        """Remember an accepted signature for the timestamp window; AuthError if it was accepted already.
+
+        A timestamp inside the window is not enough: the very same signed request sent again is a
+        replay. Only accepted deliveries are remembered, so a sender may resend after a 429 or 400.
+        """
+        if now - self._purged > timedelta(seconds=60):
+            conn.execute(delete(webhook_deliveries).where(
+                webhook_deliveries.c.received_at < now - timedelta(seconds=2 * TOLERANCE_SECONDS)))
+            self._purged = now
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        added = conn.execute(dialect_insert(webhook_deliveries).values(
+            workflow_id=workflow_id, signature=signature.strip()[:100], received_at=now).on_conflict_do_nothing()
+            .returning(webhook_deliveries.c.workflow_id)).first()  # rowcount is not reliable across drivers
+        if added is None:
+            raise AuthError(f"replayed request: this signed delivery to {key} was already accepted; sign each "
+                            f"delivery with a fresh {TIMESTAMP_HEADER}", workflow=key)
 
     def _over_limit(self, conn: Connection, workflow_id: int, version: int, key: str,
                     now: datetime) -> RateLimited | None:

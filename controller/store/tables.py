@@ -265,3 +265,13 @@ rate_limit_drops = Table(
 
 # Rate limits count a workflow's executions created in the last `per` seconds.
 Index(None, executions.c.workflow_id, executions.c.created_at)
+
+# Signatures of accepted webhook deliveries, kept for the timestamp window: a delivery sent again
+# (the same signature) inside it is a replay.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
+    Column("signature", String(100), primary_key=True),
+    Column("received_at", Timestamp(), nullable=False, index=True),
+)
