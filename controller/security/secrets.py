@@ -215,8 +215,9 @@ def ensure_secrets(conn: Connection, box: SecretBox, keys: Iterable[str] | None,
         secret = new_secret()
         row = {"workflow_id": workflow_id, "ciphertext": box.encrypt(secret), "fingerprint": fingerprint(secret),
                "generation": 1, "created_at": now}
-        stmt = dialect.insert(webhook_secrets).values(row).on_conflict_do_nothing(index_elements=["workflow_id"])
-        if conn.execute(stmt).rowcount:
+        stmt = (dialect.insert(webhook_secrets).values(row).on_conflict_do_nothing(index_elements=["workflow_id"])
+                .returning(webhook_secrets.c.workflow_id))  # rowcount of an upsert is -1 on psycopg
+        if conn.execute(stmt).first() is not None:
             made.append(key)
             audit.append({"workflow_id": workflow_id, "at": now, "actor": actor, "action": "secret_created",
                           "version": version, "commit": None, "changes": [],
