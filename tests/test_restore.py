@@ -151,3 +151,22 @@ def test_held_back_restore_is_in_the_controller_log(k: Kit, caplog: pytest.LogCa
     text = caplog.text
     assert "acme/a: restore to version 1" in text and f"in flight: {busy}" in text
     assert "acme/a: version 3 restores version 1" in text
+
+
+def test_force_push_that_drops_a_held_back_revert_clears_the_hold(k: Kit) -> None:
+    """If history is rewritten without the held-back revert, the workflow is judged at head and unblocked."""
+    k.run("acme/a")
+    git(k.path, "revert", "--no-edit", "HEAD")
+    k.sync()
+    assert status(k, "acme/a")["sync"] == "Blocked"
+    git(k.path, "reset", "--hard", "HEAD~1")
+    git(k.path, "reflog", "expire", "--expire=now", "--all")
+    git(k.path, "gc", "--prune=now", "-q")
+    k.commit({"README.md": "rewritten\n"}, "unrelated")
+    k.sync()
+    a = status(k, "acme/a")
+    assert (a["version"], a["sync"], a["message"]) == (2, "Synced", "")
+    k.commit({B: wf("b", "three")}, "later")
+    k.sync()  # passes after the rewrite work normally again
+    b = status(k, "acme/b")  # v3 restored it with the revert, v4 back to v2's content at the rewritten head
+    assert (b["version"], b["sync"]) == (5, "Synced")

@@ -257,7 +257,7 @@ class Walk:
         self._index(key)
         self._problems.pop(key, None)
         if current.present and current.content_hash == loaded.content_hash:
-            self._state[key] = replace(current, path=loaded.where.path, sync="Synced", message="")
+            self._state[key] = replace(current, path=loaded.where.path, sync="Synced", message="", blocked_commit=None)
             return
         assert loaded.workflow is not None
         version = current.version + 1

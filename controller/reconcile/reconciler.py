@@ -130,6 +130,9 @@ class Reconciler:
         chains: dict[str, set[str]] = {}
         longest: list[CommitInfo] = []
         for key, sha in blocked.items():
+            if not self.source.is_ancestor(sha, base):  # rewritten away: the next full compare settles it
+                log.warning("%s waited at commit %s, which is gone from the branch; judging head only", key, sha[:12])
+                continue
             parents = self.source.commit(sha).parents
             chain = self.source.first_parent_commits(parents[0] if parents else None, base)
             chains[key] = {c.sha for c in chain}
@@ -228,6 +231,6 @@ def _touched(changes: list[Change], root: str) -> list[WorkflowPath]:
 
 
 def _differs(applied: AppliedWorkflow | None, loaded: Loaded) -> bool:
-    if applied is None or not applied.present or applied.sync != "Synced":
+    if applied is None or not applied.present or applied.sync != "Synced" or applied.blocked_commit:
         return True
     return not loaded.ok or applied.content_hash != loaded.content_hash or applied.path != loaded.where.path
