@@ -8,15 +8,14 @@ encrypted secret and the token's hash: neither can be shown again.
 from __future__ import annotations
 
 import getpass
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 import click
 from sqlalchemy import Connection
 
+from controller.cli_common import emit, key_arg
 from controller.security import secrets, tokens
 from controller.settings import Settings
 
@@ -31,22 +30,11 @@ def _writing(settings: Settings) -> Iterator[Connection]:
         store.close()
 
 
-def _emit(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2))
-
-
 def _actor() -> str:
     try:
         return f"{getpass.getuser()} (wfctl)"
     except (OSError, KeyError):  # no login name in this environment (a container without a passwd entry)
         return "wfctl"
-
-
-def _key(workflow: str) -> str:
-    account, _, name = workflow.partition("/")
-    if not account or not name or "/" in name:
-        raise click.BadParameter(f"expected ACCOUNT/NAME, got {workflow!r}", param_hint="ACCOUNT/NAME")
-    return workflow
 
 
 @click.group()
@@ -62,9 +50,9 @@ def webhook_rotate(settings: Settings, workflow: str, as_json: bool) -> None:
     """Make a new signing secret for a webhook workflow and print it once; the old one stops working now."""
     box = secrets.SecretBox.for_settings(settings)
     with _writing(settings) as conn:
-        rotated = secrets.rotate(conn, box, _key(workflow), actor=_actor(), now=datetime.now(UTC))
+        rotated = secrets.rotate(conn, box, key_arg(workflow), actor=_actor(), now=datetime.now(UTC))
     if as_json:
-        _emit(rotated.view())
+        emit(rotated.view())
         return
     click.echo(rotated.secret)
     click.echo(f"new signing secret of {workflow} (generation {rotated.info.generation}, {rotated.info.fingerprint}); "
@@ -90,7 +78,7 @@ def token_create(settings: Settings, account: str, user: str, permissions: str, 
     with _writing(settings) as conn:
         made = tokens.create(conn, account, user, permissions, datetime.now(UTC), name=name)
     if as_json:
-        _emit(made.view())
+        emit(made.view())
         return
     click.echo(made.bearer)
     label = f" {made.token.name!r}" if made.token.name else ""
@@ -119,7 +107,7 @@ def token_list(settings: Settings, account: str, as_json: bool) -> None:
     with _writing(settings) as conn:
         rows = tokens.list_tokens(conn, account)
     if as_json:
-        _emit(rows)
+        emit(rows)
         return
     for row in rows:
         state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"

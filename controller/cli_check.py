@@ -1,0 +1,96 @@
+"""`wfctl dry-run` and `wfctl check`: zero-side-effect runs and the pull-request check."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from controller.cli_common import emit, fail, record_ref
+from controller.settings import Settings
+
+
+@click.command("dry-run")
+@click.argument("target", metavar="ACCOUNT/NAME|PATH")
+@click.option("--entity", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A JSON file: the record to run against.")
+@click.option("--record", "record", default=None, metavar="TYPE:ID", help="Run against this stored record (read-only).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def dry_run(settings: Settings, target: str, entity: Path | None, record: str | None, as_json: bool) -> None:
+    """Run a workflow with zero side effects and show what it would do. Exit 1 if a step fails."""
+    from controller.check.target import dry_run as run_dry
+
+    if entity is not None and record is not None:
+        fail("pass --entity or --record, not both")
+    result = run_dry(settings, target, entity=entity, record=record_ref(record) if record else None)
+    if as_json:
+        emit(result.view())
+    else:
+        click.echo(_dry_run_text(result))
+    sys.exit(0 if result.ok else 1)
+
+
+def _dry_run_text(result: Any) -> str:
+    if not result.started:
+        return f"{result.workflow}: would not start: " + "; ".join(str(m.actual) for m in result.mismatches)
+    run = result.result
+    lines = [f"dry run of {result.workflow}: {run.status}" + (f" - {run.error}" if run.error else "")]
+
+    def steps(items: list[dict[str, Any]], indent: str) -> None:
+        for step in items:
+            branch = f" -> {step['branch']}" if step.get("branch") else ""
+            lines.append(f"{indent}{step['action_id']:<24} {step['type']:<14} {step['status']}{branch}"
+                         + (f"  {step['intent']}" if step.get("intent") else "")
+                         + (f"  {step['error']}" if step.get("error") else ""))
+            steps(step.get("steps") or [], indent + "    ")
+
+    steps(run.steps, "  ")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--base", default=None, metavar="REF", help="Compare with this commit or branch (the PR's target).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github", "junit"]), default="text",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report here instead of standard output.")
+@click.option("--controller", "controller_url", default=None, metavar="URL",
+              help="A live controller to ask whether a restore would be held back now.")
+@click.option("--token", default=None, help="API token for --controller (workflow.read).")
+@click.pass_obj
+def check(settings: Settings, base: str | None, fmt: str, output: Path | None, controller_url: str | None,
+          token: str | None) -> None:
+    """What CI runs on a pull request: validate, plan against --base, dry-run what changed."""
+    from controller.check.check import run_check
+    from controller.check.report import render
+    from controller.engine.clock import SystemClock
+
+    lookup = None
+    if controller_url:
+        if not token:
+            fail("--controller needs --token (an API token with workflow.read)")
+        lookup = _controller_lookup(controller_url, token)
+    report = run_check(Path(settings.repo), settings.root, base=base, config=settings.config(),
+                       now=SystemClock().now, in_flight=lookup)
+    rendered = render(report, fmt)
+    if output is not None:
+        output.write_text(rendered)
+        click.echo(f"check {'passed' if report.ok else 'FAILED'}; report written to {output}")
+    else:
+        click.echo(rendered, nl=False)
+    sys.exit(0 if report.ok else 1)
+
+
+def _controller_lookup(url: str, token: str) -> Any:
+    from controller.check.live import ControllerClient
+
+    return ControllerClient(url, token).in_flight
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the `wfctl` group."""
+    cli.add_command(dry_run)
+    cli.add_command(check)

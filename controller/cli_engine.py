@@ -1,0 +1,292 @@
+"""`wfctl` commands of the engine: run, executions, records, directory, mail, serve."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from controller.cli_common import emit, fail, json_file, key_arg, open_engine, read, record_ref, utcnow
+from controller.settings import Settings
+from controller.store import views
+
+
+@click.command()
+@click.argument("workflow")
+@click.option("--record", "record", default=None, metavar="TYPE:ID", help="Run on this record.")
+@click.option("--payload", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A JSON file: the trigger payload (trigger.body).")
+@click.option("--wait", "wait_", is_flag=True, help="Run it here and wait for a final state.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def run(settings: Settings, workflow: str, record: str | None, payload: Path | None, wait_: bool,
+        as_json: bool) -> None:
+    """Start a real execution of ACCOUNT/NAME now and print its id."""
+    from controller.engine.starting import start_now
+
+    key = key_arg(workflow)
+    body = json_file(payload) if payload else None
+    store, engine = open_engine(settings)
+    try:
+        execution_id = start_now(engine, key, record=record_ref(record) if record else None, payload=body)
+        if not wait_:
+            emit({"execution_id": execution_id}) if as_json else click.echo(execution_id)
+            return
+        from controller.engine.starting import run_to_end
+
+        result = run_to_end(engine, execution_id)
+    finally:
+        store.close()
+    if as_json:
+        emit(result)
+    else:
+        click.echo(f"execution {execution_id} {result['status']}" + (f": {result['error']}" if result["error"] else ""))
+    sys.exit(0 if result["status"] == "succeeded" else 1)
+
+
+
+
+@click.group()
+def executions() -> None:
+    """List, inspect, retry and cancel executions."""
+
+
+@executions.command("list")
+@click.option("--workflow", default=None, metavar="ACCOUNT/NAME")
+@click.option("--status", type=click.Choice(["queued", "running", "waiting", "succeeded", "failed", "terminated"]))
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def executions_list(settings: Settings, workflow: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """Executions, newest first."""
+    rows = read(settings, lambda conn: views.executions_list(conn, workflow=workflow, status=status, limit=limit))
+    if as_json:
+        emit(rows)
+        return
+    for r in rows:
+        duration = f"{r['duration_ms']}ms" if r["duration_ms"] is not None else "-"
+        click.echo(f"{r['id']:>6} {r['status']:<10} {r['workflow']} v{r['version'] or '-'} {r['created_at']} "
+                   f"{duration}" + (f"  {r['error']}" if r["error"] else ""))
+
+
+@executions.command("show")
+@click.argument("execution_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def executions_show(settings: Settings, execution_id: int, as_json: bool) -> None:
+    """One execution with its per-action trace."""
+    data = read(settings, lambda conn: views.execution(conn, execution_id))
+    if as_json:
+        emit(data)
+        return
+    click.echo(f"execution {data['id']} of {data['workflow']} v{data['version'] or '-'}: {data['status']}"
+               + (f" ({data['error']})" if data["error"] else ""))
+    click.echo(f"  trigger: {json.dumps(data['trigger'], default=str)[:200]}")
+    for step in data["steps"]:
+        click.echo(f"  {step['action_id']:<24} {step['type']:<14} {step['status']:<10} attempts={step['attempts']}"
+                   + (f" waited={step['wait_seconds']}s" if step["wait_seconds"] is not None else "")
+                   + (f"  {step['error']}" if step["error"] else ""))
+
+
+@executions.command("retry")
+@click.argument("execution_id", type=int)
+@click.option("--latest", is_flag=True, help="Run on the workflow's latest version, not the original's.")
+@click.pass_obj
+def executions_retry(settings: Settings, execution_id: int, latest: bool) -> None:
+    """Start a new execution with the original's trigger input."""
+    store, engine = open_engine(settings)
+    try:
+        click.echo(engine.retry(execution_id, latest=latest))
+    finally:
+        store.close()
+
+
+@executions.command("cancel")
+@click.argument("execution_id", type=int)
+@click.pass_obj
+def executions_cancel(settings: Settings, execution_id: int) -> None:
+    """Terminate an execution (a running one at its next step)."""
+    store, engine = open_engine(settings)
+    try:
+        click.echo(f"execution {execution_id} {engine.cancel(execution_id)}")
+    finally:
+        store.close()
+
+
+@click.group()
+def records() -> None:
+    """Write records of the built-in record store (fires record triggers)."""
+
+
+def _record_write(settings: Settings, action: str, *args: Any) -> None:
+    from controller.engine.records import RecordService
+
+    store, engine = open_engine(settings)
+    try:
+        service = RecordService(engine)
+        record = getattr(service, action)(*args)
+    finally:
+        store.close()
+    emit({"record": record, "executions": service.started})
+
+
+def _data_option(data: str) -> dict[str, Any]:
+    try:
+        value = json.loads(data)
+    except ValueError as e:
+        fail(f"--data is not JSON: {e}")
+    if not isinstance(value, dict):
+        fail("--data must be a JSON object")
+    return value
+
+
+@records.command("create")
+@click.argument("entity")
+@click.option("--account", required=True)
+@click.option("--data", required=True, help="The record's fields as a JSON object.")
+@click.pass_obj
+def records_create(settings: Settings, entity: str, account: str, data: str) -> None:
+    """Create a record of TYPE and fire `created` triggers."""
+    _record_write(settings, "create", account, entity, _data_option(data))
+
+
+@records.command("update")
+@click.argument("ref", metavar="TYPE:ID")
+@click.option("--account", required=True)
+@click.option("--data", required=True, help="Fields to merge, as a JSON object.")
+@click.pass_obj
+def records_update(settings: Settings, ref: str, account: str, data: str) -> None:
+    """Merge fields into a record and fire `updated` triggers."""
+    entity, record_id = record_ref(ref)
+    _record_write(settings, "update", account, entity, record_id, _data_option(data))
+
+
+@records.command("delete")
+@click.argument("ref", metavar="TYPE:ID")
+@click.option("--account", required=True)
+@click.pass_obj
+def records_delete(settings: Settings, ref: str, account: str) -> None:
+    """Delete a record and fire `deleted` triggers."""
+    entity, record_id = record_ref(ref)
+    _record_write(settings, "delete", account, entity, record_id)
+
+
+@click.group()
+def directory() -> None:
+    """The account directory: users, mailboxes, channels, object types."""
+
+
+@directory.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--account", required=True)
+@click.pass_obj
+def directory_load(settings: Settings, file: Path, account: str) -> None:
+    """Replace the account's directory with FILE (YAML or JSON), in one transaction."""
+    from controller.model.directory import parse_directory
+    from controller.store import directory as store_directory
+
+    entries = parse_directory(file.read_text(), str(file))
+    store = settings.open_store()
+    try:
+        with store.tx() as conn:
+            counts = store_directory.replace_account(conn, account, entries, utcnow())
+    finally:
+        store.close()
+    click.echo(f"directory of {account}: " + ", ".join(f"{n} {kind}(s)" for kind, n in sorted(counts.items())))
+
+
+@directory.command("set-status")
+@click.argument("ref", metavar="KIND:ID")
+@click.argument("status")
+@click.option("--account", required=True)
+@click.pass_obj
+def directory_set_status(settings: Settings, ref: str, status: str, account: str) -> None:
+    """Change one entry's status (active, deactivated, deleted, disconnected)."""
+    from controller.store import directory as store_directory
+
+    store = settings.open_store()
+    try:
+        with store.tx() as conn:
+            entry = store_directory.set_status(conn, account, ref, status, utcnow())
+    finally:
+        store.close()
+    click.echo(f"{entry.ref} is {entry.status}")
+
+
+@click.group()
+def mail() -> None:
+    """Inbound mail for `email` triggers."""
+
+
+@mail.command("deliver")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--account", required=True)
+@click.option("--mailbox", required=True, metavar="mailbox:ID")
+@click.pass_obj
+def mail_deliver(settings: Settings, file: Path, account: str, mailbox: str) -> None:
+    """Hand FILE (.eml) to the workflows listening on the mailbox; prints the executions started."""
+    from controller.engine import triggers
+
+    store, engine = open_engine(settings)
+    try:
+        with store.tx() as conn:
+            started = triggers.deliver_mail(engine, conn, account, mailbox, file.read_bytes())
+    finally:
+        store.close()
+    emit({"executions": started})
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the HTTP service listens.")
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--interval", default=60.0, show_default=True, type=float, help="Seconds between reconcile passes.")
+@click.option("--workers", default=4, show_default=True, type=int)
+@click.option("--lease", default=60.0, show_default=True, type=float, help="Seconds a worker's claim lasts.")
+@click.pass_obj
+def serve(settings: Settings, host: str, port: int, interval: float, workers: int, lease: float) -> None:
+    """Run the controller: HTTP service, reconcile loop, scheduler and workers, until SIGTERM."""
+    import signal
+
+    from controller.reconcile.reconciler import Reconciler
+    from controller.security.secrets import SecretBox, ensure_webhook_secrets
+    from controller.service import Controller, ServeOptions
+    from webhooks import create_app, start_server
+
+    store = settings.open_store()
+    engine = settings.engine(store, lease_seconds=lease)
+    box = SecretBox.for_settings(settings)
+    with settings.open_source() as source:
+        controller = Controller(Reconciler(source, store, location=settings.repo), engine,
+                                ServeOptions(interval=interval, workers=workers),
+                                after_sync=lambda: ensure_webhook_secrets(store, box))
+        try:
+            http = start_server(create_app(settings, store, engine, controller=controller), host, port)
+        except OSError as e:
+            fail(f"cannot listen on {host}:{port}: {e.strerror or e}; pass --port")
+        stopping = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            logging.getLogger("wfctl").info("signal %d: stopping", signum)
+            stopping.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        controller.start()
+        click.echo(f"wfctl serving {settings.repo} on {http.url} with {workers} worker(s); reconcile every "
+                   f"{interval:g}s", err=True)
+        while not stopping.wait(0.5):
+            pass
+        http.stop()
+        controller.stop()
+    store.close()
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the `wfctl` group."""
+    for command in (run, executions, records, directory, mail, serve):
+        cli.add_command(command)
