@@ -21,10 +21,10 @@ from controller.settings import Settings
 
 
 @contextmanager
-def _writing(settings: Settings) -> Iterator[Connection]:
+def _store(settings: Settings, *, write: bool = True) -> Iterator[Connection]:
     store = settings.open_store()
     try:
-        with store.tx() as conn:
+        with store.tx() if write else store.read() as conn:
             yield conn
     finally:
         store.close()
@@ -49,7 +49,7 @@ def webhook() -> None:
 def webhook_rotate(settings: Settings, workflow: str, as_json: bool) -> None:
     """Make a new signing secret for a webhook workflow and print it once; the old one stops working now."""
     box = secrets.SecretBox.for_settings(settings)
-    with _writing(settings) as conn:
+    with _store(settings) as conn:
         rotated = secrets.rotate(conn, box, key_arg(workflow), actor=_actor(), now=datetime.now(UTC))
     if as_json:
         emit(rotated.view())
@@ -75,7 +75,7 @@ def token() -> None:
 def token_create(settings: Settings, account: str, user: str, permissions: str, name: str | None,
                  as_json: bool) -> None:
     """Create a token and print it once; only its hash is stored."""
-    with _writing(settings) as conn:
+    with _store(settings) as conn:
         made = tokens.create(conn, account, user, permissions, datetime.now(UTC), name=name)
     if as_json:
         emit(made.view())
@@ -92,7 +92,7 @@ def token_create(settings: Settings, account: str, user: str, permissions: str, 
 @click.pass_obj
 def token_revoke(settings: Settings, token_ref: str, account: str) -> None:
     """Revoke a token by id or name; it stops working at once."""
-    with _writing(settings) as conn:
+    with _store(settings) as conn:
         gone = tokens.revoke(conn, account, token_ref, datetime.now(UTC))
     label = f" {gone.name!r}" if gone.name else ""
     click.echo(f"revoked token {gone.id}{label} of account {account} ({gone.user})")
@@ -104,7 +104,7 @@ def token_revoke(settings: Settings, token_ref: str, account: str) -> None:
 @click.pass_obj
 def token_list(settings: Settings, account: str, as_json: bool) -> None:
     """The account's tokens, newest first (never the tokens themselves)."""
-    with _writing(settings) as conn:
+    with _store(settings, write=False) as conn:
         rows = tokens.list_tokens(conn, account)
     if as_json:
         emit(rows)

@@ -9,6 +9,7 @@ from typing import Any
 from controller.check.cases import Case, Expect, Mismatch, matches
 from controller.check.synthetic import synthetic_data, synthetic_record
 from controller.engine.dryrun import DryRunner, DryRunResult
+from controller.engine.templating import truthy
 from controller.errors import TemplateError
 
 
@@ -179,5 +180,5 @@ def _when(runner: DryRunner, spec: Mapping[str, Any], trigger: dict[str, Any],
         value = runner.interpreter.templates.evaluate(condition, scope)
     except TemplateError as e:
         return False, f"not started: the trigger's when failed: {e}"
-    started = bool(value) and str(value).strip().lower() not in ("false", "0", "no", "none")
+    started = truthy(value)
     return started, "" if started else f"not started: when {condition!r} is false"

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -23,10 +22,9 @@ from controller.engine.dryrun import DryRunner, SyntheticDirectory
 from controller.errors import DefinitionError, NotFoundError, UsageError
 from controller.reconcile.validate import validate_tree
 from controller.settings import Settings
-from controller.store import Store
+from controller.store import Store, views
 from controller.store import directory as store_directory
 from controller.store import records as record_store
-from controller.store.tables import workflow_versions, workflows
 
 
 def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
@@ -97,12 +95,8 @@ def _from_store(store: Store, key: str) -> tuple[str, str, dict[str, Any], Any]:
         raise UsageError(f"expected ACCOUNT/NAME or a path to a workflow file, got {key!r}")
 
     def current(workflow: str) -> Any:
-        w, v = workflows.c, workflow_versions.c
         with store.read() as conn:
-            return conn.execute(
-                select(v.content).join(workflows, and_(v.workflow_id == w.id, v.version == w.version))
-                .where(w.key == f"{account}/{workflow}", w.deleted.is_(False), w.content_hash.is_not(None))
-            ).scalar()
+            return views.current_definition(conn, f"{account}/{workflow}")
 
     definition = current(name)
     if definition is None:

@@ -154,15 +154,3 @@ def save_steps(conn: Connection, execution_id: int, steps: Iterable[StepRow]) ->
             step.id = step_id
     if changed:
         conn.execute(update(execution_steps).where(execution_steps.c.id == bindparam("b_id")), changed)
-
-
-def in_flight(conn: Connection, workflow_ids: Iterable[int]) -> dict[int, list[int]]:
-    """Running or waiting execution ids per workflow (the restore guard's question)."""
-    e = executions.c
-    found: dict[int, list[int]] = {}
-    rows = conn.execute(
-        select(e.workflow_id, e.id).where(e.workflow_id.in_(list(workflow_ids)), e.status.in_(IN_FLIGHT)).order_by(e.id)
-    )
-    for workflow_id, execution_id in rows:
-        found.setdefault(workflow_id, []).append(execution_id)
-    return found

@@ -5,13 +5,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select
-
 from controller.engine import queue
 from controller.errors import UsageError
 from controller.store import records as record_store
 from controller.store import views
-from controller.store.tables import workflow_versions, workflows
 
 if TYPE_CHECKING:
     from controller.engine.runtime import Engine
@@ -21,12 +18,8 @@ def start_now(engine: Engine, key: str, *, record: tuple[str, str] | None = None
     """Queue an execution of ``key`` on a record (``("ticket", "42")``) and/or with a payload."""
     account = key.split("/", 1)[0]
     with engine.store.tx() as conn:
-        w, v = workflows.c, workflow_versions.c
-        content = conn.execute(
-            select(v.content).join(workflows, and_(v.workflow_id == w.id, v.version == w.version))
-            .where(w.key == key, w.deleted.is_(False))
-        ).scalar()
-        trigger_spec = (content or {}).get("spec", {}).get("trigger", {})
+        content = views.current_definition(conn, key) or {}
+        trigger_spec = content.get("spec", {}).get("trigger", {})
         kind = trigger_spec.get("type") if trigger_spec.get("type") in ("manual", "webhook") else "manual"
         # A run on request has no caller: an empty input lets `trigger.input.x | default(…)` work.
         trigger: dict[str, Any] = {"type": kind, "source": "run", "input": {}}

@@ -211,3 +211,10 @@ def _reason(error: Exception) -> str:
 
 def _quote(text: str) -> str:
     return repr(text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "\u2026")
+
+
+def truthy(value: Any) -> bool:
+    """Whether a condition's value counts as true; text from a mixed template ("false", "0") does not."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "false", "0", "no", "none")
+    return bool(value)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, and_, select
 
 from controller.engine import queue
+from controller.engine.templating import truthy
 from controller.errors import TemplateError, UsageError
 from controller.model import parse_duration
 from controller.store import records as record_store
@@ -138,7 +139,7 @@ def _when(engine: Engine, listener: Listener, spec: dict[str, Any], scope: dict[
     except TemplateError as e:
         log.warning("%s: trigger condition not evaluated, not started: %s", listener.key, e)
         return False
-    return bool(value) and str(value).strip().lower() not in ("false", "0", "no", "none")
+    return truthy(value)
 
 
 def _row(listener: Listener, trigger: dict[str, Any], record_ref: dict[str, Any] | None, depth: int) -> dict[str, Any]:

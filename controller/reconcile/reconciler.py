@@ -185,6 +185,9 @@ class Reconciler:
 
     def _mark_reconciling(self, head: str) -> None:
         """Show ``Reconciling`` on the source while a pass over a new head runs."""
+        with self.store.read() as conn:
+            if read_source(conn, self.name).last_attempted_commit == head:
+                return  # an idle pass: no write lock taken
         with self.store.write() as conn:
             state = read_source(conn, self.name)
             if state.id is not None and state.last_attempted_commit != head:

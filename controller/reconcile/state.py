@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
@@ -104,7 +103,3 @@ def _applied(row: Any) -> AppliedWorkflow:
         blocked_commit=row["blocked_commit"],
     )
 
-
-def utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

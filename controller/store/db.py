@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
@@ -123,9 +123,6 @@ class Store:
         head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
         with self.read() as conn:
             return MigrationContext.configure(conn).get_current_revision() == head
-
-    def table_names(self) -> list[str]:
-        return sorted(inspect(self.engine).get_table_names())
 
     def close(self) -> None:
         self.engine.dispose()

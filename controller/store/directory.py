@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, exists, insert, select, update
@@ -23,7 +23,7 @@ from sqlalchemy import Connection, delete, exists, insert, select, update
 from controller.engine.directory import KINDS, STATUSES, DirectoryEntry
 from controller.errors import NotFoundError, UsageError
 from controller.store.db import Store
-from controller.store.tables import directory_entries
+from controller.store.tables import as_utc, directory_entries
 
 __all__ = [
     "StoreDirectory",
@@ -79,7 +79,7 @@ def _check_status(status: str) -> None:
 
 def _row(account: str, entry: DirectoryEntry, now: datetime) -> dict[str, Any]:
     return {"account": account, "kind": entry.kind, "ref_id": entry.id, "name": entry.name,
-            "status": entry.status, "data": dict(entry.data), "updated_at": _utc(now)}
+            "status": entry.status, "data": dict(entry.data), "updated_at": as_utc(now)}
 
 
 def set_status(conn: Connection, account: str, ref: str, status: str, now: datetime) -> DirectoryEntry:
@@ -89,7 +89,7 @@ def set_status(conn: Connection, account: str, ref: str, status: str, now: datet
     result = conn.execute(
         update(directory_entries)
         .where(t.account == account, t.kind == kind, t.ref_id == ref_id)
-        .values(status=status, updated_at=_utc(now))
+        .values(status=status, updated_at=as_utc(now))
     )
     if result.rowcount == 0:
         raise NotFoundError(_missing(ref, account))
@@ -189,6 +189,3 @@ class StoreDirectory:
 def _entry(row: Any) -> DirectoryEntry:
     return DirectoryEntry(kind=row.kind, id=row.ref_id, name=row.name, status=row.status, data=dict(row.data))
 
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -15,7 +15,7 @@ Every function runs in the caller's transaction (``Store.write()`` or ``Store.re
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Select, and_, insert, select
@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from controller.errors import NotFoundError, UsageError
 from controller.model.entities import ENTITY_TYPES
 from controller.model.refs import RefField
-from controller.store.tables import inactivity_marks, records
+from controller.store.tables import as_utc, inactivity_marks, records
 
 __all__ = [
     "RESERVED_FIELDS",
@@ -74,7 +74,7 @@ def create(conn: Connection, account: str, type: str, data: dict[str, Any], now:
     """Store a new record of ``type``; return its view."""
     check_type(type)
     _check_data(data)
-    at = _utc(now)
+    at = as_utc(now)
     row = {"account": account, "type": type, "data": dict(data), "created_at": at, "updated_at": at,
            "last_activity_at": at, "deleted": False}
     key = conn.execute(insert(records).values(row)).inserted_primary_key
@@ -100,7 +100,7 @@ def update(
     """
     _check_data(data)
     row = _load(conn, account, type, record_id, lock=True)
-    at = _utc(now)
+    at = as_utc(now)
     changes: dict[str, Any] = {"data": {**row["data"], **data}, "updated_at": at}
     if touch_activity:
         changes["last_activity_at"] = at
@@ -111,7 +111,7 @@ def update(
 def delete(conn: Connection, account: str, type: str, record_id: str, now: datetime) -> dict[str, Any]:
     """Soft-delete the record; return its last view (as it was before the delete)."""
     row = _load(conn, account, type, record_id, lock=True)
-    conn.execute(sql_update(records).where(r.id == row["id"]).values(deleted=True, updated_at=_utc(now)))
+    conn.execute(sql_update(records).where(r.id == row["id"]).values(deleted=True, updated_at=as_utc(now)))
     return _view(row)
 
 
@@ -143,7 +143,7 @@ def quiet_records(
     query = (
         _live(account, type)
         .outerjoin(inactivity_marks, fired)
-        .where(r.last_activity_at <= _utc(older_than), m.record_id.is_(None))
+        .where(r.last_activity_at <= as_utc(older_than), m.record_id.is_(None))
         .order_by(r.last_activity_at, r.id)
         .limit(limit)
     )
@@ -155,7 +155,7 @@ def mark_fired(conn: Connection, workflow_id: int, record_id: str | int, activit
 
     ``activity_at`` is the record's ``last_activity_at`` (a datetime or the view's ISO string).
     """
-    at = _utc(datetime.fromisoformat(activity_at) if isinstance(activity_at, str) else activity_at)
+    at = as_utc(datetime.fromisoformat(activity_at) if isinstance(activity_at, str) else activity_at)
     values = {"workflow_id": workflow_id, "record_id": int(record_id), "activity_at": at}
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = dialect.insert(inactivity_marks).values(values)
@@ -200,9 +200,6 @@ def _view(row: dict[str, Any]) -> dict[str, Any]:
             "updated_at": _iso(row["updated_at"]), "last_activity_at": _iso(row["last_activity_at"])}
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
 
 def _iso(value: datetime) -> str:
-    return _utc(value).isoformat()
+    return as_utc(value).isoformat()

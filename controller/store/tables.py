@@ -41,6 +41,11 @@ metadata = MetaData(
 Json = JSON().with_variant(JSONB(), "postgresql")
 
 
+def as_utc(value: datetime) -> datetime:
+    """A timezone-aware UTC datetime; a naive one is taken as UTC (what SQLite hands back)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Timestamp(TypeDecorator[datetime]):
     """A UTC timestamp that comes back timezone-aware on every back end (SQLite drops the zone)."""
 
@@ -50,12 +55,12 @@ class Timestamp(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return value.astimezone(UTC) if value.tzinfo else value
+        return value.astimezone(UTC) if value.tzinfo else value  # naive: already UTC
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 sources = Table(

@@ -6,13 +6,14 @@ The CLI prints them and the HTTP API serves them, so their keys are the public c
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from controller.errors import NotFoundError
 from controller.store.tables import (
+    as_utc,
     audit_events,
     execution_steps,
     executions,
@@ -26,7 +27,7 @@ from controller.store.tables import (
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return as_utc(value).isoformat()
 
 
 def status(conn: Connection, source: str = "default") -> dict[str, Any]:
@@ -114,6 +115,16 @@ def audit(conn: Connection, key: str) -> list[dict[str, Any]]:
          "commit": r["commit"], "changes": list(r["changes"]), "message": r["message"]}
         for r in rows
     ]
+
+
+def current_definition(conn: Connection, key: str) -> dict[str, Any] | None:
+    """The normalized definition of the workflow's active version, or None (unknown, deleted, never valid)."""
+    w, v = workflows.c, workflow_versions.c
+    found = conn.execute(
+        select(v.content).join(workflows, and_(v.workflow_id == w.id, v.version == w.version))
+        .where(w.key == key, w.deleted.is_(False), w.content_hash.is_not(None))
+    ).scalar()
+    return dict(found) if found is not None else None
 
 
 def version_content(conn: Connection, key: str, version: int) -> dict[str, Any]:

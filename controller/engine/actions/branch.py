@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from controller.engine.actions.base import ActionContext, Branch, Outcome
+from controller.engine.templating import truthy
 
 
 def run(inputs: dict[str, Any], ctx: ActionContext) -> Outcome:
-    value = inputs["condition"]
-    if isinstance(value, str):  # a condition mixing text and placeholders renders to text
-        value = value.strip().lower() not in ("", "false", "0", "no", "none")
-    return Branch("then", {"branch": "then", "condition": True}) if value else Branch(
-        "else", {"branch": "else", "condition": False})
+    if truthy(inputs["condition"]):
+        return Branch("then", {"branch": "then", "condition": True})
+    return Branch("else", {"branch": "else", "condition": False})
