@@ -12,8 +12,11 @@ from typing import Any
 import click
 
 from controller.cli_common import emit, fail, json_file, key_arg, open_engine, read, record_ref, utcnow
+from controller.model.statuses import ORDER
 from controller.settings import Settings
 from controller.store import views
+
+STATUSES = [str(s) for s in ORDER]
 
 
 @click.command()
@@ -58,7 +61,7 @@ def executions() -> None:
 
 @executions.command("list")
 @click.option("--workflow", default=None, metavar="ACCOUNT/NAME")
-@click.option("--status", type=click.Choice(["queued", "running", "waiting", "succeeded", "failed", "terminated"]))
+@click.option("--status", type=click.Choice(STATUSES))
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
@@ -230,12 +233,12 @@ def mail() -> None:
 @click.pass_obj
 def mail_deliver(settings: Settings, file: Path, account: str, mailbox: str) -> None:
     """Hand FILE (.eml) to the workflows listening on the mailbox; prints the executions started."""
-    from controller.engine import triggers
+    from controller.engine.triggers import email
 
     store, engine = open_engine(settings)
     try:
         with store.tx() as conn:
-            started = triggers.deliver_mail(engine, conn, account, mailbox, file.read_bytes())
+            started = email.deliver(engine, conn, account, mailbox, file.read_bytes())
     finally:
         store.close()
     emit({"executions": started})

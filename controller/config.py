@@ -1,15 +1,22 @@
-"""Controller configuration: feature flags, per account.
+"""Controller configuration: feature flags, limits and retention, globally and per account.
 
 A YAML file (``--config`` / ``WFC_CONFIG``, default ``<data-dir>/config.yaml`` when it exists)::
 
     features:
       workflow_dry_run: true          # the default for every account
+    limits:
+      rateLimit: {max: 600, per: 1h}  # for workflows without spec.rateLimit
+    timeline:
+      retention: 7d                   # how long trigger decisions (record timelines) are kept
     accounts:
       globex:
         features: {workflow_dry_run: false}
+        limits: {rateLimit: {max: 60, per: 1h}}
 
-Flags not named anywhere take their built-in default. Unknown flags are errors, so a typo never
-silently leaves a feature in its default state.
+Flags not named anywhere take their built-in default. Unknown flags and keys are errors, so a
+typo never silently leaves a feature or a limit in its default state. A workflow's own
+``spec.rateLimit`` wins over the account's, the account's over the global one; without any, a
+workflow is not rate limited.
 """
 
 from __future__ import annotations
@@ -23,18 +30,34 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from controller.errors import GuardError, UsageError
+from controller.model.durations import Duration, parse_duration
+from controller.model.workflow import RateLimit
 
 DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True}
+TIMELINE_RETENTION = "7d"
 
 
-class _Account(BaseModel):
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    features: dict[str, bool] = Field(default_factory=dict)
 
 
-class _File(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Limits(_Strict):
+    rateLimit: RateLimit | None = None
+
+
+class _Timeline(_Strict):
+    retention: Duration = TIMELINE_RETENTION
+
+
+class _Account(_Strict):
     features: dict[str, bool] = Field(default_factory=dict)
+    limits: _Limits = Field(default_factory=_Limits)
+
+
+class _File(_Strict):
+    features: dict[str, bool] = Field(default_factory=dict)
+    limits: _Limits = Field(default_factory=_Limits)
+    timeline: _Timeline = Field(default_factory=_Timeline)
     accounts: dict[str, _Account] = Field(default_factory=dict)
 
 
@@ -42,6 +65,8 @@ class _File(BaseModel):
 class Config:
     features: Mapping[str, bool] = field(default_factory=dict)
     accounts: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
+    rate_limits: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # "" is the global default
+    timeline_retention: str = TIMELINE_RETENTION
 
     def enabled(self, flag: str, account: str) -> bool:
         if flag in self.accounts.get(account, {}):
@@ -52,6 +77,14 @@ class Config:
         """GuardError naming the flag when it is off for the account."""
         if not self.enabled(flag, account):
             raise GuardError(f"{what} is disabled for account {account} (feature flag {flag})")
+
+    def rate_limit(self, account: str) -> Mapping[str, object] | None:
+        """The default ``{max, per}`` for the account's workflows without ``spec.rateLimit``, or None."""
+        return self.rate_limits.get(account) or self.rate_limits.get("")
+
+    @property
+    def timeline_retention_seconds(self) -> int:
+        return parse_duration(self.timeline_retention)
 
 
 def load_config(path: Path | None) -> Config:
@@ -66,4 +99,7 @@ def load_config(path: Path | None) -> Config:
     unknown = sorted(set(flags) - set(DEFAULTS))
     if unknown:
         raise UsageError(f"{path}: unknown feature flag(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
-    return Config(parsed.features, {name: a.features for name, a in parsed.accounts.items()})
+    limits = {"": parsed.limits.rateLimit, **{name: a.limits.rateLimit for name, a in parsed.accounts.items()}}
+    return Config(parsed.features, {name: a.features for name, a in parsed.accounts.items()},
+                  {name: limit.model_dump() for name, limit in limits.items() if limit is not None},
+                  parsed.timeline.retention)

@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy import text
 
-from controller.engine import triggers
 from controller.engine.runtime import Engine
 from controller.engine.scheduler import Schedules
+from controller.engine.triggers import inactivity
 from controller.errors import WfcError
 from controller.reconcile.reconciler import Reconciler
 from controller.store import Store
@@ -132,7 +132,7 @@ class Controller:
                     else:
                         self.schedules.register()
                     with self.engine.store.tx() as conn:
-                        started = triggers.inactivity_scan(self.engine, conn)
+                        started = inactivity.scan(self.engine, conn)
                     if started:
                         log.info("inactivity started %d execution(s)", len(started))
                 except WfcError as e:

@@ -52,4 +52,4 @@ class Settings:
             store.close()
 
     def engine(self, store: Store, *, clock: Clock | None = None, lease_seconds: float = 60.0) -> Engine:
-        return Engine(store, data_dir=self.data_dir, clock=clock, lease_seconds=lease_seconds)
+        return Engine(store, data_dir=self.data_dir, clock=clock, lease_seconds=lease_seconds, config=self.config())

@@ -16,10 +16,10 @@ from servers import HOST, HttpServer, SmtpServer, free_port, http_server, smtp_s
 
 from controller.engine.actions import channel_post, email_send, http_request, record_create, record_update
 from controller.engine.actions.base import ActionContext, Done, Outcome
-from controller.engine.directory import DirectoryEntry
 from controller.engine.effects import HttpCall
 from controller.engine.live import LiveEffects
 from controller.errors import ExecutionError, NotFoundError, TransientError
+from controller.model.entries import DirectoryEntry
 
 ACCOUNT = "acme"
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

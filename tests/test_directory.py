@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from controller.engine.directory import KINDS, DirectoryEntry
 from controller.errors import DefinitionError, NotFoundError, Problem, UsageError
 from controller.model import Workflow, iter_refs
 from controller.model.directory import parse_directory
+from controller.model.entries import KINDS, DirectoryEntry
 from controller.store import Store, open_store
 from controller.store import directory as d
 

@@ -14,11 +14,11 @@ from enginekit import Kit, kit
 from servers import HttpServer, Response, http_server, smtp_server
 from sqlalchemy import select
 
-from controller.engine import triggers
 from controller.engine.records import RecordService
 from controller.engine.runtime import Engine
 from controller.engine.scheduler import Schedules
 from controller.engine.starting import start_now
+from controller.engine.triggers import email, inactivity
 from controller.errors import UsageError
 from controller.store import open_store
 from controller.store import records as record_store
@@ -307,7 +307,7 @@ QUIET = "{type: inactivity, entity: lead, after: 30m, when: \"{{ record.stage ==
 
 def scan(k: Kit) -> list[int]:
     with k.store.tx() as conn:
-        return triggers.inactivity_scan(k.engine, conn)
+        return inactivity.scan(k.engine, conn)
 
 
 def test_inactivity_fires_once_per_quiet_spell(k: Kit) -> None:
@@ -360,7 +360,7 @@ def test_inbound_mail_starts_the_workflows_of_that_mailbox(k: Kit) -> None:
 
     def deliver(raw: bytes, mailbox: str = "mailbox:mb_support") -> list[int]:
         with k.store.tx() as conn:
-            return triggers.deliver_mail(k.engine, conn, "acme", mailbox, raw)
+            return email.deliver(k.engine, conn, "acme", mailbox, raw)
 
     assert deliver(eml("Just saying hi")) == []
     [execution_id] = deliver(eml(f"URGENT: printer on fire {LITERAL}", text=f"see {LITERAL}"))

@@ -23,16 +23,16 @@ from enginekit import Kit, kit
 from servers import HttpServer, RecordedRequest, http_server
 from sqlalchemy import select
 
-from controller.engine import triggers
-from controller.engine.directory import DirectoryEntry
 from controller.engine.effects import Effects, HttpCall
 from controller.engine.queue import ExecutionRow
 from controller.engine.records import RecordService
 from controller.engine.runtime import Engine, live_effects
 from controller.engine.scheduler import Schedules
 from controller.engine.starting import start_now
+from controller.engine.triggers import email, inactivity
 from controller.errors import GuardError
 from controller.model.directory import parse_directory
+from controller.model.entries import DirectoryEntry
 from controller.store import records as record_store
 from controller.store import views
 from controller.store.directory import replace_account
@@ -126,11 +126,11 @@ class Examples:
 
     def scan(self) -> list[int]:
         with self.k.store.tx() as conn:
-            return triggers.inactivity_scan(self.engine, conn)
+            return inactivity.scan(self.engine, conn)
 
     def deliver(self, account: str, mailbox: str, message: EmailMessage) -> list[int]:
         with self.k.store.tx() as conn:
-            return triggers.deliver_mail(self.engine, conn, account, mailbox, message.as_bytes())
+            return email.deliver(self.engine, conn, account, mailbox, message.as_bytes())
 
     def sent(self, path: str) -> list[RecordedRequest]:
         with self.web.lock:

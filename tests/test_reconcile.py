@@ -346,7 +346,7 @@ def test_references_are_checked_once_the_directory_is_loaded(env: Env) -> None:
     """With a directory loaded, a missing or inactive mailbox is an error naming the field and reference."""
     from datetime import datetime
 
-    from controller.engine.directory import DirectoryEntry
+    from controller.model.entries import DirectoryEntry
     from controller.store import directory as store_directory
 
     env.commit({A: workflow("a")}, "before any directory")

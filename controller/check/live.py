@@ -8,8 +8,7 @@ from urllib.parse import quote
 import requests
 
 from controller.errors import NotFoundError, SourceError
-
-IN_FLIGHT = ("running", "waiting")
+from controller.model.statuses import IN_FLIGHT, ordered
 
 
 class ControllerClient:
@@ -22,7 +21,7 @@ class ControllerClient:
     def in_flight(self, key: str) -> list[int]:
         """Ids of the workflow's running and waiting executions, as the controller sees them now."""
         ids: list[int] = []
-        for status in IN_FLIGHT:
+        for status in ordered(IN_FLIGHT):
             data = self._get("/api/v1/executions", {"workflow": key, "status": status})
             items = data if isinstance(data, list) else data.get("executions", data.get("items", []))
             ids += [int(item["id"]) for item in items]

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from controller.check.cases import Case, Expect, Mismatch, matches
 from controller.check.synthetic import synthetic_data, synthetic_record
+from controller.engine import scope as scopes
+from controller.engine import triggers
 from controller.engine.dryrun import DryRunner, DryRunResult
-from controller.engine.templating import truthy
-from controller.errors import TemplateError
+from controller.engine.triggers import call
+from controller.engine.triggers.base import Given
 
 
 @dataclass
@@ -42,12 +45,10 @@ def run_case(runner: DryRunner, name: str, definition: Mapping[str, Any], case: 
     """
     key = f"{runner.account}/{name}"
     spec = definition["spec"]["trigger"]
-    trigger, record = trigger_for(spec, case, record, synthetic=synthetic)
-    if trigger["type"] == "schedule":
-        trigger["scheduled_at"] = runner.interpreter.now().isoformat()
+    trigger, record = trigger_for(spec, case, record, synthetic=synthetic, now=runner.interpreter.now())
     outcome = CaseResult(key, case.name, synthetic=synthetic)
     unknown = unknown_actions(runner, definition, case.expect)
-    started, why = _when(runner, spec, trigger, record)
+    started, why = _when(runner, key, spec, trigger, record)
     if not started:
         outcome.started = False
         outcome.mismatches = list(unknown)
@@ -55,7 +56,7 @@ def run_case(runner: DryRunner, name: str, definition: Mapping[str, Any], case: 
             outcome.mismatches.append(Mismatch("started", True, why))
         return outcome
     result = runner.run(name, definition, trigger=trigger, record=record, outputs=case.outputs,
-                        lenient=synthetic)
+                        synthetic=synthetic_data if synthetic else None)
     outcome.result = result
     named = {m.what for m in unknown}  # said once: "no such action", not also "did not run"
     outcome.mismatches = unknown + [m for m in judge(case.expect, result) if m.what not in named]
@@ -95,34 +96,17 @@ def synthetic_case(definition: Mapping[str, Any]) -> tuple[Case, dict[str, Any] 
 
 
 def trigger_for(spec: Mapping[str, Any], case: Case, record: dict[str, Any] | None = None, *,
-                synthetic: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                synthetic: bool = False, now: datetime | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The trigger input and the record a real trigger of this type would give the execution."""
-    kind = spec["type"]
     if record is None and case.entity is not None:
         record = dict(case.entity)
     if record is not None:
         record.setdefault("id", "1")
     if case.input is not None:
-        return {"type": "call", "input": case.input, "parent": {"dry_run": True}}, record
-    if kind == "record":
-        return {"type": "record", "event": spec["events"][0], "entity": spec["entity"], "record": record}, record
-    if kind == "inactivity":
-        return {"type": "inactivity", "entity": spec["entity"], "after": spec["after"], "record": record}, record
-    if kind == "email":
-        mail = {"from": "", "to": "", "cc": "", "subject": "", "message_id": "<dry-run@dry-run.invalid>", "date": "",
-                "text": "", "html": "", **(case.email or {})}
-        return {"type": "email", "mailbox": spec["mailbox"], **mail}, record
-    if kind == "schedule":
-        return {"type": "schedule", "scheduled_at": None}, record
-    trigger: dict[str, Any] = {"type": kind, "source": "dry-run"}
-    payload = case.payload if case.payload is not None else synthetic_data("trigger.body") if synthetic else None
-    if payload is not None:
-        trigger["body"] = payload
-    # As `wfctl run` does: a run on request has no caller, so its input is empty (made up when synthetic).
-    trigger["input"] = synthetic_data("trigger.input") if synthetic else {}
-    if record is not None:
-        trigger["record"] = record
-    return trigger, record
+        return call.payload(case.input, {"dry_run": True}), record
+    given = Given(record=record, payload=case.payload, email=case.email, now=now,
+                  synthetic=synthetic_data if synthetic else None)
+    return triggers.module(spec["type"]).sample(spec, given), record
 
 
 def judge(expect: Expect, result: DryRunResult) -> list[Mismatch]:
@@ -169,16 +153,10 @@ def _flatten(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return flat
 
 
-def _when(runner: DryRunner, spec: Mapping[str, Any], trigger: dict[str, Any],
+def _when(runner: DryRunner, key: str, spec: Mapping[str, Any], trigger: dict[str, Any],
           record: dict[str, Any] | None) -> tuple[bool, str]:
-    condition = spec.get("when")
-    if not condition:
-        return True, ""
-    scope = {"record": record, "trigger": trigger, "vars": {}, "steps": {}, "account": runner.account,
-             "now": runner.interpreter.now().isoformat()}
-    try:
-        value = runner.interpreter.templates.evaluate(condition, scope)
-    except TemplateError as e:
-        return False, f"not started: the trigger's when failed: {e}"
-    started = truthy(value)
-    return started, "" if started else f"not started: when {condition!r} is false"
+    """The trigger's ``when``, over the same scope admission evaluates it in."""
+    scope = scopes.build(workflow=key, version=None, trigger=trigger, record=record, now=runner.interpreter.now(),
+                         execution={"id": None, "dry_run": True})
+    started, why = scopes.when(runner.interpreter.templates, spec, scope)
+    return started, "" if started else f"not started: {why}"

@@ -2,33 +2,14 @@
 
 The directory itself (users, mailboxes, channels, object types, their status) is pushed by the
 host application and kept in the store (``controller.store.directory``); this is the read side
-every action and the reconciler's reference check see.
+every action sees. The entries are :class:`~controller.model.entries.DirectoryEntry` values.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-KINDS = ("user", "mailbox", "channel", "object_type")
-STATUSES = ("active", "deactivated", "deleted", "disconnected")
-
-
-@dataclass(frozen=True)
-class DirectoryEntry:
-    kind: str  # user | mailbox | channel | object_type
-    id: str  # the part after "<kind>:"
-    name: str = ""
-    status: str = "active"
-    data: dict[str, Any] = field(default_factory=dict)  # email, permissions, address, smtp, webhook_url, ...
-
-    @property
-    def ref(self) -> str:
-        return f"{self.kind}:{self.id}"
-
-    @property
-    def active(self) -> bool:
-        return self.status == "active"
+from controller.model.entries import DirectoryEntry
 
 
 class Directory(Protocol):

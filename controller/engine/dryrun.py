@@ -16,16 +16,21 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
+from controller.engine import scope as scopes
 from controller.engine.actions.base import Call, Sleep
-from controller.engine.directory import Directory, DirectoryEntry
+from controller.engine.directory import Directory
 from controller.engine.effects import HttpCall
 from controller.engine.interpreter import Interpreter, Run, default_modules
 from controller.engine.queue import ExecutionRow, StepRow
 from controller.engine.templating import Templates
+from controller.engine.triggers import call
+from controller.model.entries import DirectoryEntry
+from controller.model.statuses import ExecutionStatus, StepStatus
 
 MAX_DEPTH = 10
 
 Definitions = Callable[[str], Mapping[str, Any] | None]  # workflow name (same account) -> definition
+Synthetic = Callable[[str], Any]  # a dotted path nobody gave a value for -> made-up data standing for it
 
 
 @dataclass
@@ -47,8 +52,8 @@ class DryRunEffects:
     """Effects that only write down what would happen; ``outputs`` stand in for real answers."""
 
     def __init__(self, outputs: Mapping[str, Any] | None = None, read_record: Callable[..., Any] | None = None,
-                 lenient: bool = False, *, workflow: str = "", ids: Iterator[int] | None = None):
-        self._lenient = lenient  # made-up response bodies read as placeholders (synthetic runs)
+                 synthetic: Synthetic | None = None, *, workflow: str = "", ids: Iterator[int] | None = None):
+        self._synthetic = synthetic  # made-up response bodies read as placeholders (synthetic runs)
         self.intents: list[Intent] = []
         self.children: dict[str, list[dict[str, Any]]] = {}  # workflow.call step -> the child's trace
         self.current = ""
@@ -86,11 +91,7 @@ class DryRunEffects:
         description = f"{call.method} {call.url}" + (f" with body {_short(sent)}" if sent is not None else "")
         fields = {"method": call.method, "url": call.url, "headers": call.headers, "json": call.json, "body": call.body}
         status = call.expect_status[0] if call.expect_status else 200
-        body: dict[str, Any] = {}
-        if self._lenient:
-            from controller.check.synthetic import synthetic_data
-
-            body = synthetic_data(f"steps.{self.current}.output.json")
+        body = self._synthetic(f"steps.{self.current}.output.json") if self._synthetic is not None else {}
         return self._record("http.request", description, fields,
                             {"status": status, "headers": {}, "json": body, "synthetic": True})
 
@@ -135,7 +136,7 @@ class DryRunResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded"
+        return self.status == ExecutionStatus.SUCCEEDED
 
     def view(self) -> dict[str, Any]:
         return {"workflow": self.workflow, "status": self.status, "error": self.error, "output": self.output,
@@ -154,24 +155,25 @@ class DryRunner:
 
     def run(self, name: str, definition: Mapping[str, Any], *, trigger: dict[str, Any],
             record: dict[str, Any] | None = None, outputs: Mapping[str, Any] | None = None,
-            depth: int = 0, lenient: bool = False, ids: Iterator[int] | None = None) -> DryRunResult:
+            depth: int = 0, synthetic: Synthetic | None = None, ids: Iterator[int] | None = None) -> DryRunResult:
+        """Dry-run ``definition`` of workflow ``name``; ``synthetic`` makes up the answers nobody gave."""
         key = f"{self.account}/{name}"
-        effects = DryRunEffects(outputs, self.read_record, lenient, workflow=key, ids=ids)
+        effects = DryRunEffects(outputs, self.read_record, synthetic, workflow=key, ids=ids)
         now = self.interpreter.now()
-        execution = ExecutionRow(id=0, workflow_id=0, workflow_key=key, version=None, status="running",
-                                 trigger=trigger, record_ref=None, depth=depth, parent_id=None, parent_step=None,
-                                 retry_of=None, cancel_requested=False, created_at=now, started_at=now)
-        scope = {"record": record, "trigger": trigger, "steps": {}, "vars": {}, "account": self.account,
-                 "workflow": {"id": key, "name": name, "account": self.account, "version": None},
-                 "execution": {"id": None, "dry_run": True}}
-        run_class = _inline(self, effects, outputs or {}, record, depth, lenient)
+        execution = ExecutionRow(id=0, workflow_id=0, workflow_key=key, version=None,
+                                 status=ExecutionStatus.RUNNING, trigger=trigger, record_ref=None, depth=depth,
+                                 parent_id=None, parent_step=None, retry_of=None, cancel_requested=False,
+                                 created_at=now, started_at=now)
+        scope = scopes.build(workflow=key, version=None, trigger=trigger, record=record, now=now,
+                             execution={"id": None, "dry_run": True})
+        run_class = _inline(self, effects, outputs or {}, record, depth, synthetic)
         self.interpreter.run(execution, definition, scope, effects, lambda _ex: None, run_class=run_class)
         return DryRunResult(key, execution.status, execution.error, execution.output,
                             [_step_view(s, effects, key) for s in execution.steps.values()], effects.intents)
 
 
 def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any], record: dict[str, Any] | None,
-            depth: int, lenient: bool) -> type[Run]:
+            depth: int, synthetic: Synthetic | None) -> type[Run]:
     """A Run that waits without waiting and runs calls in place."""
 
     class Inline(Run):
@@ -184,7 +186,7 @@ def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any
             effects.intents.append(Intent(action["id"], "wait", f"wait {action.get('duration')} "
                                           f"({outcome.seconds} s), not waited in a dry run",
                                           {"seconds": outcome.seconds}, effects.workflow))
-            step.status, step.finished_at, step.wait_seconds = "succeeded", self.i.now(), 0
+            step.status, step.finished_at, step.wait_seconds = StepStatus.SUCCEEDED, self.i.now(), 0
             step.output = {"would_wait_seconds": outcome.seconds}
             return self._absorb(action, step)
 
@@ -194,13 +196,13 @@ def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any
                 why = "does not exist" if definition is None else f"nests deeper than {MAX_DEPTH}"
                 return self._fail(step, f"step {action['id']}: called workflow {outcome.workflow} {why}")
             child = runner.run(outcome.workflow, definition, record=record, depth=depth + 1, outputs=outputs,
-                               trigger={"type": "call", "input": outcome.input, "parent": {"dry_run": True}},
-                               lenient=lenient, ids=effects.ids)
+                               trigger=call.payload(outcome.input, {"dry_run": True}), synthetic=synthetic,
+                               ids=effects.ids)
             effects.intents.extend(child.intents)
             effects.children[action["id"]] = child.steps
             if not child.ok:
                 return self._fail(step, f"step {action['id']}: called workflow {child.workflow} failed: {child.error}")
-            step.status, step.finished_at, step.output = "succeeded", self.i.now(), child.output
+            step.status, step.finished_at, step.output = StepStatus.SUCCEEDED, self.i.now(), child.output
             return self._absorb(action, step)
 
     return Inline

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Protocol
 
-from controller.engine.directory import DirectoryEntry
+from controller.model.entries import DirectoryEntry
 
 
 @dataclass(frozen=True)

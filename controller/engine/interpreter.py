@@ -20,10 +20,12 @@ from controller.engine.actions import branch, set_vars, wait, workflow_call
 from controller.engine.actions.base import ActionContext, ActionModule, Call, Outcome, Sleep
 from controller.engine.directory import Directory
 from controller.engine.effects import Effects
+from controller.engine.lifecycle import transition
 from controller.engine.queue import ExecutionRow, StepRow
 from controller.engine.templating import Templates
 from controller.errors import ExecutionError, TemplateError, TransientError
 from controller.model import parse_duration
+from controller.model.statuses import ExecutionStatus, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +73,8 @@ class Interpreter:
         """
         run = (run_class or Run)(self, execution, effects, checkpoint, scope, stop)
         if run.actions(definition["spec"]["actions"]):
-            execution.status = "succeeded"
             execution.output = scope["vars"]
-            execution.finished_at = self.now()
-            execution.wake_at = None
+            transition(execution, ExecutionStatus.SUCCEEDED, self.now())
         return run.segment
 
 
@@ -102,13 +102,13 @@ class Run:
 
     def action(self, action: dict[str, Any]) -> bool:
         step = self.ex.steps.get(action["id"])
-        if step is not None and step.status == "succeeded":
+        if step is not None and step.status == StepStatus.SUCCEEDED:
             return self._absorb(action, step)
         if self.stop():
             return False
-        if step is not None and step.status == "failed":
+        if step is not None and step.status == StepStatus.FAILED:
             return self._fail(step, step.error or "failed")
-        if step is not None and step.status == "waiting":
+        if step is not None and step.status == StepStatus.WAITING:
             if step.wake_at is None or step.wake_at > self.i.now():  # not due yet, or a child still runs
                 return self._stop(step.wake_at)
             if action["type"] == "wait":
@@ -120,7 +120,8 @@ class Run:
         if step is None:
             step = StepRow(action["id"], action["type"], seq=len(self.ex.steps) + 1, started_at=now)
             self.ex.steps[step.action_id] = step
-        step.status, step.attempts, step.wake_at, step.error, step.dirty = "running", step.attempts + 1, None, None, True
+        step.status, step.attempts, step.wake_at, step.error = StepStatus.RUNNING, step.attempts + 1, None, None
+        step.dirty = True
         self.scope["now"] = now.isoformat()
         try:
             inputs = self.i.templates.render({k: v for k, v in action.items() if k not in ("then", "else")}, self.scope)
@@ -144,17 +145,17 @@ class Run:
         if isinstance(outcome, Call):
             return self.call(action, step, outcome)
         step.output = outcome.output
-        step.status, step.finished_at = "succeeded", now
+        step.status, step.finished_at = StepStatus.SUCCEEDED, now
         if action["type"] not in PURE:
             self.checkpoint(self.ex)
         return self._absorb(action, step)
 
     def sleep(self, action: dict[str, Any], step: StepRow, outcome: Sleep) -> bool:
-        step.status, step.wake_at, step.output = "waiting", self.i.now() + timedelta(seconds=outcome.seconds), None
+        step.status, step.wake_at, step.output = StepStatus.WAITING, self.i.now() + timedelta(seconds=outcome.seconds), None
         return self._stop(step.wake_at)
 
     def call(self, action: dict[str, Any], step: StepRow, outcome: Call) -> bool:
-        step.status, step.output = "waiting", {"workflow": outcome.workflow}
+        step.status, step.output = StepStatus.WAITING, {"workflow": outcome.workflow}
         self.segment.calls.append((action["id"], outcome.workflow, outcome.input))
         return self._stop(None)
 
@@ -170,7 +171,7 @@ class Run:
 
     def _finish_wait(self, action: dict[str, Any], step: StepRow) -> bool:
         now = self.i.now()
-        step.status, step.finished_at, step.wake_at, step.dirty = "succeeded", now, None, True
+        step.status, step.finished_at, step.wake_at, step.dirty = StepStatus.SUCCEEDED, now, None, True
         step.wait_seconds = int((now - step.started_at).total_seconds())
         step.output = {"waited_seconds": step.wait_seconds}
         return self._absorb(action, step)
@@ -181,7 +182,7 @@ class Run:
             suffix = f" (after {step.attempts} attempts)" if step.attempts > 1 else ""
             return self._fail(step, f"step {action['id']}: {message}{suffix}")
         delay = parse_duration(retry.get("backoff", "30s")) * 2 ** (step.attempts - 1)
-        step.status, step.error = "waiting", message
+        step.status, step.error = StepStatus.WAITING, message
         step.wake_at = self.i.now() + timedelta(seconds=delay)
         log.info("execution %s step %s failed (%s); attempt %d in %ds", self.ex.id, action["id"], message,
                  step.attempts + 1, delay)
@@ -189,13 +190,13 @@ class Run:
 
     def _fail(self, step: StepRow, message: str) -> bool:
         now = self.i.now()
-        if step.status != "failed":
-            step.status, step.error, step.finished_at, step.dirty = "failed", message, now, True
-        self.ex.status, self.ex.error, self.ex.finished_at, self.ex.wake_at = "failed", message, now, None
+        if step.status != StepStatus.FAILED:
+            step.status, step.error, step.finished_at, step.dirty = StepStatus.FAILED, message, now, True
+        transition(self.ex, ExecutionStatus.FAILED, now, error=message)
         return False
 
     def _stop(self, wake_at: datetime | None) -> bool:
-        self.ex.status, self.ex.wake_at = "waiting", wake_at
+        transition(self.ex, ExecutionStatus.WAITING, self.i.now(), wake_at=wake_at)
         return False
 
     def _context(self, action: dict[str, Any], now: datetime) -> ActionContext:

@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 
 import requests
 
-from controller.engine.directory import DirectoryEntry
 from controller.engine.effects import HttpCall
 from controller.errors import ConflictError, ExecutionError, NotFoundError, TransientError
+from controller.model.entries import DirectoryEntry
 
 TEXT_LIMIT = 64 * 1024  # bytes of a non-JSON response body kept in the step's output
 BODY_LIMIT = 10 * 1024 * 1024  # bytes read of any response; a larger JSON body is kept as text

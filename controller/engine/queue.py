@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
+from controller.model.statuses import ExecutionStatus, StepStatus
 from controller.store.tables import execution_steps, executions, workflows
 
-FINAL = ("succeeded", "failed", "terminated")
-IN_FLIGHT = ("running", "waiting")
+if TYPE_CHECKING:
+    from controller.engine.lifecycle import Transition
+
+__all__ = ["ExecutionRow", "StepRow", "claim", "enqueue", "load", "save"]
 
 
 @dataclass
@@ -29,7 +32,7 @@ class StepRow:
     type: str
     seq: int
     started_at: datetime
-    status: str = "running"  # running waiting succeeded failed
+    status: str = StepStatus.RUNNING
     input: Any = None
     output: Any = None
     error: str | None = None
@@ -62,13 +65,18 @@ class ExecutionRow:
     wake_at: datetime | None = None
     finished_at: datetime | None = None
     steps: dict[str, StepRow] = field(default_factory=dict)
+    # Moves made in memory since the row was last written (see controller.engine.lifecycle).
+    transitions: list[Transition] = field(default_factory=list)
 
 
 def enqueue(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> list[int]:
-    """Insert queued executions; each row needs workflow_id, workflow_key and trigger."""
+    """Insert queued executions; each row needs workflow_id, workflow_key and trigger.
+
+    Only admission (:mod:`controller.engine.admission`) queues executions; this is its writer.
+    """
     if not rows:
         return []
-    defaults = {"status": "queued", "depth": 0, "record_ref": None, "version": None, "retry_of": None,
+    defaults = {"status": ExecutionStatus.QUEUED, "depth": 0, "record_ref": None, "version": None, "retry_of": None,
                 "parent_id": None, "parent_step": None, "created_at": now, "updated_at": now,
                 "cancel_requested": False, "state": {}}
     result = conn.execute(insert(executions).returning(executions.c.id, sort_by_parameter_order=True),
@@ -81,9 +89,10 @@ def claim(conn: Connection, owner: str, now: datetime, lease: timedelta, limit: 
     e = executions.c
     held = select(workflows.c.id).where(workflows.c.sync == "Blocked")  # draining for a restore: start nothing new
     runnable = or_(
-        and_(e.status == "queued", e.workflow_id.not_in(held)),
-        and_(e.status == "waiting", e.wake_at.is_not(None), e.wake_at <= now),
-        and_(e.status == "running", or_(e.lease_until.is_(None), e.lease_until < now)),  # released or dead worker
+        and_(e.status == ExecutionStatus.QUEUED, e.workflow_id.not_in(held)),
+        and_(e.status == ExecutionStatus.WAITING, e.wake_at.is_not(None), e.wake_at <= now),
+        # released, or a dead worker's lease ran out
+        and_(e.status == ExecutionStatus.RUNNING, or_(e.lease_until.is_(None), e.lease_until < now)),
     )
     free = or_(e.lease_until.is_(None), e.lease_until < now)
     query = select(e.id).where(runnable, free).order_by(e.id).limit(limit)
@@ -118,7 +127,10 @@ def load(conn: Connection, execution_id: int) -> ExecutionRow:
 
 
 def save(conn: Connection, execution: ExecutionRow, now: datetime, *, release: bool) -> None:
-    """Write the execution row and its changed steps; ``release`` gives the lease back."""
+    """Write the execution row and its changed steps; ``release`` gives the lease back.
+
+    Called by :meth:`controller.engine.lifecycle.Lifecycle.save`, which runs the hooks of the moves.
+    """
     values: dict[str, Any] = {
         "status": execution.status, "version": execution.version, "output": execution.output,
         "error": execution.error, "wake_at": execution.wake_at, "started_at": execution.started_at,

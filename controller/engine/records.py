@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from controller.engine import triggers
+from controller.engine.triggers import record as record_trigger
 from controller.model.entities import ENTITY_TYPES
 from controller.store import records as record_store
 
@@ -26,8 +26,8 @@ class RecordService:
     def create(self, account: str, entity: str, data: dict[str, Any]) -> dict[str, Any]:
         with self.engine.store.tx() as conn:
             record = record_store.create(conn, account, entity, data, self.engine.clock.now())
-            self.started += triggers.record_event(self.engine, conn, account, entity, "created", record,
-                                                  depth=self.depth)
+            self.started += record_trigger.fire(self.engine, conn, account, entity, "created", record,
+                                                depth=self.depth)
         return record
 
     def update(self, account: str, entity: str, record_id: str, data: dict[str, Any], *,
@@ -35,15 +35,15 @@ class RecordService:
         with self.engine.store.tx() as conn:
             _, record = record_store.update(conn, account, entity, record_id, data, self.engine.clock.now(),
                                             touch_activity=touch_activity)
-            self.started += triggers.record_event(self.engine, conn, account, entity, "updated", record,
-                                                  depth=self.depth)
+            self.started += record_trigger.fire(self.engine, conn, account, entity, "updated", record,
+                                                depth=self.depth)
         return record
 
     def delete(self, account: str, entity: str, record_id: str) -> dict[str, Any]:
         with self.engine.store.tx() as conn:
             record = record_store.delete(conn, account, entity, record_id, self.engine.clock.now())
-            self.started += triggers.record_event(self.engine, conn, account, entity, "deleted", record,
-                                                  depth=self.depth)
+            self.started += record_trigger.fire(self.engine, conn, account, entity, "deleted", record,
+                                                depth=self.depth)
         return record
 
 

@@ -11,26 +11,33 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from controller.config import Config
 from controller.engine import queue
+from controller.engine import scope as scopes
+from controller.engine.admission import Admission, Request, Verdict
 from controller.engine.clock import Clock, SystemClock
 from controller.engine.directory import Directory
 from controller.engine.effects import Effects
 from controller.engine.interpreter import Interpreter, default_modules
+from controller.engine.lifecycle import Lifecycle, Transition, transition
 from controller.engine.live import cookieless_session
 from controller.engine.queue import ExecutionRow
 from controller.engine.templating import Templates
-from controller.errors import GuardError, NotFoundError, UsageError
+from controller.engine.triggers import call
+from controller.engine.versions import Versions
+from controller.errors import NotFoundError, UsageError
+from controller.model.statuses import FINAL, ExecutionStatus, StepStatus
 from controller.store import Store
 from controller.store import records as record_store
 from controller.store.directory import StoreDirectory
-from controller.store.tables import execution_steps, executions, workflow_versions, workflows
+from controller.store.tables import execution_steps, executions, workflows
 
 log = logging.getLogger(__name__)
 
@@ -38,39 +45,49 @@ EffectsFactory = Callable[["Engine", ExecutionRow], Effects]
 
 
 class Engine:
+    """Admits, runs, retries and cancels executions over one store.
+
+    ``admission`` is the one way in (every execution of every trigger kind is created there);
+    ``lifecycle`` the one way out (every status change is written there, with its after-hooks).
+    """
+
     def __init__(self, store: Store, *, data_dir: Path, clock: Clock | None = None,
                  directory: Directory | None = None, effects: EffectsFactory | None = None,
-                 lease_seconds: float = 60.0, max_depth: int = 10, owner: str | None = None):
+                 lease_seconds: float = 60.0, max_depth: int = 10, owner: str | None = None,
+                 config: Config | None = None, templates: Templates | None = None):
         self.store = store
         self.data_dir = data_dir
         self.clock = clock or SystemClock()
         self.directory = directory or StoreDirectory(store)
-        self.templates = Templates()
+        self.templates = templates or Templates()
         self.interpreter = Interpreter(self.templates, self.directory, default_modules(), self.clock.now)
         self._effects = effects or live_effects
         self.lease = timedelta(seconds=lease_seconds)
         self.max_depth = max_depth
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self._definitions: dict[tuple[int, int], dict[str, Any]] = {}
+        self.versions = Versions()
+        self.admission = Admission(templates=self.templates, versions=self.versions, now=self.clock.now,
+                                   default_limit=(config or Config()).rate_limit)
+        self.lifecycle = Lifecycle([wake_parent])
         self.http = cookieless_session()  # one connection pool for every step's HTTP calls
 
     # -- starting ---------------------------------------------------------------------------
 
-    def start(self, key: str, trigger: dict[str, Any], record_ref: dict[str, Any] | None = None, *,
-              depth: int = 0, conn: Connection | None = None) -> int:
-        """Queue an execution of ``key`` now (in ``conn``'s transaction when given)."""
-        if conn is None:
-            with self.store.tx() as own:
-                return self.start(key, trigger, record_ref, depth=depth, conn=own)
-        row = conn.execute(select(workflows).where(workflows.c.key == key)).mappings().first()
-        if row is None or row["deleted"]:
-            raise NotFoundError(f"no workflow {key!r}; see `wfctl status`", workflow=key)
-        if row["content_hash"] is None:
-            raise GuardError(f"{key} has no valid version to run ({row['message']})", workflow=key)
-        if not row["enabled"]:
-            raise GuardError(f"{key} is disabled (spec.enabled: false); enable it in git to run it", workflow=key)
-        return queue.enqueue(conn, [{"workflow_id": row["id"], "workflow_key": key, "trigger": trigger,
-                                     "record_ref": record_ref, "depth": depth}], self.clock.now())[0]
+    def admit(self, request: Request, conn: Connection | None = None) -> Verdict:
+        """Admission of ``request`` (in ``conn``'s transaction when given, else in its own)."""
+        if conn is not None:
+            return self.admission.admit(conn, request)
+        with self.store.tx() as own:
+            return self.admission.admit(own, request)
+
+    def start(self, key: str, trigger: dict[str, Any], record_ref: dict[str, Any] | None = None) -> int:
+        """Admit one execution of ``key`` in a transaction of its own; the id, or the verdict's error.
+
+        The decision (a drop counted, a refusal noted) is committed before the error is raised.
+        """
+        kind = trigger.get("type")
+        request = Request(key, kind if kind in ("schedule", "webhook", "manual") else "manual", trigger, record_ref)
+        return self.admit(request).execution()
 
     # -- running ------------------------------------------------------------------------------
 
@@ -101,19 +118,17 @@ class Engine:
         if definition is not None:
             segment = self.interpreter.run(ex, definition, scope, self._effects(self, ex), self._checkpoint, stop)
         with self.store.tx() as conn:
-            if ex.status not in queue.FINAL and self._cancel_requested(conn, ex.id):
+            if ex.status not in FINAL and self._cancel_requested(conn, ex.id):
                 self._terminate(ex, "cancelled")
             for action_id, workflow, payload in segment.calls if segment else []:
                 self._start_child(conn, ex, action_id, workflow, payload)
-            queue.save(conn, ex, self.clock.now(), release=True)
-            if ex.status in queue.FINAL and ex.parent_id is not None:
-                self._wake_parent(conn, ex)
+            self.lifecycle.save(conn, ex, self.clock.now(), release=True)
         log.info("execution %s of %s v%s: %s%s", ex.id, ex.workflow_key, ex.version, ex.status,
                  f" ({ex.error})" if ex.error else "")
 
-    def _prepare(self, conn: Connection, ex: ExecutionRow) -> dict[str, Any] | None:
-        """Pin a queued execution to the current version; None when it must not run."""
-        if ex.status in queue.FINAL:
+    def _prepare(self, conn: Connection, ex: ExecutionRow) -> Mapping[str, Any] | None:
+        """Pin a queued execution to the current version and start it; None when it must not run."""
+        if ex.status in FINAL:
             return None
         if ex.cancel_requested:
             self._terminate(ex, "cancelled")
@@ -125,75 +140,46 @@ class Engine:
                 self._terminate(ex, f"{ex.workflow_key} is {state}; queued executions do not start")
                 return None
             ex.version = row["version"]
-        if ex.started_at is None:
-            ex.started_at = self.clock.now()
-        ex.status = "running"
-        return self._definition(conn, ex.workflow_id, ex.version)
-
-    def _definition(self, conn: Connection, workflow_id: int, version: int) -> dict[str, Any]:
-        key = (workflow_id, version)
-        if key not in self._definitions:
-            v = workflow_versions.c
-            self._definitions[key] = conn.execute(
-                select(v.content).where(v.workflow_id == workflow_id, v.version == version)
-            ).scalar_one()
-        return self._definitions[key]
+        transition(ex, ExecutionStatus.RUNNING, self.clock.now())
+        return self.versions.content(conn, ex.workflow_id, ex.version)
 
     def _scope(self, conn: Connection, ex: ExecutionRow) -> dict[str, Any]:
-        account, name = ex.workflow_key.split("/", 1)
+        account = ex.workflow_key.split("/", 1)[0]
         record = ex.trigger.get("record")
         if ex.record_ref:  # the record as it is now: a step after a wait sees fresh data
             try:
                 record = record_store.get(conn, account, ex.record_ref["type"], str(ex.record_ref["id"]))
             except NotFoundError:
                 pass
-        steps = {s.action_id: {"output": s.output} for s in ex.steps.values() if s.status == "succeeded"}
-        return {"record": record, "trigger": ex.trigger, "steps": steps, "vars": {}, "account": account,
-                "workflow": {"id": ex.workflow_key, "name": name, "account": account, "version": ex.version},
-                "execution": {"id": ex.id}}
+        steps = {s.action_id: {"output": s.output} for s in ex.steps.values() if s.status == StepStatus.SUCCEEDED}
+        return scopes.build(workflow=ex.workflow_key, version=ex.version, trigger=ex.trigger, record=record,
+                            now=self.clock.now(), execution={"id": ex.id}, steps=steps)
 
     def _checkpoint(self, ex: ExecutionRow) -> None:
         with self.store.tx() as conn:
-            queue.save(conn, ex, self.clock.now(), release=False)
+            self.lifecycle.save(conn, ex, self.clock.now(), release=False)
 
     def _start_child(self, conn: Connection, ex: ExecutionRow, action_id: str, workflow: str,
                      payload: dict[str, Any]) -> None:
+        """Admit the child of a ``workflow.call`` step; a child that is not started fails the step."""
         account = ex.workflow_key.split("/", 1)[0]
         step = ex.steps[action_id]
         if ex.depth + 1 > self.max_depth:
-            step.status, step.error, step.dirty = "failed", f"calls nest deeper than {self.max_depth}", True
+            error = f"step {action_id}: calls nest deeper than {self.max_depth}"
         else:
-            trigger = {"type": "call", "input": payload, "parent": {"execution": ex.id, "workflow": ex.workflow_key}}
-            try:
-                child = self.start(f"{account}/{workflow}", trigger, ex.record_ref, depth=ex.depth + 1, conn=conn)
-            except (NotFoundError, GuardError) as e:
-                step.status, step.error, step.dirty = "failed", f"step {action_id}: {e}", True
-            else:
-                conn.execute(update(executions).where(executions.c.id == child)
-                             .values(parent_id=ex.id, parent_step=action_id))
-                step.output = {"workflow": workflow, "execution_id": child}
+            trigger = call.payload(payload, {"execution": ex.id, "workflow": ex.workflow_key})
+            verdict = self.admission.admit(conn, Request(f"{account}/{workflow}", "call", trigger, ex.record_ref,
+                                                         depth=ex.depth + 1, parent=(ex.id, action_id)))
+            if verdict.started:
+                step.output = {"workflow": workflow, "execution_id": verdict.execution_id}
                 return
-        step.finished_at = self.clock.now()
-        ex.status, ex.error, ex.finished_at, ex.wake_at = "failed", step.error, step.finished_at, None
-
-    def _wake_parent(self, conn: Connection, child: ExecutionRow) -> None:
-        """A finished child completes its parent's ``workflow.call`` step and makes the parent runnable."""
+            error = f"step {action_id}: the call of {account}/{workflow} was {verdict.decision}: {verdict.reason}"
         now = self.clock.now()
-        ok = child.status == "succeeded"
-        s = execution_steps.c
-        conn.execute(
-            update(execution_steps)
-            .where(s.execution_id == child.parent_id, s.action_id == child.parent_step)
-            .values(status="succeeded" if ok else "failed", finished_at=now,
-                    output=child.output if ok else {"execution_id": child.id},
-                    error=None if ok else f"step {child.parent_step}: called execution {child.id} "
-                                          f"({child.workflow_key}) {child.status}: {child.error}")
-        )
-        conn.execute(update(executions).where(executions.c.id == child.parent_id, executions.c.status == "waiting")
-                     .values(wake_at=now))
+        step.status, step.error, step.finished_at, step.dirty = StepStatus.FAILED, error, now, True
+        transition(ex, ExecutionStatus.FAILED, now, error=error)
 
     def _terminate(self, ex: ExecutionRow, reason: str) -> None:
-        ex.status, ex.error, ex.finished_at, ex.wake_at = "terminated", reason, self.clock.now(), None
+        transition(ex, ExecutionStatus.TERMINATED, self.clock.now(), error=reason)
 
     @staticmethod
     def _cancel_requested(conn: Connection, execution_id: int) -> bool:
@@ -202,47 +188,59 @@ class Engine:
 
     # -- operator actions ---------------------------------------------------------------------
 
-    def retry(self, execution_id: int, *, latest: bool = False,
-              admit: Callable[[Connection, Any], None] | None = None) -> int:
-        """A new execution with the original's trigger, linked by ``retry_of``.
+    def retry(self, execution_id: int, *, latest: bool = False) -> int:
+        """Admit a new execution with the original's trigger, linked by ``retry_of``; its id.
 
-        ``admit(conn, original_row)`` runs in the same transaction just before the new execution is
-        queued and may refuse it by raising (the HTTP API's rate limit).
+        It runs on the original's version unless ``latest``, and draws on the workflow's rate limit:
+        over it, RateLimited is raised once the drop is committed (so it stays counted).
         """
         with self.store.tx() as conn:
             original = _row(conn, execution_id)
             if original["status"] not in ("failed", "terminated"):
                 raise UsageError(f"execution {execution_id} is {original['status']}; only failed or terminated "
                                  f"executions can be retried")
-            if admit is not None:
-                admit(conn, original)
-            new_id = self.start(original["workflow_key"], dict(original["trigger"]), original["record_ref"], conn=conn)
-            version = None if latest else original["version"]
-            conn.execute(update(executions).where(executions.c.id == new_id)
-                         .values(retry_of=execution_id, version=version))
-        return new_id
+            verdict = self.admission.admit(conn, Request(
+                original["workflow_key"], "retry", dict(original["trigger"]), original["record_ref"],
+                version=None if latest else original["version"], retry_of=execution_id))
+        return verdict.execution()
 
     def cancel(self, execution_id: int) -> str:
         """Terminate a queued or waiting execution now, a running one at its next step."""
         now = self.clock.now()
         with self.store.tx() as conn:
             row = _row(conn, execution_id)
-            if row["status"] in queue.FINAL:
+            if row["status"] in FINAL:
                 raise UsageError(f"execution {execution_id} already {row['status']}")
-            if row["status"] == "running" and row["lease_until"] is not None:
+            if row["status"] == ExecutionStatus.RUNNING and row["lease_until"] is not None:
                 conn.execute(update(executions).where(executions.c.id == execution_id).values(cancel_requested=True))
                 return "cancelling"
             ex = queue.load(conn, execution_id)
             self._terminate(ex, "cancelled by an operator")
-            queue.save(conn, ex, now, release=True)
-            if ex.parent_id is not None:
-                self._wake_parent(conn, ex)
+            self.lifecycle.save(conn, ex, now, release=True)
             children = conn.execute(select(executions.c.id).where(executions.c.parent_id == execution_id,
-                                                                   executions.c.status.notin_(queue.FINAL)))
+                                                                   executions.c.status.notin_(tuple(FINAL))))
             child_ids = list(children.scalars())
         for child in child_ids:
             self.cancel(child)
         return "terminated"
+
+
+def wake_parent(conn: Connection, child: ExecutionRow, move: Transition) -> None:
+    """Lifecycle hook: a finished child completes its parent's ``workflow.call`` step and wakes the parent."""
+    if not move.final or child.parent_id is None:
+        return
+    ok = child.status == ExecutionStatus.SUCCEEDED
+    s = execution_steps.c
+    conn.execute(
+        update(execution_steps)
+        .where(s.execution_id == child.parent_id, s.action_id == child.parent_step)
+        .values(status=StepStatus.SUCCEEDED if ok else StepStatus.FAILED, finished_at=move.at,
+                output=child.output if ok else {"execution_id": child.id},
+                error=None if ok else f"step {child.parent_step}: called execution {child.id} "
+                                      f"({child.workflow_key}) {child.status}: {child.error}")
+    )
+    conn.execute(update(executions).where(executions.c.id == child.parent_id,
+                                          executions.c.status == ExecutionStatus.WAITING).values(wake_at=move.at))
 
 
 def _row(conn: Connection, execution_id: int) -> Any:

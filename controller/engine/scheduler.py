@@ -21,8 +21,9 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from controller.engine.triggers import listeners
-from controller.errors import WfcError
+from controller.engine.admission import Request
+from controller.engine.triggers import schedule
+from controller.engine.triggers.listeners import listeners
 from controller.model import parse_duration
 
 if TYPE_CHECKING:
@@ -36,17 +37,16 @@ _engines: dict[str, Engine] = {}
 
 
 def fire(registry_id: str, key: str) -> None:
-    """The job function: start one execution of a schedule workflow."""
+    """The job function: ask admission for one execution of a schedule workflow."""
     engine = _engines.get(registry_id)
     if engine is None:
         log.warning("schedule of %s fired in a process that no longer runs its engine", key)
         return
-    try:
-        execution = engine.start(key, {"type": "schedule", "scheduled_at": engine.clock.now().isoformat()})
-    except WfcError as e:
-        log.warning("schedule of %s not started: %s", key, e)
-        return
-    log.info("schedule of %s started execution %s", key, execution)
+    verdict = engine.admit(Request(key, schedule.TYPE, schedule.payload(engine.clock.now())))
+    if verdict.started:
+        log.info("schedule of %s started execution %s", key, verdict.execution_id)
+    elif verdict.decision != "dropped":  # drops are logged by admission, at most once a minute
+        log.warning("schedule of %s %s: %s", key, verdict.decision, verdict.reason)
 
 
 def cron_trigger(expr: str, tz: str) -> CronTrigger:

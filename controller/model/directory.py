@@ -2,7 +2,7 @@
 
 The host application owns the directory (users, mailboxes, channels, custom object types and their
 status); this file is how it is pushed into the store. :func:`parse_directory` turns the text into
-:class:`~controller.engine.directory.DirectoryEntry` values or raises
+:class:`~controller.model.entries.DirectoryEntry` values or raises
 :class:`~controller.errors.DefinitionError` with every problem located at ``path:line:col``, the
 way workflow files are reported.
 
@@ -23,9 +23,9 @@ from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from controller.engine.directory import DirectoryEntry
 from controller.errors import DefinitionError, Problem
 from controller.model.base import LOCATED_ERROR, located
+from controller.model.entries import DirectoryEntry
 from controller.model.issues import describe
 from controller.model.paths import Loc, field_path, node_position
 from controller.model.refs import REF_ID_PATTERN

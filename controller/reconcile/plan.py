@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from controller.engine.directory import DirectoryEntry
 from controller.errors import Problem
+from controller.model.entries import DirectoryEntry
 from controller.reconcile.diff import FieldChange, field_changes
 from controller.reconcile.loader import Loaded
 from controller.reconcile.rules import call_problems, ref_problems

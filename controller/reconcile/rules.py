@@ -13,9 +13,9 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from controller.engine.directory import DirectoryEntry
 from controller.errors import Problem
 from controller.model import iter_refs
+from controller.model.entries import DirectoryEntry
 from controller.reconcile.loader import Loaded, locate
 from controller.store.directory import check_refs
 

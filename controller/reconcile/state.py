@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
 
+from controller.model.statuses import IN_FLIGHT, ordered
 from controller.reconcile.plan import AppliedWorkflow
 from controller.store.tables import executions, sources, workflow_versions, workflows
 
@@ -78,7 +79,7 @@ def read_blocked(conn: Connection) -> dict[str, str]:
 def in_flight(conn: Connection, keys: Iterable[str] | None) -> dict[str, list[int]]:
     """Running or waiting execution ids per workflow key (a restore of these is held back)."""
     e = executions.c
-    query = select(e.workflow_key, e.id).where(e.status.in_(("running", "waiting"))).order_by(e.id)
+    query = select(e.workflow_key, e.id).where(e.status.in_(ordered(IN_FLIGHT))).order_by(e.id)
     if keys is not None:
         query = query.where(e.workflow_key.in_(sorted(set(keys))))
     found: dict[str, list[int]] = {}

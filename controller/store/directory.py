@@ -20,8 +20,8 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, exists, insert, select, update
 
-from controller.engine.directory import KINDS, STATUSES, DirectoryEntry
 from controller.errors import NotFoundError, UsageError
+from controller.model.entries import ENTRY_STATUSES, KINDS, DirectoryEntry
 from controller.store.db import Store
 from controller.store.tables import as_utc, directory_entries
 
@@ -73,8 +73,8 @@ def _check_entries(account: str, entries: list[DirectoryEntry]) -> None:
 
 
 def _check_status(status: str) -> None:
-    if status not in STATUSES:
-        raise UsageError(f"unknown status {status!r} (use one of: {', '.join(STATUSES)})")
+    if status not in ENTRY_STATUSES:
+        raise UsageError(f"unknown status {status!r} (use one of: {', '.join(ENTRY_STATUSES)})")
 
 
 def _row(account: str, entry: DirectoryEntry, now: datetime) -> dict[str, Any]:

@@ -280,3 +280,25 @@ webhook_deliveries = Table(
     Column("signature", String(100), primary_key=True),
     Column("received_at", Timestamp(), nullable=False, index=True),
 )
+
+# What admission decided for each trigger: the record timeline ("why did this ticket not get the
+# e-mail?"). Every decision for a record-bound trigger is kept; for the others, drops and refusals.
+# Pruned after the retention period (configuration ``timeline.retention``).
+trigger_decisions = Table(
+    "trigger_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Timestamp(), nullable=False, index=True),
+    Column("account", String(63), nullable=False),
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False),
+    Column("workflow_key", String(200), nullable=False),
+    Column("version", Integer),
+    Column("trigger", String(16), nullable=False),  # record schedule inactivity email webhook manual call retry
+    Column("decision", String(16), nullable=False),  # started filtered dropped refused
+    Column("reason", Text, nullable=False, default=""),
+    Column("execution_id", Integer),  # no foreign key: executions may be pruned before their decisions
+    Column("record_type", String(255)),
+    Column("record_id", String(200)),
+    Index(None, "account", "record_type", "record_id", "id"),
+    Index(None, "workflow_id", "id"),
+)

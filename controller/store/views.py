@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select
 
 from controller.errors import NotFoundError
+from controller.model.statuses import ACTIVE, ordered
 from controller.store.tables import (
     as_utc,
     audit_events,
@@ -44,7 +45,7 @@ def status(conn: Connection, source: str = "default") -> dict[str, Any]:
     e = executions.c
     counts: dict[tuple[str, str], int] = {
         (key, state): n for key, state, n in conn.execute(
-            select(e.workflow_key, e.status, func.count()).where(e.status.in_(("queued", "running", "waiting")))
+            select(e.workflow_key, e.status, func.count()).where(e.status.in_(ordered(ACTIVE)))
             .group_by(e.workflow_key, e.status))
     }
     views = []
@@ -148,6 +149,12 @@ def execution(conn: Connection, execution_id: int) -> dict[str, Any]:
     return {**_execution_summary(row), "steps": [_step_view(step) for step in steps]}
 
 
+def execution_workflow(conn: Connection, execution_id: int) -> str | None:
+    """The ``ACCOUNT/NAME`` of an execution's workflow, or None when there is no such execution."""
+    found = conn.execute(select(executions.c.workflow_key).where(executions.c.id == execution_id)).scalar()
+    return str(found) if found is not None else None
+
+
 def executions_list(conn: Connection, *, workflow: str | None = None, status: str | None = None,
                     since: datetime | None = None, limit: int = 100, before: int | None = None,
                     account: str | None = None) -> list[dict[str, Any]]:
@@ -197,7 +204,7 @@ def workflow(conn: Connection, key: str) -> dict[str, Any]:
     e = executions.c
     ids: dict[str, list[int]] = {}
     for state, execution_id in conn.execute(select(e.status, e.id).where(
-            e.workflow_id == row["id"], e.status.in_(("queued", "running", "waiting"))).order_by(e.id)):
+            e.workflow_id == row["id"], e.status.in_(ordered(ACTIVE))).order_by(e.id)):
         ids.setdefault(state, []).append(execution_id)
     drops = conn.execute(select(rate_limit_drops.c.dropped, rate_limit_drops.c.last_dropped_at)
                          .where(rate_limit_drops.c.workflow_id == row["id"])).first()

@@ -10,8 +10,9 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from controller.engine import triggers
 from controller.engine.records import RecordService
+from controller.engine.triggers import email
+from controller.engine.triggers import record as record_trigger
 from controller.errors import PayloadError, UsageError
 from controller.model.directory import parse_directory
 from controller.security.payloads import parse_json
@@ -85,7 +86,7 @@ def event(account: str) -> Any:
     record = {**(field(body, "record", dict, required=False) or {}), "id": str(record_id), "type": entity}
     found = services()
     with found.writing() as conn:
-        started = triggers.record_event(found.engine, conn, account, entity, kind, record)
+        started = record_trigger.fire(found.engine, conn, account, entity, kind, record)
     return {"executions": started}, 202
 
 
@@ -105,7 +106,7 @@ def mail(account: str) -> Any:
     found = services()
     try:
         with found.writing() as conn:
-            started = triggers.deliver_mail(found.engine, conn, account, mailbox, raw)
+            started = email.deliver(found.engine, conn, account, mailbox, raw)
     except RecursionError:  # the e-mail parser recurses per nested MIME part
         raise PayloadError("the message nests MIME parts too deeply to read; send a flatter message") from None
     return {"executions": started}, 202

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, request
-from sqlalchemy import Connection, select
 from werkzeug.exceptions import Conflict
 
-from controller.engine.queue import FINAL, IN_FLIGHT
-from controller.errors import NotFoundError, PayloadError, RateLimited, UsageError
-from controller.safeguards import ratelimit
+from controller.errors import NotFoundError, PayloadError, UsageError
+from controller.model.statuses import ORDER
 from controller.store import views
-from controller.store.tables import executions
 from webhooks.auth import caller, own, requires
 from webhooks.bodies import field, json_object
 from webhooks.context import services
 
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
 blueprint = Blueprint("executions", __name__)
 
-STATUSES = ("queued", *IN_FLIGHT, *FINAL)
+STATUSES = tuple(str(s) for s in ORDER)
 MAX_PAGE = 500
 
 
@@ -59,20 +59,10 @@ def retry(execution_id: int) -> Any:
     latest = field(json_object(required=False), "latest", bool, required=False) or False
     found = services()
     with found.store.read() as conn:
-        key = _check_owned(conn, execution_id)
-
-    def admit(conn: Connection, original: Any) -> None:
-        ratelimit.admit(conn, original["workflow_id"], key, found.now())
-
+        _check_owned(conn, execution_id)
     try:
         with found.serial():
-            new_id = found.engine.retry(execution_id, latest=latest, admit=admit)
-    except RateLimited:
-        with found.writing() as conn:  # the retry's transaction was rolled back: count the drop on its own
-            workflow_id = conn.execute(select(executions.c.workflow_id)
-                                       .where(executions.c.id == execution_id)).scalar_one()
-            ratelimit.count_drop(conn, workflow_id, key, found.now())
-        raise
+            new_id = found.engine.retry(execution_id, latest=latest)  # over the rate limit: 429, counted
     except UsageError as e:
         if isinstance(e, PayloadError):
             raise
@@ -97,10 +87,10 @@ def cancel(execution_id: int) -> Any:
 
 def _check_owned(conn: Connection, execution_id: int) -> str:
     """The execution's workflow key; 404 when it does not exist or belongs to another account."""
-    key = conn.execute(select(executions.c.workflow_key).where(executions.c.id == execution_id)).scalar()
+    key = views.execution_workflow(conn, execution_id)
     if key is None or key.split("/", 1)[0] != caller().account:
         raise NotFoundError(f"no execution {execution_id}; see GET /api/v1/executions")
-    return str(key)
+    return key
 
 
 def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:

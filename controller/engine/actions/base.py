@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from controller.engine.directory import Directory, DirectoryEntry
+from controller.engine.directory import Directory
 from controller.engine.effects import Effects
 from controller.errors import ExecutionError
+from controller.model.entries import DirectoryEntry
 
 
 @dataclass(frozen=True)

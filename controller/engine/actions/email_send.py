@@ -15,8 +15,8 @@ from email.utils import format_datetime, formataddr, getaddresses, make_msgid
 from typing import Any
 
 from controller.engine.actions.base import ActionContext, Done, Outcome
-from controller.engine.directory import DirectoryEntry
 from controller.errors import ExecutionError
+from controller.model.entries import DirectoryEntry
 
 _ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[^@\s<>(),;:\"\[\]]+\.[^@\s<>(),;:\"\[\]]+$")
 

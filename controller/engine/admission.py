@@ -1,0 +1,260 @@
+"""The one way in: every execution is created by :meth:`Admission.admit`.
+
+Triggers of every kind (record, schedule, inactivity, e-mail, webhook, manual runs from the CLI
+and the API, ``workflow.call`` children and retries) describe what they want as a
+:class:`Request`. Admission applies, in this order:
+
+1. the guards: the workflow is known and not deleted, has a valid version, is enabled, and
+   whatever :attr:`Admission.guards` adds after those (the seam where the safeguards put
+   "suspended");
+2. the trigger's ``when``, for the kinds an event starts (record, inactivity, e-mail, schedule);
+   a run someone asked for, a call and a retry are not filtered;
+3. the rate limit: the version's ``spec.rateLimit``, else the account default of the
+   configuration, counted over the store so that it holds across processes; a call or a retry
+   draws on the budget of the workflow it starts;
+4. the queue row. While a restore of the workflow waits for its executions in flight, the row is
+   queued but held (the workers do not claim it) and starts on the restored version.
+
+The answer is a :class:`Verdict`, a value: started (with the execution id), filtered, dropped or
+refused, with the reason. Nothing raises for a "no"; callers map the verdict to their own answer
+(HTTP 202/404/409/429, CLI exit 0/2/3, a log line). Each decision about a record, and every drop
+and refusal, is written to the trigger-decision table in the same transaction as the execution it
+made or did not make: that is the record's timeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from controller.engine import queue
+from controller.engine import scope as scopes
+from controller.engine.templating import Templates
+from controller.engine.versions import Versions
+from controller.errors import GuardError, NotFoundError, RateLimited, WfcError
+from controller.model.statuses import Decision
+from controller.safeguards import ratelimit
+from controller.store import decisions
+from controller.store.tables import workflows
+
+log = logging.getLogger(__name__)
+
+KINDS = ("record", "schedule", "inactivity", "email", "webhook", "manual", "call", "retry")
+"""What can ask for an execution: the six trigger types, a ``workflow.call`` and a retry."""
+FILTERED_KINDS = frozenset({"record", "inactivity", "email", "schedule"})
+"""The kinds an event starts: their trigger's ``when`` decides."""
+DROP_LOG_SECONDS = 60  # a workflow's drops are logged at most once a minute
+
+w = workflows.c
+_TARGET = (w.id, w.key, w.version, w.enabled, w.deleted, w.content_hash, w.sync, w.message)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The workflow row admission decides on."""
+
+    id: int
+    key: str
+    version: int
+    enabled: bool
+    deleted: bool
+    valid: bool  # has an applied version (an invalid file keeps the last good one)
+    sync: str  # Synced | Invalid | Blocked
+    message: str
+
+    @property
+    def account(self) -> str:
+        return self.key.split("/", 1)[0]
+
+    @classmethod
+    def of(cls, row: Any) -> Target:
+        return cls(row.id, row.key, row.version, row.enabled, row.deleted, row.content_hash is not None, row.sync,
+                   row.message)
+
+
+def columns() -> tuple[Any, ...]:
+    """The columns of ``workflows`` a :class:`Target` is made of (for callers that read the row)."""
+    return _TARGET
+
+
+def read_target(conn: Connection, key: str) -> Target | None:
+    row = conn.execute(select(*_TARGET).where(w.key == key)).first()
+    return Target.of(row) if row is not None else None
+
+
+@dataclass(frozen=True)
+class Request:
+    """An ask for one execution of ``key``; ``trigger`` is its ``trigger.*`` payload."""
+
+    key: str
+    kind: str  # one of KINDS
+    trigger: Mapping[str, Any]
+    record_ref: Mapping[str, Any] | None = None
+    depth: int = 0
+    version: int | None = None  # pinned (a retry on the original's version); else the current one at start
+    retry_of: int | None = None
+    parent: tuple[int, str] | None = None  # (execution id, step id) of a workflow.call
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown trigger kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What admission made of a request."""
+
+    decision: Decision
+    workflow: str
+    reason: str = ""
+    execution_id: int | None = None
+    version: int | None = None
+    retry_after: int | None = None  # dropped: seconds until the rate limit has room again
+    missing: bool = False  # refused because the workflow is unknown or deleted
+
+    @property
+    def started(self) -> bool:
+        return self.decision == Decision.STARTED
+
+    def error(self) -> WfcError:
+        """The error an explicit caller (CLI, API, a calling step) reports for a verdict that is not a start."""
+        if self.decision == Decision.DROPPED:
+            return RateLimited(self.reason, workflow=self.workflow, retry_after=self.retry_after or 1)
+        if self.missing:
+            return NotFoundError(self.reason, workflow=self.workflow)
+        if self.decision == Decision.FILTERED:
+            return GuardError(f"{self.workflow} did not start: {self.reason}", workflow=self.workflow)
+        return GuardError(self.reason, workflow=self.workflow)
+
+    def execution(self) -> int:
+        """The execution id; raises :meth:`error` when nothing was started."""
+        if self.execution_id is None:
+            raise self.error()
+        return self.execution_id
+
+
+Guard = Callable[[Connection, Target, Request], str | None]
+"""A guard returns why the request is refused, or None to let it through."""
+
+
+def invalid(conn: Connection, target: Target, request: Request) -> str | None:
+    return None if target.valid else f"{target.key} has no valid version to run ({target.message})"
+
+
+def disabled(conn: Connection, target: Target, request: Request) -> str | None:
+    if target.enabled:
+        return None
+    return f"{target.key} is disabled (spec.enabled: false); enable it in git to run it"
+
+
+GUARDS: tuple[Guard, ...] = (invalid, disabled)
+
+
+class Admission:
+    """The admission policy of one engine."""
+
+    def __init__(self, *, templates: Templates, versions: Versions, now: Callable[[], datetime],
+                 default_limit: Callable[[str], Mapping[str, Any] | None] = lambda account: None,
+                 guards: Iterable[Guard] = GUARDS) -> None:
+        self.templates = templates
+        self.versions = versions
+        self.now = now
+        self.default_limit = default_limit
+        self.guards: list[Guard] = list(guards)
+        self._drops = _DropLog()
+
+    def admit(self, conn: Connection, request: Request, target: Target | None = None,
+              definition: Mapping[str, Any] | None = None) -> Verdict:
+        """Decide on ``request`` in ``conn``'s transaction; queue the execution when it is admitted.
+
+        ``target`` and ``definition`` may be passed by a caller that has read them already (a
+        trigger's listener, webhook intake); otherwise they are read here.
+        """
+        now = self.now()
+        target = target or read_target(conn, request.key)
+        if target is None or target.deleted:
+            why = f"no workflow {request.key!r}; see `wfctl status`"
+            verdict = Verdict(Decision.REFUSED, request.key, why, missing=True)
+            return self._note(conn, request, target, verdict, now) if target is not None else verdict
+        verdict = self._decide(conn, request, target, definition, now)
+        return self._note(conn, request, target, verdict, now)
+
+    def _decide(self, conn: Connection, request: Request, target: Target, definition: Mapping[str, Any] | None,
+                now: datetime) -> Verdict:
+        for guard in self.guards:
+            reason = guard(conn, target, request)
+            if reason is not None:
+                return Verdict(Decision.REFUSED, target.key, reason)
+        definition = definition or self.versions.content(conn, target.id, target.version)
+        if request.kind in FILTERED_KINDS:
+            started, why = self.when(target, definition, request.trigger, now)
+            if not started:
+                return Verdict(Decision.FILTERED, target.key, why, version=target.version)
+        # A retry pinned to the original's version draws on the budget the workflow has now.
+        limit = ratelimit.of(definition, self.default_limit(target.account))
+        if limit is not None:
+            wait = ratelimit.retry_after(conn, target.id, limit, now)
+            if wait is not None:
+                ratelimit.count_drop(conn, target.id, now)
+                self._drops.log(target.key, request.kind, limit, now)
+                return Verdict(Decision.DROPPED, target.key, f"{target.key} is over its rate limit ({limit.text}); "
+                               f"the trigger was dropped and counted", version=target.version, retry_after=wait)
+        parent_id, parent_step = request.parent or (None, None)
+        execution_id = queue.enqueue(conn, [{
+            "workflow_id": target.id, "workflow_key": target.key, "trigger": dict(request.trigger),
+            "record_ref": dict(request.record_ref) if request.record_ref else None, "depth": request.depth,
+            "version": request.version, "retry_of": request.retry_of, "parent_id": parent_id,
+            "parent_step": parent_step}], now)[0]
+        held = "held: a restore of the workflow waits for its executions in flight" if target.sync == "Blocked" else ""
+        return Verdict(Decision.STARTED, target.key, held, execution_id, request.version or target.version)
+
+    def when(self, target: Target, definition: Mapping[str, Any], trigger: Mapping[str, Any],
+             now: datetime) -> tuple[bool, str]:
+        """The trigger's ``when`` over the scope the run would have."""
+        spec = definition["spec"]["trigger"]
+        if not spec.get("when"):
+            return True, ""
+        scope = scopes.build(workflow=target.key, version=target.version, trigger=trigger,
+                             record=trigger.get("record"), now=now)
+        started, why = scopes.when(self.templates, spec, scope)
+        if not started and why.startswith("the trigger's when could not"):
+            log.warning("%s: not started: %s", target.key, why)
+        return started, why
+
+    @staticmethod
+    def _note(conn: Connection, request: Request, target: Target, verdict: Verdict, now: datetime) -> Verdict:
+        """Keep the decision when it is about a record, or when nothing started."""
+        ref = request.record_ref
+        if ref is None and verdict.started:
+            return verdict
+        decisions.add(conn, [{
+            "at": now, "account": target.account, "workflow_id": target.id, "workflow_key": target.key,
+            "version": verdict.version, "trigger": request.kind, "decision": str(verdict.decision),
+            "reason": verdict.reason, "execution_id": verdict.execution_id,
+            "record_type": str(ref["type"]) if ref else None, "record_id": str(ref["id"]) if ref else None}])
+        return verdict
+
+
+class _DropLog:
+    """Logs a workflow's rate-limit drops at most once a minute, with how many were not logged."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[datetime, int, set[str]]] = {}
+        self._lock = threading.Lock()
+
+    def log(self, key: str, kind: str, limit: ratelimit.RateLimit, now: datetime) -> None:
+        with self._lock:
+            last, unlogged, kinds = self._last.get(key, (None, 0, set()))
+            kinds = kinds | {kind}
+            if last is not None and (now - last).total_seconds() < DROP_LOG_SECONDS:
+                self._last[key] = (last, unlogged + 1, kinds)
+                return
+            self._last[key] = (now, 0, set())
+        log.warning("%s is over its rate limit (%s): dropped %d trigger(s) (%s) since the last report",
+                    key, limit.text, unlogged + 1, ", ".join(sorted(kinds)))
