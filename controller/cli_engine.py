@@ -123,7 +123,7 @@ def executions_cancel(settings: Settings, execution_id: int) -> None:
 
 @click.group()
 def records() -> None:
-    """Write records of the built-in record store (fires record triggers)."""
+    """Write records of the built-in record store (fires record triggers); a record's trigger timeline."""
 
 
 def _record_write(settings: Settings, action: str, *args: Any) -> None:
@@ -177,6 +177,28 @@ def records_delete(settings: Settings, ref: str, account: str) -> None:
     """Delete a record and fire `deleted` triggers."""
     entity, record_id = record_ref(ref)
     _record_write(settings, "delete", account, entity, record_id)
+
+
+@records.command("timeline")
+@click.argument("ref", metavar="TYPE:ID")
+@click.option("--account", required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def records_timeline(settings: Settings, ref: str, account: str, as_json: bool) -> None:
+    """What each trigger decided about the record, newest first: started, filtered, dropped, refused."""
+    from controller.store import decisions
+
+    entity, record_id = record_ref(ref)
+    rows = read(settings, lambda conn: decisions.record_timeline(conn, account, entity, record_id))
+    if as_json:
+        emit(rows)
+        return
+    if not rows:
+        click.echo(f"no trigger has decided on {ref} yet")
+    for row in rows:
+        execution = f" -> execution {row['execution_id']}" if row["execution_id"] is not None else ""
+        click.echo(f"{row['at']}  {row['workflow']} v{row['version'] or '-'}  {row['trigger']:<10} "
+                   f"{row['decision']:<8}{execution}" + (f"  {row['reason']}" if row["reason"] else ""))
 
 
 @click.group()
@@ -264,8 +286,9 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
     engine = settings.engine(store, lease_seconds=lease)
     box = SecretBox.for_settings(settings)
     with settings.open_source() as source:
-        controller = Controller(Reconciler(source, store, location=settings.repo), engine,
-                                ServeOptions(interval=interval, workers=workers),
+        options = ServeOptions(interval=interval, workers=workers,
+                               timeline_retention=settings.config().timeline_retention_seconds)
+        controller = Controller(Reconciler(source, store, location=settings.repo), engine, options,
                                 after_sync=lambda: ensure_webhook_secrets(store, box))
         try:
             http = start_server(create_app(settings, store, engine, controller=controller), host, port)

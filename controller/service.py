@@ -14,6 +14,7 @@ import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from controller.engine.scheduler import Schedules
 from controller.engine.triggers import inactivity
 from controller.errors import WfcError
 from controller.reconcile.reconciler import Reconciler
-from controller.store import Store
+from controller.store import Store, decisions
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class ServeOptions:
     interval: float = 60.0
     workers: int = 4
     idle_poll: float = 0.5
+    timeline_retention: float = 7 * 86400  # seconds trigger decisions are kept
+    purge_every: float = 600.0  # seconds between purges of old decisions
 
 
 class Controller:
@@ -91,6 +94,7 @@ class Controller:
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._purged: datetime | None = None
 
     def start(self) -> None:
         self._threads = [threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True)]
@@ -135,10 +139,23 @@ class Controller:
                         started = inactivity.scan(self.engine, conn)
                     if started:
                         log.info("inactivity started %d execution(s)", len(started))
+                    self.purge()
                 except WfcError as e:
                     log.error("scheduling failed: %s", e)
             self._kick.wait(self.options.interval * random.uniform(0.9, 1.1))
             self._kick.clear()
+
+    def purge(self) -> int:
+        """Forget trigger decisions older than the retention; at most once per ``purge_every``."""
+        now = self.engine.clock.now()
+        if self._purged is not None and (now - self._purged).total_seconds() < self.options.purge_every:
+            return 0
+        with self.engine.store.tx() as conn:
+            purged = decisions.purge(conn, now - timedelta(seconds=self.options.timeline_retention))
+        self._purged = now
+        if purged:
+            log.info("forgot %d trigger decision(s) older than the timeline retention", purged)
+        return purged
 
     def _work(self) -> None:
         while not self._stop.is_set():

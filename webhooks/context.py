@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flask import current_app
-from sqlalchemy import Connection
 
 from controller.engine.clock import Clock
 from controller.engine.runtime import Engine
@@ -17,6 +16,9 @@ from controller.security.intake import WebhookIntake
 from controller.security.secrets import SecretBox
 from controller.settings import Settings
 from controller.store import Store
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 EXTENSION = "wfctl"
 

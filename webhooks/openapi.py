@@ -27,6 +27,12 @@ ERROR = _answer("an error", _ref("Error"))
 OBJECT: Schema = {"type": "object"}
 EXECUTION_ID = {"type": "object", "properties": {"execution_id": {"type": "integer"}}, "required": ["execution_id"]}
 STARTED = {"type": "object", "properties": {"executions": {"type": "array", "items": {"type": "integer"}}}}
+DECISION = {"type": "object", "required": ["at", "workflow", "version", "trigger", "decision", "reason", "execution_id"],
+            "properties": {"at": {"type": "string", "format": "date-time"}, "workflow": {"type": "string"},
+                           "version": {"type": ["integer", "null"]}, "trigger": {"type": "string"},
+                           "decision": {"enum": ["started", "filtered", "dropped", "refused"]},
+                           "reason": {"type": "string"}, "execution_id": {"type": ["integer", "null"]}}}
+TIMELINE = {"type": "object", "properties": {"record": OBJECT, "decisions": {"type": "array", "items": DECISION}}}
 
 
 def _param(name: str, where: str = "path", schema: Schema | None = None, description: str = "") -> Schema:
@@ -108,7 +114,7 @@ def _paths() -> dict[str, Any]:
             "Run a workflow now (the \"Run workflow\" button)", (202, "queued", EXECUTION_ID),
             permission=("workflow.run_manual",), params=WORKFLOW,
             body={"type": "object", "properties": {"record": RECORD_REF, "payload": {}}},
-            errors=(400, 404, 409, 422))},
+            errors=(400, 404, 409, 422, 429))},
         "/api/v1/workflows/{account}/{name}/dry-run": {"post": _op(
             "Dry-run the applied version: no side effects", (200, "the dry run's trace", OBJECT),
             permission=("workflow.dry_run",), params=WORKFLOW,
@@ -133,6 +139,9 @@ def _paths() -> dict[str, Any]:
         "/api/v1/accounts/{account}/records/{type_}/{record_id}/workflows": {"get": _op(
             "The manual workflows a record of this type offers", (200, "workflows", OBJECT),
             permission=("workflow.read", "workflow.run_manual"), params=RECORD, errors=(404, 422))},
+        "/api/v1/accounts/{account}/records/{type_}/{record_id}/timeline": {"get": _op(
+            "What admission decided for the record's triggers, newest first (\"why did it not get the e-mail?\")",
+            (200, "the decisions", TIMELINE), permission=("workflow.read",), params=RECORD, errors=(404, 422))},
         "/api/v1/accounts/{account}/records/{type_}": {"post": _op(
             "Create a record (fires created triggers)", (201, "the record and the executions it started", OBJECT),
             permission=("records.write",), params=RECORD[:2], body=OBJECT, errors=(400, 404, 422))},

@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
 
+from controller.errors import NotFoundError
+from controller.store import records
 from controller.store.tables import as_utc, trigger_decisions
 
 d = trigger_decisions.c
@@ -36,6 +38,19 @@ def timeline(conn: Connection, account: str, record_type: str, record_id: str, *
     return [{"at": as_utc(at).isoformat(), "workflow": key, "version": version, "trigger": trigger,
              "decision": decision, "reason": reason, "execution_id": execution_id}
             for at, key, version, trigger, decision, reason, execution_id in conn.execute(query)]
+
+
+def record_timeline(conn: Connection, account: str, record_type: str, record_id: str) -> list[dict[str, Any]]:
+    """:func:`timeline`, or NotFoundError when nothing is known of the record at all.
+
+    A record of the built-in store (even a deleted one) with no decisions has an empty timeline; a
+    host's record is known by its decisions only.
+    """
+    found = timeline(conn, account, record_type, record_id)
+    if not found and not records.ever_existed(conn, account, record_type, record_id):
+        raise NotFoundError(f"no record {record_type}:{record_id} in account {account!r}, and no trigger decided "
+                            f"on one; check the type and the id")
+    return found
 
 
 def purge(conn: Connection, before: datetime) -> int:

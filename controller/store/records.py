@@ -32,6 +32,7 @@ __all__ = [
     "check_type",
     "create",
     "delete",
+    "ever_existed",
     "get",
     "list_records",
     "mark_fired",
@@ -118,6 +119,16 @@ def delete(conn: Connection, account: str, type: str, record_id: str, now: datet
 def get(conn: Connection, account: str, type: str, record_id: str) -> dict[str, Any]:
     """The view of one record; NotFoundError if it does not exist, is deleted or is of another type."""
     return _view(_load(conn, account, type, record_id))
+
+
+def ever_existed(conn: Connection, account: str, type: str, record_id: str) -> bool:
+    """Whether the record is or was (deleted since) in the built-in store."""
+    check_type(type)
+    text = str(record_id)
+    if not (text.isascii() and text.isdigit() and int(text) <= _ID_MAX):
+        return False
+    query = select(r.id).where(r.account == account, r.type == type, r.id == int(text))
+    return conn.execute(query).first() is not None
 
 
 def list_records(conn: Connection, account: str, type: str, limit: int = 100) -> list[dict[str, Any]]:

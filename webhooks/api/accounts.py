@@ -16,9 +16,9 @@ from controller.engine.triggers import record as record_trigger
 from controller.errors import PayloadError, UsageError
 from controller.model.directory import parse_directory
 from controller.security.payloads import parse_json
+from controller.store import decisions, views
 from controller.store import directory as store_directory
 from controller.store import records as record_store
-from controller.store import views
 from webhooks.auth import own, requires
 from webhooks.bodies import REQUEST_LIMIT, field, json_object, raw_body
 from webhooks.context import services
@@ -36,6 +36,17 @@ def manual_workflows(account: str, type_: str, record_id: str) -> Any:
     record_store.check_type(type_)
     with services().store.read() as conn:
         return {"record": {"type": type_, "id": record_id}, "workflows": views.manual_workflows(conn, account, type_)}
+
+
+@blueprint.get("/records/<type_>/<record_id>/timeline")
+@requires("workflow.read")
+def timeline(account: str, type_: str, record_id: str) -> Any:
+    """What admission decided for the record's triggers, newest first (as `wfctl records timeline --json`)."""
+    own(account)
+    record_store.check_type(type_)
+    with services().store.read() as conn:
+        found = decisions.record_timeline(conn, account, type_, record_id)
+    return {"record": {"type": type_, "id": record_id}, "decisions": found}
 
 
 @blueprint.post("/records/<type_>")
