@@ -44,7 +44,7 @@ def deliver(engine: Engine, conn: Connection, account: str, mailbox: str, raw: b
         raise UsageError(f"{mailbox!r} is not a mailbox reference (use mailbox:<id>)")
     trigger = payload(mailbox, parse_mail(raw))
     started = []
-    for listener in listeners(conn, TYPE, account):
+    for listener in listeners(conn, TYPE, account, enabled_only=False):
         if listener.trigger["mailbox"] != mailbox:
             continue
         verdict = engine.admission.admit(conn, Request(listener.key, TYPE, trigger), listener.target,

@@ -1,4 +1,9 @@
-"""The workflows a trigger type starts: active, enabled, valid, with their current definition."""
+"""The workflows of a trigger type: applied, not deleted, with their current definition.
+
+An event (a record written, a message delivered) asks admission for every workflow of its type,
+disabled ones too, so that a record's timeline says "refused: disabled" instead of nothing; the
+schedule jobs and the inactivity scan, which poll, ask only for enabled ones.
+"""
 
 from __future__ import annotations
 
@@ -36,14 +41,17 @@ class Listener:
         return self.definition["spec"]["trigger"]  # type: ignore[no-any-return]
 
 
-def listeners(conn: Connection, trigger_type: str, account: str | None = None) -> Iterator[Listener]:
+def listeners(conn: Connection, trigger_type: str, account: str | None = None, *,
+              enabled_only: bool = True) -> Iterator[Listener]:
     w, v = workflows.c, workflow_versions.c
     query = (
         select(*columns(), v.content)
         .join(workflow_versions, and_(v.workflow_id == w.id, v.version == w.version))
-        .where(w.trigger_type == trigger_type, w.deleted.is_(False), w.enabled.is_(True), w.content_hash.is_not(None))
+        .where(w.trigger_type == trigger_type, w.deleted.is_(False), w.content_hash.is_not(None))
         .order_by(w.key)
     )
+    if enabled_only:
+        query = query.where(w.enabled.is_(True))
     if account is not None:
         query = query.where(w.account == account)
     for row in conn.execute(query):

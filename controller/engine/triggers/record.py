@@ -43,7 +43,7 @@ def fire(engine: Engine, conn: Connection, account: str, entity: str, event: str
         return []
     trigger = payload(event, entity, record)
     started = []
-    for listener in listeners(conn, TYPE, account):
+    for listener in listeners(conn, TYPE, account, enabled_only=False):
         spec = listener.trigger
         if spec["entity"] != entity or event not in spec["events"]:
             continue
