@@ -362,10 +362,8 @@ def test_drops_are_logged_once_a_minute_per_workflow(two: Two, caplog: pytest.Lo
         two.k.clock.advance(seconds=61)
         service.create("acme", "ticket", {"title": "late", "priority": "urgent"})
     lines = [r.getMessage() for r in caplog.records if "over its rate limit" in r.getMessage()]
-    assert lines == ["acme/on-ticket is over its rate limit (2 per 1h): dropped 1 trigger(s) (record) since the "
-                     "last report",
-                     "acme/on-ticket is over its rate limit (2 per 1h): dropped 4 trigger(s) (record) since the "
-                     "last report"]
+    report = "acme/on-ticket is over its rate limit (2 per 1h): dropped {} trigger(s) (record) since the last report"
+    assert lines == [report.format(1), report.format(4)]
 
 
 def test_explicit_callers_get_the_verdict_as_their_error(two: Two) -> None:
