@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from controller.engine import queue
 from controller.engine.runtime import Engine
+from controller.model.statuses import FINAL, ordered
 from controller.reconcile.reconciler import Reconciler
 from controller.source import GitSource
 from controller.store import open_store
@@ -76,7 +77,7 @@ def work(engine: Engine, workers: int, done: threading.Event) -> list[threading.
 
 def finished(engine: Engine) -> int:
     with engine.store.read() as conn:
-        return conn.execute(select(func.count()).where(executions.c.status.in_(queue.FINAL))).scalar_one()
+        return conn.execute(select(func.count()).where(executions.c.status.in_(ordered(FINAL)))).scalar_one()
 
 
 def latencies(engine: Engine) -> list[float]:
