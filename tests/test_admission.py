@@ -406,3 +406,66 @@ def test_the_cli_maps_a_drop_to_exit_3_with_one_line(tmp_path: Path) -> None:
             assert views.workflow(conn, "acme/flaky")["dropped"] == 2
     finally:
         store.close()
+
+
+def test_racing_engines_never_admit_more_than_the_budget(two: Two) -> None:
+    """Two engines, four threads, 24 urgent tickets at once against max 2 per 1h: exactly 2 start, 22 drop."""
+    import threading
+
+    barrier = threading.Barrier(4)
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def write(engine: Engine, n: int) -> None:
+        service = RecordService(engine)
+        barrier.wait()
+        for i in range(6):
+            service.create("acme", "ticket", {"title": f"{n}-{i}", "priority": "urgent"})
+        with lock:
+            started.extend(service.started)
+
+    threads = [threading.Thread(target=write, args=(engine, n))
+               for n, engine in enumerate([two.k.engine, two.other, two.k.engine, two.other])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(started) == 2 and two.count("acme/on-ticket") == 2
+    assert two.dropped("acme/on-ticket") == 22
+
+
+def test_separate_wfctl_processes_share_the_budget(tmp_path: Path) -> None:
+    """Three `wfctl records create` processes in a row: the budget is in the store, so the third is dropped."""
+    import subprocess
+    import sys
+
+    from gitutil import commit_files, make_repo
+
+    repo = tmp_path / "repo"
+    commit_files(make_repo(repo), {WF.format("on-ticket"): WORKFLOWS["on-ticket"]}, "add")
+    base = [sys.executable, "-m", "controller", "--repo", str(repo), "--data-dir", str(tmp_path / "data"),
+            "--db", f"sqlite:///{tmp_path / 'w.db'}"]
+    assert subprocess.run([*base, "sync"], capture_output=True, timeout=60).returncode == 0
+    runs = [subprocess.run([*base, "records", "create", "ticket", "--account", "acme", "--data",
+                            json.dumps({"title": f"t{n}", "priority": "urgent"})],
+                           capture_output=True, text=True, timeout=60) for n in range(3)]
+    assert [r.returncode for r in runs] == [0, 0, 0]
+    assert [len(json.loads(r.stdout)["executions"]) for r in runs] == [1, 1, 0]
+    timeline = subprocess.run([*base, "records", "timeline", "ticket:3", "--account", "acme", "--json"],
+                              capture_output=True, text=True, timeout=60)
+    assert [d["decision"] for d in json.loads(timeline.stdout)] == ["dropped"]
+
+
+def test_api_runs_over_the_budget_are_429(tmp_path: Path, store_url: str) -> None:
+    """POST …/run draws on the same budget as the webhooks: the third in a minute is 429 with Retry-After."""
+    from httpkit import http_kit
+
+    with http_kit(tmp_path, store_url) as http:
+        token = http.auth(http.token("workflow.run_manual", "workflow.read"))
+        assert http.hook("acme/limited", {"n": 1}).status_code == 202
+        assert http.client.post("/api/v1/workflows/acme/limited/run", headers=token).status_code == 202
+        refused = http.client.post("/api/v1/workflows/acme/limited/run", headers=token)
+        assert refused.status_code == 429 and refused.json["error"]["code"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) == 60
+        assert http.client.get("/api/v1/workflows/acme/limited", headers=token).json["dropped"] == 1
+        assert http.hook("acme/limited", {"n": 2}).status_code == 429  # and webhooks see it full too

@@ -85,9 +85,8 @@ class Engine:
 
         The decision (a drop counted, a refusal noted) is committed before the error is raised.
         """
-        kind = trigger.get("type")
-        request = Request(key, kind if kind in ("schedule", "webhook", "manual") else "manual", trigger, record_ref)
-        return self.admit(request).execution()
+        kind = "webhook" if trigger.get("type") == "webhook" else "manual"
+        return self.admit(Request(key, kind, trigger, record_ref)).execution()
 
     # -- running ------------------------------------------------------------------------------
 
