@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.fernet import Fernet
 from enginekit import Kit, kit
+from gitutil import commit_files, make_repo
 
 from controller.cli import cli
 from controller.config import load_config
@@ -282,18 +283,22 @@ def test_a_manual_run_and_a_held_trigger_are_on_the_timeline(two: Two) -> None:
     assert rows[0]["reason"].startswith("held: a restore of the workflow waits")
 
 
-def test_the_timeline_command(tmp_path: Path) -> None:
-    """`wfctl records timeline TYPE:ID --account A [--json]`: newest first; an unknown record is exit 2."""
-    from gitutil import commit_files, make_repo
-
+def synced_cli(tmp_path: Path, *names: str) -> Callable[..., Any]:
+    """`wfctl` (through click, in this process) over a new repository of these workflows, synced."""
     repo = tmp_path / "repo"
-    commit_files(make_repo(repo), {WF.format("on-ticket"): WORKFLOWS["on-ticket"]}, "add")
+    commit_files(make_repo(repo), {WF.format(name): WORKFLOWS[name] for name in names}, "add")
     base = ["--repo", str(repo), "--data-dir", str(tmp_path / "data"), "--db", f"sqlite:///{tmp_path / 'w.db'}"]
 
     def run(*args: str) -> Any:
         return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
 
     assert run("sync").exit_code == 0
+    return run
+
+
+def test_the_timeline_command(tmp_path: Path) -> None:
+    """`wfctl records timeline TYPE:ID --account A [--json]`: newest first; an unknown record is exit 2."""
+    run = synced_cli(tmp_path, "on-ticket")
     created = run("records", "create", "ticket", "--account", "acme", "--data", '{"priority": "low"}')
     record_id = json.loads(created.stdout)["record"]["id"]
     shown = run("records", "timeline", f"ticket:{record_id}", "--account", "acme", "--json")
@@ -383,16 +388,7 @@ def test_explicit_callers_get_the_verdict_as_their_error(two: Two) -> None:
 
 def test_the_cli_maps_a_drop_to_exit_3_with_one_line(tmp_path: Path) -> None:
     """`wfctl run` and `wfctl executions retry` over the budget: exit 3, the contract's sentence."""
-    from gitutil import commit_files, make_repo
-
-    repo = tmp_path / "repo"
-    commit_files(make_repo(repo), {WF.format("flaky"): WORKFLOWS["flaky"]}, "add")
-    base = ["--repo", str(repo), "--data-dir", str(tmp_path / "data"), "--db", f"sqlite:///{tmp_path / 'w.db'}"]
-
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
-
-    assert run("sync").exit_code == 0
+    run = synced_cli(tmp_path, "flaky")
     first = run("run", "acme/flaky", "--wait")
     assert first.exit_code == 1
     assert run("executions", "retry", "1").exit_code == 0
@@ -439,20 +435,18 @@ def test_separate_wfctl_processes_share_the_budget(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from gitutil import commit_files, make_repo
-
     repo = tmp_path / "repo"
     commit_files(make_repo(repo), {WF.format("on-ticket"): WORKFLOWS["on-ticket"]}, "add")
     base = [sys.executable, "-m", "controller", "--repo", str(repo), "--data-dir", str(tmp_path / "data"),
             "--db", f"sqlite:///{tmp_path / 'w.db'}"]
-    assert subprocess.run([*base, "sync"], capture_output=True, timeout=60).returncode == 0
+    assert subprocess.run([*base, "sync"], check=False, capture_output=True, timeout=60).returncode == 0
     runs = [subprocess.run([*base, "records", "create", "ticket", "--account", "acme", "--data",
                             json.dumps({"title": f"t{n}", "priority": "urgent"})],
-                           capture_output=True, text=True, timeout=60) for n in range(3)]
+                           check=False, capture_output=True, text=True, timeout=60) for n in range(3)]
     assert [r.returncode for r in runs] == [0, 0, 0]
     assert [len(json.loads(r.stdout)["executions"]) for r in runs] == [1, 1, 0]
     timeline = subprocess.run([*base, "records", "timeline", "ticket:3", "--account", "acme", "--json"],
-                              capture_output=True, text=True, timeout=60)
+                              check=False, capture_output=True, text=True, timeout=60)
     assert [d["decision"] for d in json.loads(timeline.stdout)] == ["dropped"]
 
 

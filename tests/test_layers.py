@@ -21,7 +21,7 @@ def test_the_import_contracts_hold() -> None:
     tool = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
     if tool is None:
         pytest.fail("lint-imports is not installed; `pip install -e '.[test]'` installs it")
-    done = subprocess.run([tool, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([tool, "--no-cache"], check=False, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +57,7 @@ def cron_trigger(expr: str, tz: str) -> CronTrigger:
     return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone=tz)
 
 
-def trigger_for(spec: dict[str, Any], now: datetime | None = None) -> BaseTrigger:
+def trigger_for(spec: Mapping[str, Any], now: datetime | None = None) -> BaseTrigger:
     """The job trigger of a schedule; an interval counts from ``now`` (the engine's clock) if given."""
     tz = spec.get("timezone") or "UTC"
     if spec.get("cron"):
