@@ -195,7 +195,7 @@ class Engine:
         """
         with self.store.tx() as conn:
             original = _row(conn, execution_id)
-            if original["status"] not in ("failed", "terminated"):
+            if original["status"] not in (ExecutionStatus.FAILED, ExecutionStatus.TERMINATED):
                 raise UsageError(f"execution {execution_id} is {original['status']}; only failed or terminated "
                                  f"executions can be retried")
             verdict = self.admission.admit(conn, Request(
