@@ -8,6 +8,8 @@ A YAML file (``--config`` / ``WFC_CONFIG``, default ``<data-dir>/config.yaml`` w
       rateLimit: {max: 600, per: 1h}  # for workflows without spec.rateLimit
     timeline:
       retention: 7d                   # how long trigger decisions (record timelines) are kept
+    effects:
+      idempotency_header: Idempotency-Key   # sent with non-GET calls and channel posts; "" for none
     accounts:
       globex:
         features: {workflow_dry_run: false}
@@ -35,6 +37,7 @@ from controller.model.workflow import RateLimit
 
 DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True}
 TIMELINE_RETENTION = "7d"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class _Strict(BaseModel):
@@ -49,6 +52,10 @@ class _Timeline(_Strict):
     retention: Duration = TIMELINE_RETENTION
 
 
+class _Effects(_Strict):
+    idempotency_header: str = IDEMPOTENCY_HEADER
+
+
 class _Account(_Strict):
     features: dict[str, bool] = Field(default_factory=dict)
     limits: _Limits = Field(default_factory=_Limits)
@@ -58,6 +65,7 @@ class _File(_Strict):
     features: dict[str, bool] = Field(default_factory=dict)
     limits: _Limits = Field(default_factory=_Limits)
     timeline: _Timeline = Field(default_factory=_Timeline)
+    effects: _Effects = Field(default_factory=_Effects)
     accounts: dict[str, _Account] = Field(default_factory=dict)
 
 
@@ -67,6 +75,7 @@ class Config:
     accounts: Mapping[str, Mapping[str, bool]] = field(default_factory=dict)
     rate_limits: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # "" is the global default
     timeline_retention: str = TIMELINE_RETENTION
+    idempotency_header: str = IDEMPOTENCY_HEADER
 
     def enabled(self, flag: str, account: str) -> bool:
         if flag in self.accounts.get(account, {}):
@@ -102,4 +111,4 @@ def load_config(path: Path | None) -> Config:
     limits = {"": parsed.limits.rateLimit, **{name: a.limits.rateLimit for name, a in parsed.accounts.items()}}
     return Config(parsed.features, {name: a.features for name, a in parsed.accounts.items()},
                   {name: limit.model_dump() for name, limit in limits.items() if limit is not None},
-                  parsed.timeline.retention)
+                  parsed.timeline.retention, parsed.effects.idempotency_header)

@@ -45,7 +45,8 @@ WORKFLOWS = {
 }
 EXECUTION_KEYS = {"id", "workflow", "version", "status", "trigger", "started_at", "finished_at", "duration_ms",
                   "error", "retry_of", "parent_id", "created_at", "output", "steps"}
-STEP_KEYS = {"action_id", "type", "status", "input", "output", "error", "attempts", "started_at", "finished_at",
+STEP_KEYS = {"action_id", "type", "status", "input", "output", "error", "attempts", "attempt_log", "idempotency_key",
+             "started_at", "finished_at",
              "wait_seconds"}
 
 

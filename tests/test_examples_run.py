@@ -82,9 +82,10 @@ class Rerouted:
     def send_email(self, account: str, mailbox: DirectoryEntry, message: EmailMessage) -> dict[str, Any]:
         return self.inner.send_email(account, mailbox, message)
 
-    def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any]) -> dict[str, Any]:
+    def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any],
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
         local = {**channel.data, "webhook_url": reroute(str(channel.data["webhook_url"]), self.base)}
-        return self.inner.post_channel(account, replace(channel, data=local), payload)
+        return self.inner.post_channel(account, replace(channel, data=local), payload, headers)
 
     def http_request(self, call: HttpCall) -> dict[str, Any]:
         return self.inner.http_request(replace(call, url=reroute(call.url, self.base)))

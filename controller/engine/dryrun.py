@@ -81,7 +81,8 @@ class DryRunEffects:
                   "to": to, "subject": fields["subject"], "synthetic": True}
         return self._record("email.send", description, fields, output)
 
-    def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any]) -> dict[str, Any]:
+    def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any],
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
         description = f"post to {channel.ref} ({channel.name or channel.id}): {payload.get('text', '')!r}"
         return self._record("channel.post", description, {"channel": channel.ref, **payload},
                             {"status": 200, "synthetic": True})
@@ -177,9 +178,9 @@ def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any
     """A Run that waits without waiting and runs calls in place."""
 
     class Inline(Run):
-        def _context(self, action: dict[str, Any], now: datetime) -> Any:
+        def _context(self, action: dict[str, Any], now: datetime, key: str | None = None) -> Any:
             effects.current = action["id"]
-            return super()._context(action, now)
+            return super()._context(action, now, key)
 
         def sleep(self, action: dict[str, Any], step: StepRow, outcome: Sleep) -> bool:
             effects.current = action["id"]

@@ -31,8 +31,9 @@ class Effects(Protocol):
         """Send ``message`` through ``mailbox``; output ``{"message_id", "from", "to", "subject"}``."""
         ...
 
-    def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any]) -> dict[str, Any]:
-        """POST ``payload`` to the channel's incoming-webhook URL; output ``{"status"}``."""
+    def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any],
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """POST ``payload`` (with ``headers``: the idempotency key) to the channel's webhook; output ``{"status"}``."""
         ...
 
     def http_request(self, call: HttpCall) -> dict[str, Any]:

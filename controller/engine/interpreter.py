@@ -4,14 +4,26 @@ It replays the action tree: a step that already succeeded is not run again, its 
 back into scope (and an ``if`` takes the branch it took before), so resuming after a wait, a retry
 back-off or a crashed worker continues from the last finished step. Each action runs with its
 ``{{ … }}`` resolved against ``record``, ``trigger``, ``steps``, ``vars``, ``workflow``, ``account``
-and ``now``; side effects go through the effects object. Effectful steps are written to the store
-as soon as they finish (``checkpoint``); pure ones (``set``, ``if``) are written with the segment.
+and ``now``; side effects go through the effects object. Pure steps (``set``, ``if``, ``wait``)
+are written with the segment. What a crash can do to the others:
+
+- **internal effects** (``record.create``, ``record.update``: our own store) run inside the step's
+  unit of work (:mod:`controller.engine.unit`): the write and the checkpoint that marks the step
+  succeeded commit in one transaction, so they happen exactly once;
+- **external effects** (``email.send``, ``channel.post``, ``http.request``) are at least once, and
+  visibly so: the attempt is committed (step ``running``, attempt n, idempotency key) before the
+  call; a step found ``running`` when its execution resumes was lost mid-call, and the next
+  attempt is logged as such in ``attempt_log``. Every attempt carries the same key (a deterministic
+  ``Message-ID``; an ``Idempotency-Key`` header on non-GET calls and channel posts), so the
+  receiver can tell a repeat.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +42,14 @@ from controller.model.statuses import ExecutionStatus, StepStatus
 log = logging.getLogger(__name__)
 
 PURE = frozenset({"set", "if", "wait"})
+INTERNAL = frozenset({"record.create", "record.update"})  # exactly once: in the step's transaction
+EXTERNAL = frozenset({"email.send", "channel.post", "http.request"})  # at least once, with a key
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def idempotency_key(execution_id: int, action_id: str) -> str:
+    """The key every attempt of one step sends: the same for a repeat, another for another step."""
+    return "wfc-" + hashlib.sha256(f"{execution_id}/{action_id}".encode()).hexdigest()[:32]
 
 
 def default_modules() -> dict[str, ActionModule]:
@@ -48,6 +68,9 @@ def default_modules() -> dict[str, ActionModule]:
     }  # type: ignore[dict-item]
 
 
+Unit = Callable[[], AbstractContextManager[Any]]
+
+
 @dataclass
 class Segment:
     """What one run of the interpreter asks of the caller besides the execution's new state."""
@@ -61,17 +84,20 @@ class Interpreter:
     directory: Directory
     modules: Mapping[str, ActionModule]
     now: Callable[[], datetime]
+    idempotency_header: str = IDEMPOTENCY_HEADER  # "" sends no header
 
     def run(self, execution: ExecutionRow, definition: Mapping[str, Any], scope: dict[str, Any], effects: Effects,
             checkpoint: Callable[[ExecutionRow], None], stop: Callable[[], bool] = lambda: False,
-            run_class: type[Run] | None = None) -> Segment:
+            run_class: type[Run] | None = None, unit: Unit | None = None) -> Segment:
         """Advance ``execution`` (mutated in place); scope holds record, trigger, workflow, account.
 
         ``stop`` is asked before each action: when it says yes (shutdown) the execution stays
         ``running`` where it is, and the caller releases it for another worker. ``run_class``
-        changes what waits and calls do (the dry run does them inline).
+        changes what waits and calls do (the dry run does them inline). ``unit`` opens the
+        transaction an internal effect and its checkpoint share (none: they are not written).
         """
         run = (run_class or Run)(self, execution, effects, checkpoint, scope, stop)
+        run.unit = unit or nullcontext
         if run.actions(definition["spec"]["actions"]):
             execution.output = scope["vars"]
             transition(execution, ExecutionStatus.SUCCEEDED, self.now())
@@ -92,6 +118,7 @@ class Run:
         self.ex = execution
         self.effects = effects
         self.checkpoint = checkpoint
+        self.unit: Unit = nullcontext
         self.scope = scope
         scope.setdefault("vars", {})
         scope.setdefault("steps", {})
@@ -117,16 +144,29 @@ class Run:
 
     def _attempt(self, action: dict[str, Any], step: StepRow | None) -> bool:
         now = self.i.now()
+        kind = action["type"]
         if step is None:
-            step = StepRow(action["id"], action["type"], seq=len(self.ex.steps) + 1, started_at=now)
+            step = StepRow(action["id"], kind, seq=len(self.ex.steps) + 1, started_at=now)
             self.ex.steps[step.action_id] = step
+        elif step.status == StepStatus.RUNNING:  # its attempt was committed and never finished
+            lost = f"worker lost during attempt {step.attempts}"
+            step.attempt_log.append({"attempt": step.attempts, "at": now.isoformat(), "outcome": lost})
+            log.warning("execution %s step %s: %s; attempt %d (key %s)", self.ex.id, action["id"], lost,
+                        step.attempts + 1, step.idempotency_key)
         step.status, step.attempts, step.wake_at, step.error = StepStatus.RUNNING, step.attempts + 1, None, None
         step.dirty = True
         self.scope["now"] = now.isoformat()
         try:
             inputs = self.i.templates.render({k: v for k, v in action.items() if k not in ("then", "else")}, self.scope)
             step.input = inputs
-            outcome = self.i.modules[action["type"]].run(inputs, self._context(action, now))
+            if kind in EXTERNAL and self.ex.id:  # (a dry run has no execution and writes nothing)
+                step.idempotency_key = idempotency_key(self.ex.id, action["id"])
+                self.checkpoint(self.ex)  # the attempt is on record before the call starts
+            module, context = self.i.modules[kind], self._context(action, now, step.idempotency_key)
+            if kind in INTERNAL:
+                with self.unit():  # the write and the checkpoint of its success: one commit
+                    return self._outcome(action, step, module.run(inputs, context))
+            outcome = module.run(inputs, context)
         except TemplateError as e:
             return self._fail(step, f"step {action['id']}: {e}")
         except TransientError as e:
@@ -199,6 +239,7 @@ class Run:
         transition(self.ex, ExecutionStatus.WAITING, self.i.now(), wake_at=wake_at)
         return False
 
-    def _context(self, action: dict[str, Any], now: datetime) -> ActionContext:
+    def _context(self, action: dict[str, Any], now: datetime, key: str | None = None) -> ActionContext:
         return ActionContext(account=self.scope["account"], workflow=self.ex.workflow_key, action_id=action["id"],
-                             now=now, directory=self.i.directory, effects=self.effects, execution_id=self.ex.id)
+                             now=now, directory=self.i.directory, effects=self.effects, execution_id=self.ex.id,
+                             idempotency_key=key, idempotency_header=self.i.idempotency_header)

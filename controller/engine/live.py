@@ -103,14 +103,17 @@ class LiveEffects:
 
     def _write_outbox(self, account: str, mailbox: DirectoryEntry, message: EmailMessage) -> Path:
         folder = self._data_dir / "outbox" / _path_part(account, "account") / _path_part(mailbox.id, mailbox.ref)
-        path = folder / f"{_stamp(message)}-{uuid.uuid4().hex}.eml"
-        partial = path.with_name(path.name + ".part")
+        # One file per Message-ID (deterministic per step): a repeated attempt replaces its file.
+        key = _file_key(str(message["Message-ID"] or "")) or uuid.uuid4().hex
+        partial = folder / f"{key}.eml.part"
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            path = next(folder.glob(f"*-{key}.eml"), None) or folder / f"{_stamp(message)}-{key}.eml"
             partial.write_bytes(message.as_bytes())
             partial.replace(path)  # whoever reads the outbox never sees half a message
         except OSError as error:
-            raise ExecutionError(f"cannot write {path} for {mailbox.ref}: {error.strerror or error}") from error
+            raise ExecutionError(f"cannot write {partial.with_suffix('')} for {mailbox.ref}: "
+                                 f"{error.strerror or error}") from error
         return path
 
     def _send_smtp(self, mailbox: DirectoryEntry, message: EmailMessage) -> dict[str, Any]:
@@ -149,14 +152,16 @@ class LiveEffects:
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
-    def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any]) -> dict[str, Any]:
+    def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any],
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
         """POST the payload to the channel's webhook; 2xx is success."""
         url = str(channel.data.get("webhook_url") or "")
         if urlsplit(url).scheme not in ("http", "https"):
             raise ExecutionError(f"{channel.ref} has no http(s) webhook_url; set it in the directory")
         # The webhook's path is its credential: name the channel and host, never the URL.
         what = f"{channel.ref} (webhook at {urlsplit(url).hostname})"
-        status, _, content = self._exchange(what, "POST", url, timeout=self._channel_timeout, json=payload)
+        status, _, content = self._exchange(what, "POST", url, timeout=self._channel_timeout, json=payload,
+                                            headers=headers or {})
         if not 200 <= status < 300:
             raise _status_failure(what, status, f"expected 2xx; {_snippet(content)}")
         return {"status": status}
@@ -237,6 +242,12 @@ def _summary(message: EmailMessage) -> dict[str, Any]:
 
 def _addresses(message: EmailMessage, header: str) -> list[str]:
     return [address for _, address in getaddresses(message.get_all(header, [])) if address]
+
+
+def _file_key(message_id: str) -> str:
+    """A Message-ID as a file name part: its local part, letters, digits, ``-`` and ``_`` only."""
+    local = message_id.strip("<> ").partition("@")[0]
+    return "".join(c for c in local if c.isascii() and (c.isalnum() or c in "-_"))[:100]
 
 
 def _path_part(name: str, what: str) -> str:

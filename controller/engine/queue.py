@@ -40,8 +40,15 @@ class StepRow:
     finished_at: datetime | None = None
     wait_seconds: int | None = None
     wake_at: datetime | None = None  # kept in output["_wake_at"] while waiting
+    idempotency_key: str | None = None  # sent with every attempt of an external effect
+    attempt_log: list[dict[str, Any]] = field(default_factory=list)  # attempts that did not finish
     id: int | None = None
-    dirty: bool = True
+    dirty: bool = True  # changed since it was last written: any assignment to a field sets it
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name != "dirty":
+            object.__setattr__(self, "dirty", True)
 
 
 @dataclass
@@ -121,7 +128,8 @@ def load(conn: Connection, execution_id: int) -> ExecutionRow:
             id=step["id"], action_id=step["action_id"], type=step["type"], seq=step["seq"], status=step["status"],
             input=step["input"], output=output, error=step["error"], attempts=step["attempts"],
             started_at=step["started_at"], finished_at=step["finished_at"], wait_seconds=step["wait_seconds"],
-            wake_at=datetime.fromisoformat(wake) if wake else None, dirty=False,
+            wake_at=datetime.fromisoformat(wake) if wake else None, idempotency_key=step["idempotency_key"],
+            attempt_log=list(step["attempt_log"] or []), dirty=False,
         )
     return execution
 
@@ -151,7 +159,8 @@ def save_steps(conn: Connection, execution_id: int, steps: Iterable[StepRow]) ->
         if step.wake_at is not None:
             output = {**(output or {}), "_wake_at": step.wake_at.isoformat()}
         row = {"status": step.status, "input": step.input, "output": output, "error": step.error,
-               "attempts": step.attempts, "finished_at": step.finished_at, "wait_seconds": step.wait_seconds}
+               "attempts": step.attempts, "finished_at": step.finished_at, "wait_seconds": step.wait_seconds,
+               "idempotency_key": step.idempotency_key, "attempt_log": step.attempt_log}
         if step.id is None:
             new.append((step, {**row, "execution_id": execution_id, "seq": step.seq, "action_id": step.action_id,
                                "type": step.type, "started_at": step.started_at}))

@@ -7,8 +7,13 @@ workflow that keeps updating the record it listens to stops at the engine's dept
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Connection
+
+from controller.engine import unit
 from controller.engine.triggers import record as record_trigger
 from controller.model.entities import ENTITY_TYPES
 from controller.store import records as record_store
@@ -23,8 +28,18 @@ class RecordService:
         self.depth = depth
         self.started: list[int] = []  # executions started by the writes, for callers that report them
 
-    def create(self, account: str, entity: str, data: dict[str, Any]) -> dict[str, Any]:
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """The running step's transaction when there is one (its unit of work), else a new one."""
+        joined = unit.bound()
+        if joined is not None:
+            yield joined
+            return
         with self.engine.store.tx() as conn:
+            yield conn
+
+    def create(self, account: str, entity: str, data: dict[str, Any]) -> dict[str, Any]:
+        with self._tx() as conn:
             record = record_store.create(conn, account, entity, data, self.engine.clock.now())
             self.started += record_trigger.fire(self.engine, conn, account, entity, "created", record,
                                                 depth=self.depth)
@@ -32,7 +47,7 @@ class RecordService:
 
     def update(self, account: str, entity: str, record_id: str, data: dict[str, Any], *,
                touch_activity: bool = True) -> dict[str, Any]:
-        with self.engine.store.tx() as conn:
+        with self._tx() as conn:
             _, record = record_store.update(conn, account, entity, record_id, data, self.engine.clock.now(),
                                             touch_activity=touch_activity)
             self.started += record_trigger.fire(self.engine, conn, account, entity, "updated", record,
@@ -40,7 +55,7 @@ class RecordService:
         return record
 
     def delete(self, account: str, entity: str, record_id: str) -> dict[str, Any]:
-        with self.engine.store.tx() as conn:
+        with self._tx() as conn:
             record = record_store.delete(conn, account, entity, record_id, self.engine.clock.now())
             self.started += record_trigger.fire(self.engine, conn, account, entity, "deleted", record,
                                                 depth=self.depth)

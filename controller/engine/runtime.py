@@ -11,7 +11,8 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from controller.config import Config
-from controller.engine import queue
+from controller.engine import queue, unit
 from controller.engine import scope as scopes
 from controller.engine.admission import Admission, Request, Verdict
 from controller.engine.clock import Clock, SystemClock
@@ -59,15 +60,17 @@ class Engine:
         self.data_dir = data_dir
         self.clock = clock or SystemClock()
         self.directory = directory or StoreDirectory(store)
+        config = config or Config()
         self.templates = templates or Templates()
-        self.interpreter = Interpreter(self.templates, self.directory, default_modules(), self.clock.now)
+        self.interpreter = Interpreter(self.templates, self.directory, default_modules(), self.clock.now,
+                                       idempotency_header=config.idempotency_header)
         self._effects = effects or live_effects
         self.lease = timedelta(seconds=lease_seconds)
         self.max_depth = max_depth
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.versions = Versions()
         self.admission = Admission(templates=self.templates, versions=self.versions, now=self.clock.now,
-                                   default_limit=(config or Config()).rate_limit)
+                                   default_limit=config.rate_limit)
         self.lifecycle = Lifecycle([wake_parent])
         self.http = cookieless_session()  # one connection pool for every step's HTTP calls
 
@@ -115,7 +118,8 @@ class Engine:
             scope = self._scope(conn, ex) if definition is not None else {}
         segment = None
         if definition is not None:
-            segment = self.interpreter.run(ex, definition, scope, self._effects(self, ex), self._checkpoint, stop)
+            segment = self.interpreter.run(ex, definition, scope, self._effects(self, ex), self._checkpoint, stop,
+                                           unit=self._unit)
         with self.store.tx() as conn:
             if ex.status not in FINAL and self._cancel_requested(conn, ex.id):
                 self._terminate(ex, "cancelled")
@@ -155,8 +159,19 @@ class Engine:
                             now=self.clock.now(), execution={"id": ex.id}, steps=steps)
 
     def _checkpoint(self, ex: ExecutionRow) -> None:
+        """Write the execution's progress: in the step's unit of work when inside one, else on its own."""
+        joined = unit.bound()
+        if joined is not None:
+            self.lifecycle.save(joined, ex, self.clock.now(), release=False)
+            return
         with self.store.tx() as conn:
             self.lifecycle.save(conn, ex, self.clock.now(), release=False)
+
+    @contextmanager
+    def _unit(self) -> Iterator[None]:
+        """One transaction for an internal effect and the checkpoint of its step (see engine.unit)."""
+        with self.store.tx() as conn, unit.bind(conn):
+            yield
 
     def _start_child(self, conn: Connection, ex: ExecutionRow, action_id: str, workflow: str,
                      payload: dict[str, Any]) -> None:

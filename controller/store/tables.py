@@ -228,6 +228,10 @@ execution_steps = Table(
     Column("started_at", Timestamp(), nullable=False),
     Column("finished_at", Timestamp()),
     Column("wait_seconds", Integer),
+    # External effects: the key sent with every attempt of the step, and attempts that did not finish
+    # (``[{"attempt", "at", "outcome"}]``: a worker lost mid-call shows here, never silently).
+    Column("idempotency_key", String(80)),
+    Column("attempt_log", Json, nullable=False, default=list),
     UniqueConstraint("execution_id", "action_id"),
 )
 

@@ -191,7 +191,8 @@ def _step_view(row: Any) -> dict[str, Any]:
         output = {k: v for k, v in output.items() if k != "_wake_at"} or None
     return {
         "action_id": row["action_id"], "type": row["type"], "status": row["status"], "input": row["input"],
-        "output": output, "error": row["error"], "attempts": row["attempts"], "started_at": iso(row["started_at"]),
+        "output": output, "error": row["error"], "attempts": row["attempts"], "attempt_log": list(row["attempt_log"]),
+        "idempotency_key": row["idempotency_key"], "started_at": iso(row["started_at"]),
         "finished_at": iso(row["finished_at"]), "wait_seconds": row["wait_seconds"],
     }
 

@@ -21,6 +21,14 @@ class ActionContext:
     directory: Directory
     effects: Effects
     execution_id: int | None = None
+    idempotency_key: str | None = None  # the same for every attempt of this step (external effects)
+    idempotency_header: str = "Idempotency-Key"  # the header that carries it; "" sends none
+
+    def idempotency_headers(self) -> dict[str, str]:
+        """The header a repeat-aware receiver reads, when this step has a key."""
+        if not self.idempotency_key or not self.idempotency_header:
+            return {}
+        return {self.idempotency_header: self.idempotency_key}
 
     def lookup(self, ref: str, kind: str) -> DirectoryEntry:
         """The active directory entry ``ref`` names, or a step error that says what is wrong."""

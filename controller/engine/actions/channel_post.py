@@ -15,4 +15,4 @@ def run(inputs: dict[str, Any], ctx: ActionContext) -> Outcome:
     if not text.strip():
         # Chat services reject an empty message; say so here rather than relay their 400.
         raise ExecutionError(f"text is empty; nothing to post to {channel.ref}")
-    return Done(ctx.effects.post_channel(ctx.account, channel, {"text": text}))
+    return Done(ctx.effects.post_channel(ctx.account, channel, {"text": text}, ctx.idempotency_headers()))

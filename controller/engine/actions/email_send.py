@@ -86,7 +86,9 @@ def build_message(mailbox: DirectoryEntry, to: list[str], cc: list[str], inputs:
         message["Cc"] = ", ".join(cc)
     message["Subject"] = _one_line(inputs.get("subject"))
     message["Date"] = format_datetime(ctx.now)
-    message["Message-ID"] = make_msgid(domain=Address(addr_spec=sender).domain)
+    domain = Address(addr_spec=sender).domain
+    # The same for every attempt of the step: a receiver (and the outbox) can tell a repeat.
+    message["Message-ID"] = f"<{ctx.idempotency_key}@{domain}>" if ctx.idempotency_key else make_msgid(domain=domain)
     message["Auto-Submitted"] = "auto-generated"
     message["X-Wfctl-Workflow"] = ctx.workflow
     body = "" if inputs.get("body") is None else str(inputs["body"])

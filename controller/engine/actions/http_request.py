@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,11 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 def run(inputs: dict[str, Any], ctx: ActionContext) -> Outcome:
     """Make the call through the effects; see :func:`build_call` for what is checked first."""
-    return Done(ctx.effects.http_request(build_call(inputs)))
+    call = build_call(inputs)
+    extra = ctx.idempotency_headers() if call.method != "GET" else {}
+    if extra and not any(name.lower() == ctx.idempotency_header.lower() for name in call.headers):
+        call = replace(call, headers={**call.headers, **extra})  # a key set in the workflow wins
+    return Done(ctx.effects.http_request(call))
 
 
 def build_call(inputs: dict[str, Any]) -> HttpCall:
