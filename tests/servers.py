@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -207,11 +208,17 @@ def _handler(server: HttpServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client killed mid-request (kill -9 tests)
+            super().handle_error(request, client_address)
+
+
 @contextmanager
 def http_server() -> Iterator[HttpServer]:
     """An HTTP server on 127.0.0.1 in a thread; every path answers 200 ``{"ok": true}`` until told."""
     server = HttpServer(url="")
-    httpd = ThreadingHTTPServer((HOST, 0), _handler(server))
+    httpd = _QuietServer((HOST, 0), _handler(server))
     server.url = f"http://{HOST}:{httpd.server_address[1]}"  # known once the socket is bound
     # A short poll interval: shutdown() waits up to one interval, in every test that uses the server.
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="test-http-server", daemon=True)
