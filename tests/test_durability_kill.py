@@ -10,7 +10,6 @@ import os
 import random
 from pathlib import Path
 
-import pytest
 from killkit import run
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import _pg_schema_url  # noqa: E402
-from killkit import run  # noqa: E402
+from conftest import _pg_schema_url
+from killkit import run
 
 
 def main() -> None:
