@@ -183,6 +183,12 @@ def status(settings: Settings, as_json: bool) -> None:
     click.echo(f"source: {source['location'] or settings.repo} ({source['branch'] or '?'}) "
                f"applied {(source['last_applied_commit'] or 'nothing')[:12]}"
                + (f" - Ready={ready['status']} {ready['reason']}: {ready['message']}" if ready else ""))
+    for loop in state["loops"]:
+        if loop["status"] != "ok":
+            click.echo(f"loop {loop['name']} of {loop['owner']}: {loop['status']}, {loop['failures']} failed pass(es) "
+                       f"since {loop['failing_since']}: {loop['error']}")
+    if state["loops"] and all(loop["status"] == "ok" for loop in state["loops"]):
+        click.echo(f"loops: {len(state['loops'])} reporting, all ok")
     for w in state["workflows"]:
         version = f"v{w['version']}" if w["version"] else "-"
         enabled = "" if w["enabled"] else " (disabled)"

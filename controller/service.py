@@ -3,7 +3,9 @@
 Any number of processes may serve one store: every one runs workers (executions are claimed
 under leases), but only the leader runs the reconciler, the schedule jobs and the inactivity
 scan. Leadership is a PostgreSQL session advisory lock, or a file lock beside a SQLite database.
-SIGTERM stops taking work, lets in-flight steps finish, releases leases and exits.
+SIGTERM stops taking work, lets in-flight steps finish, releases leases and exits. Every loop is
+supervised (:mod:`controller.supervision`): a pass that raises is logged, reported and retried after a
+back-off; it never ends its loop.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from sqlalchemy import text
 from controller.engine.runtime import Engine
 from controller.engine.scheduler import Schedules
 from controller.engine.triggers import inactivity
-from controller.errors import WfcError
+from controller.errors import SourceError
 from controller.reconcile.reconciler import Reconciler
 from controller.store import Store, decisions
+from controller.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
 LEADER_LOCK_ID = 0x77666375
+LEADER_LOOPS = ("reconcile", "scheduler", "inactivity", "purge")
 
 
 class Leadership:
@@ -95,11 +99,20 @@ class Controller:
         self._kick = threading.Event()
         self._threads: list[threading.Thread] = []
         self._purged: datetime | None = None
+        self._leading = False
+        self._scheduling = False
+        self.supervisor = Supervisor(engine.store, engine.owner)
 
     def start(self) -> None:
+        for name in LEADER_LOOPS:
+            self.supervisor.loop(name, self.options.interval)
+        workers = [f"worker-{i}" for i in range(self.options.workers)]
+        for name in workers:
+            self.supervisor.loop(name, self.options.idle_poll)
+        self.supervisor.on_failure["reconcile"] = self._reconcile_failed
         self._threads = [threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True)]
-        self._threads += [threading.Thread(target=self._work, name=f"worker-{i}", daemon=True)
-                          for i in range(self.options.workers)]
+        self._threads += [threading.Thread(target=self._work, args=(name,), name=name, daemon=True)
+                          for name in workers]
         for thread in self._threads:
             thread.start()
 
@@ -120,30 +133,43 @@ class Controller:
         self._kick.set()
 
     def _reconcile_loop(self) -> None:
-        scheduling = False
+        """The leader's loops, one supervised pass each per round: a failing one holds back no other."""
         while not self._stop.is_set():
-            if self.leadership.held():
-                try:
-                    self.reconciler.sync()
-                    if self.after_sync is not None:
-                        self.after_sync()
-                except WfcError as e:
-                    log.error("reconcile pass failed: %s", e)
-                try:
-                    if not scheduling:
-                        self.schedules.start()
-                        scheduling = True
-                    else:
-                        self.schedules.register()
-                    with self.engine.store.tx() as conn:
-                        started = inactivity.scan(self.engine, conn)
-                    if started:
-                        log.info("inactivity started %d execution(s)", len(started))
-                    self.purge()
-                except WfcError as e:
-                    log.error("scheduling failed: %s", e)
-            self._kick.wait(self.options.interval * random.uniform(0.9, 1.1))
+            leading = self.supervisor.run_pass("reconcile", self._reconcile) and self._leading
+            if leading:
+                self.supervisor.run_pass("scheduler", self._schedule)
+                self.supervisor.run_pass("inactivity", self._inactivity)
+                self.supervisor.run_pass("purge", self.purge)
+            self.supervisor.report()
+            wait = max(self.supervisor.backoff(name) for name in LEADER_LOOPS)
+            self._kick.wait(wait * random.uniform(0.9, 1.1))
             self._kick.clear()
+        self.supervisor.report(force=True)
+
+    def _reconcile(self) -> None:
+        self._leading = self.leadership.held()
+        if not self._leading:
+            return
+        self.reconciler.sync()
+        if self.after_sync is not None:
+            self.after_sync()
+
+    def _reconcile_failed(self, error: BaseException) -> None:
+        if not isinstance(error, SourceError):  # a git failure is on the source already
+            self.reconciler.record_failure(error)
+
+    def _schedule(self) -> None:
+        if not self._scheduling:
+            self.schedules.start()
+            self._scheduling = True
+        else:
+            self.schedules.register()
+
+    def _inactivity(self) -> None:
+        with self.engine.store.tx() as conn:
+            started = inactivity.scan(self.engine, conn)
+        if started:
+            log.info("inactivity started %d execution(s)", len(started))
 
     def purge(self) -> int:
         """Forget trigger decisions older than the retention; at most once per ``purge_every``."""
@@ -157,12 +183,16 @@ class Controller:
             log.info("forgot %d trigger decision(s) older than the timeline retention", purged)
         return purged
 
-    def _work(self) -> None:
+    def _work(self, name: str) -> None:
+        ran = 0
+
+        def claim_and_run() -> None:
+            nonlocal ran
+            ran = self.engine.run_pending(limit=5, stop=self._stop.is_set)
+
         while not self._stop.is_set():
-            try:
-                ran = self.engine.run_pending(limit=5, stop=self._stop.is_set)
-            except WfcError as e:
-                log.error("worker: %s", e)
-                ran = 0
-            if not ran:
+            ran = 0
+            if not self.supervisor.run_pass(name, claim_and_run):
+                self._stop.wait(self.supervisor.backoff(name))
+            elif not ran:
                 self._stop.wait(self.options.idle_poll)

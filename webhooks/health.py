@@ -8,6 +8,7 @@ from flask import Blueprint
 
 from controller.errors import StoreError
 from controller.reconcile.state import read_source
+from controller.store import loops
 from webhooks.context import services
 
 blueprint = Blueprint("health", __name__)
@@ -22,17 +23,28 @@ def healthz() -> Any:
 @blueprint.get("/readyz")
 def readyz() -> Any:
     """Ready: the store answers and the source's last reconcile is not Stalled."""
+    found = services()
     try:
-        with services().store.read() as conn:
+        with found.store.read() as conn:
             source = read_source(conn, "default")  # a query: the store answers
+            reported = loops.recent(conn, found.now())
     except StoreError as e:
-        return _not_ready(f"the store is not reachable: {e}", store=False)
+        return _not_ready(f"the store is not reachable: {e}", store=False, loops=[])
+    stalled_loops = [loop for loop in reported if loop["status"] == "stalled"]
+    if stalled_loops:
+        first = stalled_loops[0]
+        return _not_ready(f"the {first['name']} loop has been failing since {first['failing_since']} "
+                          f"({first['failures']} passes): {first['error']}", store=True, loops=reported)
     stalled = next((c for c in source.conditions if c["type"] == "Stalled" and c["status"] == "True"), None)
     if stalled is not None:
-        return _not_ready(f"the last reconcile is stalled ({stalled['reason']}): {stalled['message']}", store=True)
-    return {"status": "ready", "checks": {"store": "ok", "reconcile": "ok"}}
+        return _not_ready(f"the last reconcile is stalled ({stalled['reason']}): {stalled['message']}", store=True,
+                          loops=reported)
+    return {"status": "ready", "checks": {"store": "ok", "reconcile": "ok", "loops": "ok"}, "loops": reported}
 
 
-def _not_ready(message: str, *, store: bool) -> Any:
-    checks = {"store": "ok" if store else "unreachable", "reconcile": "stalled" if store else "unknown"}
-    return {"status": "not_ready", "checks": checks, "error": {"code": "not_ready", "message": message}}, 503
+def _not_ready(message: str, *, store: bool, loops: list[dict[str, Any]]) -> Any:
+    stalled = any(loop["status"] == "stalled" for loop in loops)
+    checks = {"store": "ok" if store else "unreachable", "reconcile": "stalled" if store else "unknown",
+              "loops": "stalled" if stalled else "ok" if store else "unknown"}
+    return {"status": "not_ready", "checks": checks, "loops": loops,
+            "error": {"code": "not_ready", "message": message}}, 503

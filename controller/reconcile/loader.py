@@ -106,11 +106,56 @@ def bulk_loading() -> Iterator[None]:
 
 
 def load(where: WorkflowPath, data: bytes) -> Loaded:
-    """Parse and validate one workflow file; never raises for a problem in the file itself."""
+    """Parse and validate one workflow file; never raises for a problem in the file itself.
+
+    Not even for a file made to break the parser: one nested beyond :data:`MAX_NESTING` is refused
+    before parsing (the C parser would overflow the stack), and a recursion or memory error on the
+    way fails this file only, with a message, never the pass that reads it.
+    """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         return _invalid(where, "", [Problem(where.path, 0, 0, f"file is not UTF-8 text ({e.reason} at byte {e.start})")])
+    too_deep = _too_deep(text)
+    if too_deep is not None:
+        return _invalid(where, "", [Problem(where.path, too_deep, 1, f"the file nests deeper than {MAX_NESTING} "
+                                            f"levels; a workflow needs a handful: flatten it")])
+    try:
+        return _load(where, text)
+    except (RecursionError, MemoryError) as e:
+        return _invalid(where, "", [Problem(where.path, 0, 0, f"the file cannot be read: {type(e).__name__} "
+                                            f"while parsing it (too deep or too large); simplify it")])
+
+
+MAX_NESTING = 100  # levels of [ { (or 10 columns of indentation each); a workflow needs a handful
+_DEEP_INDENT = re.compile(rf"^[ \t]{{{MAX_NESTING * 10},}}\S", re.MULTILINE)
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where ``text`` nests deeper than MAX_NESTING (flow brackets, or indentation), else None."""
+    indented = _DEEP_INDENT.search(text)
+    if indented is not None:
+        return text.count("\n", 0, indented.start()) + 1
+    if text.count("[") + text.count("{") <= MAX_NESTING:  # the common case: nothing to scan
+        return None
+    depth, quote, line = 0, "", 1
+    for char in text:
+        if char == "\n":
+            line += 1
+        elif quote:
+            quote = "" if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return line
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return None
+
+
+def _load(where: WorkflowPath, text: str) -> Loaded:
     try:
         raw = _fast_yaml.load(text)
     except MarkedYAMLError as e:

@@ -70,7 +70,7 @@ class Reconciler:
                 self._mark_reconciling(head.sha)
                 plan = self.plan(head)
             except SourceError as e:
-                self._record_source_failure(e)
+                self.record_failure(e)
                 raise
             if plan.empty:
                 return plan
@@ -194,13 +194,19 @@ class Reconciler:
                 marked = conditions.reconciling(state.conditions, self.clock(), head)
                 conn.execute(sources.update().where(sources.c.id == state.id).values(conditions=marked))
 
-    def _record_source_failure(self, error: SourceError) -> None:
-        """Show the failure on the source's conditions; the store may be unreachable too."""
+    def record_failure(self, error: BaseException) -> None:
+        """Show a failed pass on the source's conditions (``Stalled``); the store may be unreachable too.
+
+        A git failure is ``SourceUnavailable``; anything else a pass raised is ``ReconcileError``,
+        with the exception's type and message, until a pass succeeds again.
+        """
+        reason = "SourceUnavailable" if isinstance(error, SourceError) else "ReconcileError"
+        message = str(error) if isinstance(error, SourceError) else f"{type(error).__name__}: {error}"[:1000]
         try:
             with self.store.write() as conn:
                 state = read_source(conn, self.name)
                 if state.id is not None:
-                    failed = conditions.source_failed(state.conditions, self.clock(), "SourceUnavailable", str(error))
+                    failed = conditions.source_failed(state.conditions, self.clock(), reason, message)
                     conn.execute(sources.update().where(sources.c.id == state.id).values(conditions=failed))
         except StoreError as e:
             log.warning("could not record the source failure: %s", e)

@@ -306,3 +306,18 @@ trigger_decisions = Table(
     Index(None, "account", "record_type", "record_id", "id"),
     Index(None, "workflow_id", "id"),
 )
+
+# The health of each background loop of each `wfctl serve` process (supervision), so that /readyz
+# and `wfctl status` of any process can tell a stalled loop.
+controller_loops = Table(
+    "controller_loops",
+    metadata,
+    Column("owner", String(100), primary_key=True),  # host:pid:nonce of the serving process
+    Column("name", String(40), primary_key=True),  # reconcile, scheduler, inactivity, purge, worker-N
+    Column("interval_seconds", Integer, nullable=False),
+    Column("failures", Integer, nullable=False, default=0),  # failed passes in a row
+    Column("failing_since", Timestamp()),  # the first failed pass of the current streak
+    Column("error", Text, nullable=False, default=""),
+    Column("last_ok_at", Timestamp()),
+    Column("updated_at", Timestamp(), nullable=False, index=True),
+)

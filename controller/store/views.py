@@ -6,13 +6,14 @@ The CLI prints them and the HTTP API serves them, so their keys are the public c
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
 
 from controller.errors import NotFoundError
 from controller.model.statuses import ACTIVE, ordered
+from controller.store import loops
 from controller.store.tables import (
     as_utc,
     audit_events,
@@ -56,7 +57,7 @@ def status(conn: Connection, source: str = "default") -> dict[str, Any]:
         view["executions_in_flight"] = active
         view["held_executions"] = queued if row["sync"] == "Blocked" else 0
         views.append(view)
-    return {"source": source_view, "workflows": views}
+    return {"source": source_view, "workflows": views, "loops": loops.recent(conn, datetime.now(UTC))}
 
 
 def not_ready(conn: Connection) -> list[dict[str, Any]]:
