@@ -94,6 +94,8 @@ def executions_show(settings: Settings, execution_id: int, as_json: bool) -> Non
         click.echo(f"  {step['action_id']:<24} {step['type']:<14} {step['status']:<10} attempts={step['attempts']}"
                    + (f" waited={step['wait_seconds']}s" if step["wait_seconds"] is not None else "")
                    + (f"  {step['error']}" if step["error"] else ""))
+        for lost in step["attempt_log"]:
+            click.echo(f"  {'':<24} attempt {lost['attempt']}: {lost['outcome']} (key {step['idempotency_key']})")
 
 
 @executions.command("retry")
