@@ -140,3 +140,43 @@ def test_stop_closes_the_listening_socket(tmp_path: Path, sqlite_url: str) -> No
         server.stop()
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{server.url}/healthz", timeout=2)
+
+
+def test_starting_and_stopping_under_load_fifty_times_is_clean(caplog: pytest.LogCaptureFixture) -> None:
+    """stop() while keep-alive clients keep sending: no error in stop, none in the request threads, port freed."""
+    import logging
+    import threading
+    import time
+    from typing import Any
+
+    import requests
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        time.sleep(0.001)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    with caplog.at_level(logging.WARNING):
+        for _ in range(50):
+            server = start_server(app, "127.0.0.1", 0, threads=4)
+            done = threading.Event()
+
+            def hammer(url: str = server.url, done: threading.Event = done) -> None:
+                session = requests.Session()
+                while not done.is_set():
+                    try:
+                        session.get(f"{url}/x", timeout=1)
+                    except requests.RequestException:
+                        pass
+
+            clients = [threading.Thread(target=hammer) for _ in range(3)]
+            for client in clients:
+                client.start()
+            time.sleep(0.01)
+            server.stop()
+            done.set()
+            for client in clients:
+                client.join(5)
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"{server.url}/x", timeout=1)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
