@@ -28,13 +28,32 @@ FORMATS = click.Choice(["text", "json", "github"])
 
 
 class Group(click.Group):
-    """Turns every :class:`WfcError` into one line on stderr and its exit code."""
+    """Turns every error into one line on stderr and its exit code: a :class:`WfcError` by its type,
+    a usage mistake click found as exit 2, and anything unexpected as one line too (``-vv`` logs where)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.ClickException as e:  # a bad option or argument: one line, not the usage text
+            hint = f" (see `{e.ctx.command_path} --help`)" if isinstance(e, click.UsageError) and e.ctx else ""
+            fail(e.format_message().replace("\n", " ") + hint, e.exit_code)
+        except click.exceptions.Abort:
+            fail("aborted", 1)
+        sys.exit(code or 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except WfcError as e:
             fail(str(e), e.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # a bug, not the user's mistake; still one line, the rest in the log
+            logging.getLogger("wfctl").debug("unexpected error", exc_info=True)
+            fail(f"internal error: {type(e).__name__}: {e}; rerun with -vv to see where, and report it", 2)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,6 +73,8 @@ def cli(ctx: click.Context, repo: str, branch: str | None, root: str, database_u
     """Reconcile workflow YAML in git into a runtime store, and run it."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if config_path is not None and not config_path.is_file():
+        fail(f"--config {config_path}: no such file" + (" (it is a folder)" if config_path.is_dir() else ""))
     ctx.obj = Settings(repo=repo, branch=branch, root=root.strip("/") or ".", database_url=database_url,
                        data_dir=data_dir, config_path=config_path)
 

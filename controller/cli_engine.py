@@ -17,6 +17,7 @@ from controller.settings import Settings
 from controller.store import views
 
 STATUSES = [str(s) for s in ORDER]
+EXECUTION_ID = click.IntRange(1, 2**31 - 1)  # the store's ids are 32-bit integers
 
 
 @click.command()
@@ -78,7 +79,7 @@ def executions_list(settings: Settings, workflow: str | None, status: str | None
 
 
 @executions.command("show")
-@click.argument("execution_id", type=int)
+@click.argument("execution_id", type=EXECUTION_ID)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def executions_show(settings: Settings, execution_id: int, as_json: bool) -> None:
@@ -99,7 +100,7 @@ def executions_show(settings: Settings, execution_id: int, as_json: bool) -> Non
 
 
 @executions.command("retry")
-@click.argument("execution_id", type=int)
+@click.argument("execution_id", type=EXECUTION_ID)
 @click.option("--latest", is_flag=True, help="Run on the workflow's latest version, not the original's.")
 @click.pass_obj
 def executions_retry(settings: Settings, execution_id: int, latest: bool) -> None:
@@ -112,7 +113,7 @@ def executions_retry(settings: Settings, execution_id: int, latest: bool) -> Non
 
 
 @executions.command("cancel")
-@click.argument("execution_id", type=int)
+@click.argument("execution_id", type=EXECUTION_ID)
 @click.pass_obj
 def executions_cancel(settings: Settings, execution_id: int) -> None:
     """Terminate an execution (a running one at its next step)."""

@@ -32,13 +32,23 @@ class Settings:
     def db_url(self) -> str:
         return self.database_url or default_url(self.data_dir)
 
+    def data_path(self) -> Path:
+        """The data directory, created (with its ``.gitignore``) and checked; UsageError if unfit."""
+        from controller.datadir import ensure
+
+        return ensure(self.data_dir)
+
     def config(self) -> Config:
         return load_config(self.config_path or self.data_dir / "config.yaml")
 
     def open_store(self, *, upgrade: bool = True) -> Store:
+        if self.database_url is None:
+            self.data_path()  # the default store lives there
         return open_store(self.db_url, upgrade=upgrade)
 
     def open_source(self) -> GitSource:
+        if "://" in self.repo:
+            self.data_path()  # a URL is cloned there
         return GitSource(self.repo, branch=self.branch, root=self.root, data_dir=self.data_dir)
 
     @contextmanager
@@ -52,4 +62,4 @@ class Settings:
             store.close()
 
     def engine(self, store: Store, *, clock: Clock | None = None, lease_seconds: float = 60.0) -> Engine:
-        return Engine(store, data_dir=self.data_dir, clock=clock, lease_seconds=lease_seconds, config=self.config())
+        return Engine(store, data_dir=self.data_path(), clock=clock, lease_seconds=lease_seconds, config=self.config())

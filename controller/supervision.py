@@ -72,7 +72,7 @@ class Supervisor:
         health = self.health[name]
         try:
             body()
-        except Exception as error:  # whatever a pass raises, the loop must go on
+        except Exception as error:  # noqa: BLE001 - whatever a pass raises, the loop must go on
             self._failed(health, error)
             return False
         if health.failures:

@@ -415,7 +415,7 @@ def test_feature_flag_off_refuses_with_exit_3(world: World) -> None:
 
 
 def test_feature_flag_is_on_by_default_and_checked_per_account(tmp_path: Path) -> None:
-    """No configuration: on. Off globally: refused for every account not switched back on; unknown flags exit 2."""
+    """An empty configuration: on. Off globally: refused for every account not switched back on; unknown flags exit 2."""
     repo = tmp_path / "repo"
     files = {f"workflows.d/{a}/hello.yaml": "apiVersion: workflows/v1\nkind: Workflow\nmetadata: {name: hello}\n"
              "spec:\n  trigger: {type: manual, entities: [ticket]}\n  actions:\n    - {id: note, type: set, vars: {a: 1}}\n"
@@ -427,6 +427,7 @@ def test_feature_flag_is_on_by_default_and_checked_per_account(tmp_path: Path) -
         return CliRunner().invoke(cli, ["--repo", str(repo), "--data-dir", str(tmp_path / "data"),
                                         "--config", str(config), "dry-run", str(repo / f"workflows.d/{account}/hello.yaml")])
 
+    config.write_text("")  # an empty configuration: every default (a --config that does not exist is an error)
     assert dry("acme").exit_code == 0 and dry("globex").exit_code == 0
     config.write_text("features: {workflow_dry_run: false}\naccounts:\n  globex: {features: {workflow_dry_run: true}}\n")
     assert (dry("acme").exit_code, dry("acme").stderr) == (3, REFUSED)

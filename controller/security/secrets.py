@@ -75,7 +75,8 @@ class SecretBox:
     def for_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> SecretBox:
         """The box of ``wfctl``'s settings: ``WFC_SECRET_KEY`` from ``environ``, else the data directory's key."""
         env = os.environ if environ is None else environ
-        return cls.load(settings.data_dir, env.get(KEY_ENV))
+        key = env.get(KEY_ENV)
+        return cls.load(settings.data_dir if key else settings.data_path(), key)
 
     def encrypt(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode("utf-8")).decode("ascii")

@@ -136,7 +136,7 @@ def open_store(url: str, *, upgrade: bool = True) -> Store:
         raise StoreError(f"bad database URL {url!r}: {e} (e.g. sqlite:///path/wfctl.db)") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _check_sqlite_path(Path(parsed.database))
         engine = _sqlite_engine(url)
     else:
         try:
@@ -144,7 +144,20 @@ def open_store(url: str, *, upgrade: bool = True) -> Store:
         except (ArgumentError, ImportError) as e:
             raise StoreError(f"cannot use database URL {parsed!r}: {e}") from None
     store = Store(engine)
-    if upgrade and not store.is_current():
-        log.info("upgrading store schema at %s", store.safe_url)
-        store.upgrade()
+    try:
+        if upgrade and not store.is_current():
+            log.info("upgrading store schema at %s", store.safe_url)
+            store.upgrade()
+    except SQLAlchemyError as e:  # not a database, read-only, locked, ...: one line, not a dump
+        store.close()
+        reason = getattr(e, "orig", None) or e
+        raise StoreError(f"cannot use the store at {store.safe_url}: {reason}") from None
     return store
+
+
+def _check_sqlite_path(path: Path) -> None:
+    """A SQLite file's folder must exist (nothing is created outside the data directory unasked)."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder; give the SQLite file's path, e.g. sqlite:///{path}/wfctl.db")
+    if not path.parent.is_dir():
+        raise StoreError(f"the folder {path.parent} of the SQLite store does not exist; create it, or pass another --db")
