@@ -285,18 +285,19 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
     from controller.service import Controller, ServeOptions
     from webhooks import create_app, start_server
 
+    config = settings.config()  # a bad configuration stops serve before it starts anything
+    _check_host(host)
     store = settings.open_store()
     engine = settings.engine(store, lease_seconds=lease)
     box = SecretBox.for_settings(settings)
     with settings.open_source() as source:
-        options = ServeOptions(interval=interval, workers=workers,
-                               timeline_retention=settings.config().timeline_retention_seconds)
+        options = ServeOptions(interval=interval, workers=workers, timeline_retention=config.timeline_retention_seconds)
         controller = Controller(Reconciler(source, store, location=settings.repo), engine, options,
                                 after_sync=lambda: ensure_webhook_secrets(store, box))
         try:
             http = start_server(create_app(settings, store, engine, controller=controller), host, port)
-        except OSError as e:
-            fail(f"cannot listen on {host}:{port}: {e.strerror or e}; pass --port")
+        except (OSError, ValueError) as e:
+            fail(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}; pass --host or --port")
         stopping = threading.Event()
 
         def on_signal(signum: int, _frame: Any) -> None:
@@ -313,6 +314,16 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
         http.stop()
         controller.stop()
     store.close()
+
+
+def _check_host(host: str) -> None:
+    """The address to listen on must resolve (a typo like 256.1.1.1 is caught before anything starts)."""
+    import socket
+
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as e:
+        fail(f"--host {host!r} is not an address this machine can listen on ({e}); e.g. 127.0.0.1 or 0.0.0.0")
 
 
 def register(cli: click.Group) -> None:

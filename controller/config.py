@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
 
-from controller.errors import GuardError, UsageError
+from controller.errors import DefinitionError, GuardError, Problem, UsageError
+from controller.model import yamlfile
 from controller.model.durations import Duration, parse_duration
 from controller.model.workflow import RateLimit
 
@@ -100,10 +99,21 @@ def load_config(path: Path | None) -> Config:
     if path is None or not path.exists():
         return Config()
     try:
-        raw = YAML(typ="safe", pure=False).load(path.read_text()) or {}
-        parsed = _File.model_validate(raw)
-    except (OSError, YAMLError, ValidationError) as e:
-        raise UsageError(f"{path}: not a valid configuration file: {e}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read the configuration: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        raw = yamlfile.parse(text, str(path)) or {}
+        if not isinstance(raw, dict):
+            raise DefinitionError([Problem(str(path), 1, 1, "expected a mapping (features, limits, timeline, "
+                                                           "effects, accounts)")])
+        try:
+            parsed = _File.model_validate(raw)
+        except ValidationError as e:
+            raise DefinitionError(yamlfile.problems(str(path), text, e)) from None
+    except DefinitionError as e:  # one line: the first problem, located; how many more
+        more = f" (and {len(e.problems) - 1} more)" if len(e.problems) > 1 else ""
+        raise UsageError(f"{e.problems[0]}{more}") from None
     flags = [*parsed.features, *(f for a in parsed.accounts.values() for f in a.features)]
     unknown = sorted(set(flags) - set(DEFAULTS))
     if unknown:

@@ -13,21 +13,17 @@ directory with nothing is almost always a truncated file, not an intent.
 from __future__ import annotations
 
 import difflib
-import json
 import typing
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import ErrorDetails
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from controller.errors import DefinitionError, Problem
-from controller.model.base import LOCATED_ERROR, located
+from controller.model import yamlfile
+from controller.model.base import located
 from controller.model.entries import DirectoryEntry
-from controller.model.issues import describe
-from controller.model.paths import Loc, field_path, node_position
+from controller.model.paths import Loc
 from controller.model.refs import REF_ID_PATTERN
 
 __all__ = ["Channel", "DirectoryFile", "Mailbox", "ObjectType", "Smtp", "User", "parse_directory"]
@@ -187,7 +183,7 @@ def parse_directory(text: str, path: str) -> list[DirectoryEntry]:
 
     ``.json`` files are read as JSON, everything else as YAML.
     """
-    raw = _parse(text, path)
+    raw = yamlfile.parse(text, path)
     if raw is None or raw == {}:
         raise DefinitionError([Problem(path, 1, 1, _EMPTY)])
     if not isinstance(raw, dict):
@@ -196,7 +192,7 @@ def parse_directory(text: str, path: str) -> list[DirectoryEntry]:
     try:
         entries = DirectoryFile.model_validate(raw).entries()
     except ValidationError as e:
-        raise DefinitionError(_locate(path, text, [_issue(err) for err in e.errors(include_url=False)])) from None
+        raise DefinitionError(yamlfile.problems(path, text, e, _unknown_key)) from None
     if not entries:
         raise DefinitionError([Problem(path, 1, 1, _EMPTY)])
     return entries
@@ -206,66 +202,12 @@ _KEYS = ", ".join(SECTIONS)
 _EMPTY = f"the directory file has no entries (give at least one of: {_KEYS})"
 
 
-def _parse(text: str, path: str) -> Any:
-    if path.lower().endswith(".json"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DefinitionError([Problem(path, e.lineno, e.colno, f"JSON syntax error: {e.msg}")]) from None
-    try:
-        return YAML(typ="safe", pure=False).load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise DefinitionError([Problem(path, line, col, f"YAML syntax error: {e.problem or e}")]) from None
-    except YAMLError as e:
-        raise DefinitionError([Problem(path, 1, 1, f"YAML error: {e}")]) from None
-
-
-def _locate(path: str, text: str, issues: list[tuple[Loc, str]]) -> list[Problem]:
-    try:
-        tree: Any = YAML().load(text)  # round-trip: keeps .lc positions (JSON is YAML too)
-    except YAMLError:
-        tree = None
-    problems: list[Problem] = []
-    for loc, message in issues:
-        line, col = node_position(tree, loc)
-        problem = Problem(path, line, col, message, field_path(loc))
-        if problem not in problems:
-            problems.append(problem)
-    return problems
 
 
 # -- pydantic errors as messages ---------------------------------------------------------------
 
 
-def _issue(error: ErrorDetails) -> tuple[Loc, str]:
-    loc, kind, ctx, value = tuple(error["loc"]), error["type"], error.get("ctx") or {}, error["input"]
-    if kind == LOCATED_ERROR:
-        return (*loc, *ctx["wfc_path"]), str(ctx["wfc_message"])
-    if kind in ("value_error", "assertion_error"):
-        return loc, str(ctx["error"])
-    if kind == "extra_forbidden":
-        return loc, _unknown_key(loc)
-    if kind == "missing":
-        return loc[:-1], f"missing required key {loc[-1]!r}"
-    if kind == "literal_error":
-        return loc, f"{value!r} is not one of: {ctx.get('expected', '')}"
-    if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return loc, f"expected a mapping (key: value), got {describe(value)}"
-    if kind in _PLAIN:
-        return loc, _PLAIN[kind].format(got=describe(value), **ctx)
-    return loc, error["msg"]
 
-
-_PLAIN = {
-    "string_type": "expected a string, got {got} (quote it)",
-    "int_type": "expected a whole number, got {got}",
-    "bool_type": "expected true or false, got {got}",
-    "list_type": "expected a list, got {got}",
-    "greater_than_equal": "must be at least {ge}",
-    "less_than_equal": "must be at most {le}",
-}
 
 
 def _unknown_key(loc: Loc) -> str:

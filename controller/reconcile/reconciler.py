@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from controller.errors import ConflictError, Problem, SourceError, StoreError
 from controller.reconcile import conditions
@@ -24,7 +24,7 @@ from controller.reconcile.state import in_flight, read_applied, read_blocked, re
 from controller.source import Change, CommitInfo, GitSource, TreeEntry
 from controller.store import Store
 from controller.store.directory import snapshot as directory_snapshot
-from controller.store.tables import sources
+from controller.store.tables import sources, workflows
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Reconciler:
         for _ in range(self.max_conflicts):
             try:
                 head = self.source.resolve_head()
+                self._check_root(head)
                 self._mark_reconciling(head.sha)
                 plan = self.plan(head)
             except SourceError as e:
@@ -182,6 +183,19 @@ class Reconciler:
         except SourceError as e:  # e.g. a symlink out of the repository: that file is invalid, not the pass
             return Loaded(where, "", None, (Problem(where.path, 0, 0, str(e)),))
         return load(where, data)
+
+    def _check_root(self, head: CommitInfo) -> None:
+        """A root folder that is not in the branch, for a store that never had a workflow: a wrong --root.
+
+        (Once workflows were applied, a head without the folder is a commit that deleted them all.)
+        """
+        if self.source.has_root(head.sha):
+            return
+        with self.store.read() as conn:
+            if conn.execute(select(workflows.c.id).limit(1)).first() is not None:
+                return
+        raise SourceError(f"there is no folder {self.source.root}/ in {self.source.branch} at {head.sha[:12]}; "
+                          f"pass --root, the folder that holds <account>/<name>.yaml")
 
     def _mark_reconciling(self, head: str) -> None:
         """Show ``Reconciling`` on the source while a pass over a new head runs."""

@@ -61,6 +61,10 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = ()) -> Report:
 
 
 def _chosen(top: Path, root: str, paths: list[Path]) -> dict[str, WorkflowPath]:
+    where_root = (top / root).resolve()
+    if where_root != top and top not in where_root.parents:
+        raise UsageError(f"--root {root} is outside the repository {top}; give a folder inside it (default "
+                         f"workflows.d)")
     if not paths:
         paths = [top / root]
         if not paths[0].is_dir():
@@ -69,6 +73,8 @@ def _chosen(top: Path, root: str, paths: list[Path]) -> dict[str, WorkflowPath]:
     for given in paths:
         if not given.exists():
             raise UsageError(f"{given}: no such file or folder")
+        if not given.is_dir() and given.suffix not in SUFFIXES:
+            raise UsageError(f"{given} is not a workflow file (a .yaml or .yml file, or a folder of them)")
         files = sorted(p for p in given.rglob("*") if p.suffix in SUFFIXES) if given.is_dir() else [given]
         for file in files:
             where = _where(top, root, file)
@@ -100,6 +106,8 @@ def _load(top: Path, where: WorkflowPath) -> Loaded:
         data = safe_worktree_path(top, path).read_bytes() if path.is_relative_to(top) else path.read_bytes()
     except SourceError as e:
         return Loaded(where, "", None, (Problem(where.path, 0, 0, str(e)),))
+    except RuntimeError as e:  # pathlib's "Symlink loop from ..."
+        return Loaded(where, "", None, (Problem(where.path, 0, 0, f"cannot read the file: {e}; fix the link"),))
     except OSError as e:
         return Loaded(where, "", None, (Problem(where.path, 0, 0, f"cannot read the file: {e.strerror}"),))
     return load(where, data)

@@ -90,6 +90,12 @@ class GitSource:
             fetch(self._repo, self._url)
         return self._commit_info(self._branch_head())
 
+    def has_root(self, commit_sha: str) -> bool:
+        """Whether the root folder exists at ``commit_sha`` (a repository root always does)."""
+        if not self._root:
+            return True
+        return bool(self._run("ls-tree", commit_sha, "--", self._root).strip())
+
     def commit(self, sha: str) -> CommitInfo:
         """The commit ``sha`` (any revision git understands; a full sha is the usual)."""
         return self._commit_info(self._resolve(sha))

@@ -95,7 +95,7 @@ class Store:
         try:
             yield
         except OperationalError as e:
-            raise StoreError(f"store {self.safe_url} is not reachable: {e.orig}") from e
+            raise StoreError(f"store {self.safe_url} is not reachable: {one_line(e.orig)}") from e
 
     @property
     def safe_url(self) -> str:
@@ -109,11 +109,15 @@ class Store:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         try:
-            with self.engine.begin() as conn:
+            # Under the write lock, so two processes starting on a fresh store take turns: the second
+            # waits for the first to commit, then finds the schema at head and does nothing.
+            with self.tx() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": WRITE_LOCK_ID})
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
         except SQLAlchemyError as e:
-            raise StoreError(f"cannot migrate store {self.safe_url}: {e}") from e
+            raise StoreError(f"cannot migrate store {self.safe_url}: {one_line(getattr(e, 'orig', None) or e)}") from None
 
     def is_current(self) -> bool:
         """True when the schema is at the newest migration."""
@@ -150,9 +154,13 @@ def open_store(url: str, *, upgrade: bool = True) -> Store:
             store.upgrade()
     except SQLAlchemyError as e:  # not a database, read-only, locked, ...: one line, not a dump
         store.close()
-        reason = getattr(e, "orig", None) or e
-        raise StoreError(f"cannot use the store at {store.safe_url}: {reason}") from None
+        raise StoreError(f"cannot use the store at {store.safe_url}: {one_line(getattr(e, 'orig', None) or e)}") from None
     return store
+
+
+def one_line(error: object) -> str:
+    """A driver's message on one line (psycopg's span several, with hints)."""
+    return " ".join(str(error).split())
 
 
 def _check_sqlite_path(path: Path) -> None:
