@@ -83,20 +83,16 @@ def executions_list(settings: Settings, workflow: str | None, status: str | None
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def executions_show(settings: Settings, execution_id: int, as_json: bool) -> None:
-    """One execution with its per-action trace."""
+    """One execution with its per-action trace: a tree of the steps with their resolved input and output."""
     data = read(settings, lambda conn: views.execution(conn, execution_id))
     if as_json:
         emit(data)
         return
-    click.echo(f"execution {data['id']} of {data['workflow']} v{data['version'] or '-'}: {data['status']}"
-               + (f" ({data['error']})" if data["error"] else ""))
-    click.echo(f"  trigger: {json.dumps(data['trigger'], default=str)[:200]}")
-    for step in data["steps"]:
-        click.echo(f"  {step['action_id']:<24} {step['type']:<14} {step['status']:<10} attempts={step['attempts']}"
-                   + (f" waited={step['wait_seconds']}s" if step["wait_seconds"] is not None else "")
-                   + (f"  {step['error']}" if step["error"] else ""))
-        for lost in step["attempt_log"]:
-            click.echo(f"  {'':<24} attempt {lost['attempt']}: {lost['outcome']} (key {step['idempotency_key']})")
+    from controller.cli_trace import colour_wanted, render
+
+    definition = read(settings, lambda conn: views.execution_definition(conn, execution_id))
+    for line in render(data, definition, colour=colour_wanted()):
+        click.echo(line)
 
 
 @executions.command("retry")

@@ -241,3 +241,17 @@ def test_mail_deliver_starts_the_mailbox_workflows(repo: Path, tmp_path: Path) -
     assert other == {"executions": []}
     one_error_line(wfctl(repo, "mail", "deliver", "--account", "acme", "--mailbox", "mb_support", str(eml)), 2,
                    "not a mailbox reference")
+
+
+def test_executions_show_prints_the_trace_as_a_tree_with_inputs_and_outputs(repo: Path) -> None:
+    """Text: one line per step (status, attempts, duration), its resolved input and output below, cut with a hint."""
+    ticket = as_json(wfctl(repo, "records", "create", "ticket", "--account", "acme", "--data",
+                           json.dumps({"title": "x" * 300})))["record"]["id"]
+    execution = as_json(wfctl(repo, "run", "acme/hello", "--record", f"ticket:{ticket}", "--json"))["execution_id"]
+    assert wfctl(repo, "run", "acme/hello", "--record", f"ticket:{ticket}", "--wait").exit_code == 0
+    shown = wfctl(repo, "executions", "show", str(execution)).stdout.splitlines()
+    assert shown[0].startswith(f"execution {execution} of acme/hello v1: succeeded")
+    assert shown[2].startswith("  greet (set) succeeded attempts=1")
+    assert shown[3].startswith('    input:  {"vars": {"who": "xxx') and shown[3].endswith("(cut; --json shows all)")
+    assert shown[4].startswith('    output: {"who": "xxx')
+    assert "\x1b[" not in "\n".join(shown)  # no colours when not on a terminal
