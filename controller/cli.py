@@ -12,17 +12,17 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from controller import cli_check, cli_engine, cli_web
 from controller.cli_common import emit, fail, key_arg, read
 from controller.errors import Problem, WfcError
-from controller.reconcile.plan import BlockedOp, Plan, VersionOp
-from controller.reconcile.validate import validate_tree
 from controller.settings import Settings
-from controller.store import views
+
+if TYPE_CHECKING:
+    from controller.reconcile.plan import Plan
 
 FORMATS = click.Choice(["text", "json", "github"])
 
@@ -90,6 +90,8 @@ def validate(settings: Settings, paths: tuple[Path, ...], fmt: str) -> None:
     from controller.check.cases import check_test_files, test_files
 
     top = Path(settings.repo)
+    from controller.reconcile.validate import validate_tree
+
     report = validate_tree(top, settings.root, paths)
     tests = test_files(top, settings.root, paths)
     report = replace(report, files=report.files + len(tests),
@@ -117,6 +119,8 @@ def _problem(p: Problem) -> dict[str, Any]:
 @click.pass_obj
 def plan(settings: Settings, as_json: bool) -> None:
     """Show what `sync` would do now. Exit 0 nothing to do, 1 changes pending."""
+    from controller.store import views
+
     with settings.reconciler() as reconciler:
         result = reconciler.plan()
         with reconciler.store.read() as conn:
@@ -138,6 +142,8 @@ def plan(settings: Settings, as_json: bool) -> None:
 
 
 def _plan_rows(result: Plan) -> list[dict[str, Any]]:
+    from controller.reconcile.plan import BlockedOp, VersionOp
+
     versions_of: dict[str, list[dict[str, Any]]] = {}
     messages: dict[str, str] = {}
     for op in result.ops:
@@ -161,6 +167,7 @@ def _plan_rows(result: Plan) -> list[dict[str, Any]]:
 def sync(settings: Settings, as_json: bool) -> None:
     """Run one reconcile pass. Exit 0 all applied, 1 something stayed Invalid or Blocked."""
     from controller.security.secrets import ensure_webhook_secrets
+    from controller.store import views
 
     with settings.reconciler() as reconciler:
         result = reconciler.sync()
@@ -190,6 +197,8 @@ def sync(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def status(settings: Settings, as_json: bool) -> None:
     """Show the source and every workflow with its version and sync state."""
+    from controller.store import views
+
     store = settings.open_store()
     try:
         with store.read() as conn:
@@ -222,6 +231,8 @@ def status(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def history(settings: Settings, workflow: str, as_json: bool) -> None:
     """List the versions of ACCOUNT/NAME, newest first."""
+    from controller.store import views
+
     rows = read(settings, lambda conn: views.history(conn, key_arg(workflow)))
     if as_json:
         emit(rows)
@@ -238,6 +249,8 @@ def history(settings: Settings, workflow: str, as_json: bool) -> None:
 @click.pass_obj
 def audit(settings: Settings, workflow: str, as_json: bool) -> None:
     """List the audit events of ACCOUNT/NAME with field-level changes, newest first."""
+    from controller.store import views
+
     rows = read(settings, lambda conn: views.audit(conn, key_arg(workflow)))
     if as_json:
         emit(rows)

@@ -6,12 +6,14 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from controller.settings import Settings
-from controller.store import Store
+
+if TYPE_CHECKING:
+    from controller.store import Store
 
 
 def emit(data: Any) -> None:

@@ -14,7 +14,6 @@ import click
 from controller.cli_common import emit, fail, json_file, key_arg, open_engine, read, record_ref, utcnow
 from controller.model.statuses import ORDER
 from controller.settings import Settings
-from controller.store import views
 
 STATUSES = [str(s) for s in ORDER]
 EXECUTION_ID = click.IntRange(1, 2**31 - 1)  # the store's ids are 32-bit integers
@@ -68,6 +67,8 @@ def executions() -> None:
 @click.pass_obj
 def executions_list(settings: Settings, workflow: str | None, status: str | None, limit: int, as_json: bool) -> None:
     """Executions, newest first."""
+    from controller.store import views
+
     rows = read(settings, lambda conn: views.executions_list(conn, workflow=workflow, status=status, limit=limit))
     if as_json:
         emit(rows)
@@ -84,6 +85,8 @@ def executions_list(settings: Settings, workflow: str | None, status: str | None
 @click.pass_obj
 def executions_show(settings: Settings, execution_id: int, as_json: bool) -> None:
     """One execution with its per-action trace: a tree of the steps with their resolved input and output."""
+    from controller.store import views
+
     data = read(settings, lambda conn: views.execution(conn, execution_id))
     if as_json:
         emit(data)

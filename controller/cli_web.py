@@ -11,13 +11,16 @@ import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy import Connection
 
 from controller.cli_common import emit, key_arg
-from controller.security import secrets, tokens
+from controller.model.permissions import PERMISSIONS
 from controller.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 
 @contextmanager
@@ -48,6 +51,8 @@ def webhook() -> None:
 @click.pass_obj
 def webhook_rotate(settings: Settings, workflow: str, as_json: bool) -> None:
     """Make a new signing secret for a webhook workflow and print it once; the old one stops working now."""
+    from controller.security import secrets
+
     box = secrets.SecretBox.for_settings(settings)
     with _store(settings) as conn:
         rotated = secrets.rotate(conn, box, key_arg(workflow), actor=_actor(), now=datetime.now(UTC))
@@ -68,13 +73,15 @@ def token() -> None:
 @click.option("--account", required=True)
 @click.option("--user", "user", required=True, metavar="USER_ID", help="The user the token acts for (e.g. u_alice).")
 @click.option("--permissions", required=True, metavar="P1,P2",
-              help=f"Comma-separated, from: {', '.join(tokens.PERMISSIONS)}.")
+              help=f"Comma-separated, from: {', '.join(PERMISSIONS)}.")
 @click.option("--name", default=None, help="A name to revoke it by (unique among the account's active tokens).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def token_create(settings: Settings, account: str, user: str, permissions: str, name: str | None,
                  as_json: bool) -> None:
     """Create a token and print it once; only its hash is stored."""
+    from controller.security import tokens
+
     with _store(settings) as conn:
         made = tokens.create(conn, account, user, permissions, datetime.now(UTC), name=name)
     if as_json:
@@ -92,6 +99,8 @@ def token_create(settings: Settings, account: str, user: str, permissions: str, 
 @click.pass_obj
 def token_revoke(settings: Settings, token_ref: str, account: str) -> None:
     """Revoke a token by id or name; it stops working at once."""
+    from controller.security import tokens
+
     with _store(settings) as conn:
         gone = tokens.revoke(conn, account, token_ref, datetime.now(UTC))
     label = f" {gone.name!r}" if gone.name else ""
@@ -104,6 +113,8 @@ def token_revoke(settings: Settings, token_ref: str, account: str) -> None:
 @click.pass_obj
 def token_list(settings: Settings, account: str, as_json: bool) -> None:
     """The account's tokens, newest first (never the tokens themselves)."""
+    from controller.security import tokens
+
     with _store(settings, write=False) as conn:
         rows = tokens.list_tokens(conn, account)
     if as_json:

@@ -10,13 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controller.config import Config, load_config
-from controller.engine.clock import Clock
-from controller.engine.runtime import Engine
-from controller.reconcile.reconciler import Reconciler
-from controller.source import GitSource
-from controller.store import Store, default_url, open_store
+if TYPE_CHECKING:  # imported where used: `wfctl --help` and `wfctl validate` load none of them
+    from controller.config import Config
+    from controller.engine.clock import Clock
+    from controller.engine.runtime import Engine
+    from controller.reconcile.reconciler import Reconciler
+    from controller.source import GitSource
+    from controller.store import Store
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Settings:
 
     @property
     def db_url(self) -> str:
+        from controller.store.db import default_url
+
         return self.database_url or default_url(self.data_dir)
 
     def data_path(self) -> Path:
@@ -39,14 +43,20 @@ class Settings:
         return ensure(self.data_dir)
 
     def config(self) -> Config:
+        from controller.config import load_config
+
         return load_config(self.config_path or self.data_dir / "config.yaml")
 
     def open_store(self, *, upgrade: bool = True) -> Store:
+        from controller.store import open_store
+
         if self.database_url is None:
             self.data_path()  # the default store lives there
         return open_store(self.db_url, upgrade=upgrade)
 
     def open_source(self) -> GitSource:
+        from controller.source import GitSource
+
         if "://" in self.repo:
             self.data_path()  # a URL is cloned there
         return GitSource(self.repo, branch=self.branch, root=self.root, data_dir=self.data_dir)
@@ -54,6 +64,8 @@ class Settings:
     @contextmanager
     def reconciler(self) -> Iterator[Reconciler]:
         """A reconciler over this source and store, closed afterwards."""
+        from controller.reconcile.reconciler import Reconciler
+
         store = self.open_store()
         try:
             with self.open_source() as source:
@@ -62,4 +74,6 @@ class Settings:
             store.close()
 
     def engine(self, store: Store, *, clock: Clock | None = None, lease_seconds: float = 60.0) -> Engine:
+        from controller.engine.runtime import Engine
+
         return Engine(store, data_dir=self.data_path(), clock=clock, lease_seconds=lease_seconds, config=self.config())

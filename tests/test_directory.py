@@ -12,7 +12,7 @@ from ruamel.yaml import YAML
 from controller.errors import DefinitionError, NotFoundError, Problem, UsageError
 from controller.model import Workflow, iter_refs
 from controller.model.directory import parse_directory
-from controller.model.entries import KINDS, DirectoryEntry
+from controller.model.entries import KINDS, DirectoryEntry, check_refs
 from controller.store import Store, open_store
 from controller.store import directory as d
 
@@ -237,7 +237,7 @@ def test_check_refs_reports_missing_and_inactive_references() -> None:
             ("spec.actions[1].mailbox", "mailbox", "mb_gone"),
             ("spec.actions[2].channel", "channel", "C024BE91L"),
             ("spec.actions[3].to", "user", "{{ vars.owner }}")]
-    problems = d.check_refs(refs, entries, "acme")
+    problems = check_refs(refs, entries, "acme")
     assert [path for path, _ in problems] == ["spec.actions[1].mailbox", "spec.actions[2].channel"]
     assert problems[0][1].startswith("mailbox:mb_gone is not in the directory of account 'acme'")
     assert problems[1][1].startswith("channel:C024BE91L is deactivated (status: deactivated)")
@@ -261,5 +261,5 @@ def test_every_example_reference_resolves(account: str) -> None:
     refs = _workflow_refs(account)
     assert refs, f"no references in workflows.d/{account}"
     for name, field, kind, ref_id in refs:
-        assert d.check_refs([(field, kind, ref_id)], entries, account) == [], f"{name}: {field}"
+        assert check_refs([(field, kind, ref_id)], entries, account) == [], f"{name}: {field}"
     assert {kind for _, _, kind, _ in refs} <= set(KINDS)

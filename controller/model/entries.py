@@ -8,6 +8,7 @@ store keeps them. All three share this one value type and the one list of kinds 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,3 +33,35 @@ class DirectoryEntry:
     @property
     def active(self) -> bool:
         return self.status == "active"
+
+
+def check_refs(
+    refs: Iterable[tuple[str, str, str]], entries: Mapping[str, DirectoryEntry], account: str
+) -> list[tuple[str, str]]:
+    """``(field_path, message)`` for every reference that is missing from ``entries`` or not active.
+
+    ``refs`` are ``(field_path, kind, id)`` as :func:`controller.model.iter_refs` returns them;
+    ``entries`` is one account's directory by ref (a value of :func:`snapshot`). References holding
+    a template (``{{``) are resolved at run time and skipped here.
+    """
+    problems = []
+    for path, kind, ref_id in refs:
+        if "{{" in ref_id:
+            continue
+        ref = f"{kind}:{ref_id}"
+        entry = entries.get(ref)
+        if entry is None:
+            problems.append((path, missing_message(ref, account)))
+        elif not entry.active:
+            problems.append((path, _inactive(ref, entry.status, account)))
+    return problems
+
+
+def missing_message(ref: str, account: str) -> str:
+    return (f"{ref} is not in the directory of account {account!r}; add it to the directory file and "
+            f"run `wfctl directory load FILE --account {account}`, or fix the reference")
+
+
+def _inactive(ref: str, status: str, account: str) -> str:
+    return (f"{ref} is {status} (status: {status}); make it active in the directory of account {account!r} "
+            f"(`wfctl directory set-status`, or load a directory file) or change the reference")

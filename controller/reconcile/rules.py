@@ -15,9 +15,8 @@ from typing import Any
 
 from controller.errors import Problem
 from controller.model import iter_refs
-from controller.model.entries import DirectoryEntry
+from controller.model.entries import DirectoryEntry, check_refs
 from controller.reconcile.loader import Loaded, locate
-from controller.store.directory import check_refs
 
 
 def call_problems(

@@ -14,7 +14,7 @@ from pathlib import Path
 from controller.errors import Problem, SourceError, UsageError
 from controller.reconcile.loader import SUFFIXES, Loaded, WorkflowPath, bulk_loading, classify, load
 from controller.reconcile.rules import call_problems
-from controller.source import safe_worktree_path
+from controller.source.paths import safe_worktree_path
 
 
 @dataclass(frozen=True)

@@ -32,11 +32,10 @@ from sqlalchemy import Connection, insert, select, update
 
 from controller.errors import AuthError, NotFoundError, PermissionDenied, UsageError
 from controller.model.names import NAME_PATTERN
+from controller.model.permissions import PERMISSIONS
 from controller.store import directory as store_directory
 from controller.store.tables import api_tokens
 
-PERMISSIONS = ("workflow.read", "workflow.run_manual", "workflow.dry_run", "workflow.retry", "workflow.manage",
-               "records.write", "directory.write", "admin")
 PREFIX = "wfc_"
 _NAME_MAX = 100
 _ACCOUNT = re.compile(NAME_PATTERN)

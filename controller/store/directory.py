@@ -4,7 +4,7 @@ The host application pushes an account's whole directory (``wfctl directory load
 *replaces* what the store held for that account; single statuses change with :func:`set_status`.
 Functions taking a ``Connection`` run in the caller's transaction. :class:`StoreDirectory` is the
 engine's read side (the :class:`~controller.engine.directory.Directory` protocol);
-:func:`snapshot` and :func:`check_refs` are the reconciler's: one query for every account of a
+:func:`snapshot` (with :func:`controller.model.entries.check_refs`) is the reconciler's: one query for every account of a
 pass, then a pure check per workflow.
 
 An account without any entry has no directory loaded: references are not checked for it
@@ -14,20 +14,19 @@ An account without any entry has no directory loaded: references are not checked
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from controller.errors import NotFoundError, UsageError
-from controller.model.entries import ENTRY_STATUSES, KINDS, DirectoryEntry
+from controller.model.entries import ENTRY_STATUSES, KINDS, DirectoryEntry, missing_message
 from controller.store.db import Store
 from controller.store.tables import as_utc, directory_entries
 
 __all__ = [
     "StoreDirectory",
-    "check_refs",
     "get",
     "has_directory",
     "list_entries",
@@ -92,7 +91,7 @@ def set_status(conn: Connection, account: str, ref: str, status: str, now: datet
         .values(status=status, updated_at=as_utc(now))
     )
     if result.rowcount == 0:
-        raise NotFoundError(_missing(ref, account))
+        raise NotFoundError(missing_message(ref, account))
     found = get(conn, account, ref)
     assert found is not None  # updated just now, in this transaction
     return found
@@ -140,38 +139,6 @@ def snapshot(conn: Connection, accounts: Iterable[str]) -> dict[str, dict[str, D
         entry = _entry(row)
         found.setdefault(row.account, {})[entry.ref] = entry
     return found
-
-
-def check_refs(
-    refs: Iterable[tuple[str, str, str]], entries: Mapping[str, DirectoryEntry], account: str
-) -> list[tuple[str, str]]:
-    """``(field_path, message)`` for every reference that is missing from ``entries`` or not active.
-
-    ``refs`` are ``(field_path, kind, id)`` as :func:`controller.model.iter_refs` returns them;
-    ``entries`` is one account's directory by ref (a value of :func:`snapshot`). References holding
-    a template (``{{``) are resolved at run time and skipped here.
-    """
-    problems = []
-    for path, kind, ref_id in refs:
-        if "{{" in ref_id:
-            continue
-        ref = f"{kind}:{ref_id}"
-        entry = entries.get(ref)
-        if entry is None:
-            problems.append((path, _missing(ref, account)))
-        elif not entry.active:
-            problems.append((path, _inactive(ref, entry.status, account)))
-    return problems
-
-
-def _missing(ref: str, account: str) -> str:
-    return (f"{ref} is not in the directory of account {account!r}; add it to the directory file and "
-            f"run `wfctl directory load FILE --account {account}`, or fix the reference")
-
-
-def _inactive(ref: str, status: str, account: str) -> str:
-    return (f"{ref} is {status} (status: {status}); make it active in the directory of account {account!r} "
-            f"(`wfctl directory set-status`, or load a directory file) or change the reference")
 
 
 class StoreDirectory:
