@@ -82,17 +82,23 @@ def cli(ctx: click.Context, repo: str, branch: str | None, root: str, database_u
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--directory", "directory", envvar="WFC_DIRECTORY", default=None, type=click.Path(path_type=Path),
+              help="A folder of <account>.yaml directory files: check references as the controller does.")
 @click.pass_obj
-def validate(settings: Settings, paths: tuple[Path, ...], fmt: str) -> None:
+def validate(settings: Settings, paths: tuple[Path, ...], fmt: str, directory: Path | None) -> None:
     """Check workflow files offline (default: the whole root). Exit 1 when any is invalid."""
     if "://" in settings.repo:
         fail("validate reads a checkout; pass --repo PATH (a working tree), not a URL")
     from controller.check.cases import check_test_files, test_files
 
     top = Path(settings.repo)
+    from controller.reconcile.directories import NOT_CHECKED, load_directories
     from controller.reconcile.validate import validate_tree
 
-    report = validate_tree(top, settings.root, paths)
+    directories = load_directories(directory) if directory is not None else None
+    report = validate_tree(top, settings.root, paths, directories)
+    if directories is None:
+        click.echo(f"note: {NOT_CHECKED}", err=True)
     tests = test_files(top, settings.root, paths)
     report = replace(report, files=report.files + len(tests),
                      problems=report.problems + tuple(check_test_files(top.resolve(), tests)))

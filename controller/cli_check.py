@@ -60,9 +60,11 @@ def _dry_run_text(result: Any) -> str:
 @click.option("--controller", "controller_url", default=None, metavar="URL",
               help="A live controller to ask whether a restore would be held back now.")
 @click.option("--token", default=None, help="API token for --controller (workflow.read).")
+@click.option("--directory", "directory", envvar="WFC_DIRECTORY", default=None,
+              type=click.Path(path_type=Path), help="A folder of <account>.yaml directory files: check references.")
 @click.pass_obj
 def check(settings: Settings, base: str | None, fmt: str, output: Path | None, controller_url: str | None,
-          token: str | None) -> None:
+          token: str | None, directory: Path | None) -> None:
     """What CI runs on a pull request: validate, plan against --base, dry-run what changed."""
     from controller.check.check import run_check
     from controller.check.report import render
@@ -73,8 +75,11 @@ def check(settings: Settings, base: str | None, fmt: str, output: Path | None, c
         if not token:
             fail("--controller needs --token (an API token with workflow.read)")
         lookup = _controller_lookup(controller_url, token)
+    from controller.reconcile.directories import load_directories
+
     report = run_check(Path(settings.repo), settings.root, base=base, config=settings.config(),
-                       now=SystemClock().now, in_flight=lookup)
+                       now=SystemClock().now, in_flight=lookup,
+                       directories=load_directories(directory) if directory is not None else None)
     rendered = render(report, fmt)
     if output is not None:
         output.write_text(rendered)

@@ -27,6 +27,7 @@ from controller.engine.dryrun import DryRunner, SyntheticDirectory
 from controller.engine.templating import Templates
 from controller.errors import DefinitionError, Problem, SourceError, UsageError
 from controller.reconcile.diff import FieldChange, field_changes
+from controller.reconcile.directories import NOT_CHECKED, Directories, FileDirectory
 from controller.reconcile.loader import Loaded, classify, load, position
 from controller.reconcile.validate import validate_tree
 from controller.source import GitSource
@@ -65,9 +66,12 @@ class CheckReport:
 
 
 def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Callable[[], datetime],
-              directory: Directory | None = None, in_flight: BlockedLookup | None = None) -> CheckReport:
+              directory: Directory | None = None, in_flight: BlockedLookup | None = None,
+              directories: Directories | None = None) -> CheckReport:
+    """``directories`` (from ``--directory``): references are checked as the controller checks them, and
+    dry runs see those entries (anything else they name is made up)."""
     top = top.resolve()
-    validation = validate_tree(top, root)
+    validation = validate_tree(top, root, directories=directories)
     report = CheckReport(files=validation.files, base=base, problems=list(validation.problems))
     loaded = validation.loaded
     if base is not None:
@@ -75,7 +79,9 @@ def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Ca
         selected = {c.id for c in report.changes if c.change != "removed"}
     else:
         selected = set(loaded)
-    directory = directory or SyntheticDirectory()
+    if directories is None:
+        report.notes.append(NOT_CHECKED)
+    directory = directory or SyntheticDirectory(FileDirectory(directories) if directories else None)
     templates = Templates()  # one compile cache for the whole check: called workflows run for every caller
     for key in sorted(selected):
         account = key.split("/", 1)[0]

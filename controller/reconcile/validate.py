@@ -7,13 +7,14 @@ account, so a call to a workflow that exists elsewhere in it resolves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.errors import Problem, SourceError, UsageError
+from controller.model.entries import DirectoryEntry
 from controller.reconcile.loader import SUFFIXES, Loaded, WorkflowPath, bulk_loading, classify, load
-from controller.reconcile.rules import call_problems
+from controller.reconcile.rules import call_problems, ref_problems
 from controller.source.paths import safe_worktree_path
 
 
@@ -29,8 +30,13 @@ class Report:
         return not self.problems
 
 
-def validate_tree(top: Path, root: str, paths: Iterable[Path] = ()) -> Report:
-    """Validate ``paths`` (files or folders; default: the whole root) of the working tree at ``top``."""
+def validate_tree(top: Path, root: str, paths: Iterable[Path] = (),
+                  directories: Mapping[str, Mapping[str, DirectoryEntry]] | None = None) -> Report:
+    """Validate ``paths`` (files or folders; default: the whole root) of the working tree at ``top``.
+
+    With ``directories`` (account -> ref -> entry), references of the accounts it holds are checked
+    against them by the reconciler's own rule; without, references are not checked.
+    """
     top = top.resolve()
     chosen = _chosen(top, root, list(paths))
     accounts: dict[str, dict[str, WorkflowPath]] = {}
@@ -53,6 +59,9 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = ()) -> Report:
             loaded = {f"{account}/{name}": _load(top, where) for name, where in members.items()}
         graph = {k.split("/", 1)[1]: tuple(sorted(v.workflow.calls())) if v.workflow else () for k, v in loaded.items()}
         cross = call_problems(account, graph, loaded)
+        if directories is not None and account in directories:
+            for key, found in ref_problems(account, directories[account], loaded).items():
+                cross.setdefault(key, []).extend(found)
         for key in sorted(loaded):
             if loaded[key].where.path in wanted:
                 problems += list(loaded[key].problems) + cross.get(key, [])
