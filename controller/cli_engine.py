@@ -270,7 +270,7 @@ def mail_deliver(settings: Settings, file: Path, account: str, mailbox: str) -> 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the HTTP service listens.")
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", envvar="WFC_PORT", default=8080, show_default=True, type=int)
 @click.option("--interval", default=60.0, show_default=True, type=float, help="Seconds between reconcile passes.")
 @click.option("--workers", default=4, show_default=True, type=int)
 @click.option("--lease", default=60.0, show_default=True, type=float, help="Seconds a worker's claim lasts.")
