@@ -29,8 +29,8 @@ from pathlib import Path
 
 import requests
 
-_BLOCK = re.compile(r"(?:<!-- readme-test: (?P<directive>[^\n]*?) -->\n)?^```sh\n(?P<body>.*?)^```", re.S | re.M)
-_EXPECTED = re.compile(r"^(?P<command>[^#\n]*?)\s*(?P<comment>#[^\n]*\[exit (?P<code>\d)\][^\n]*)$", re.M)
+_BLOCK = re.compile(r"(?:<!-- readme-test: (?P<directive>[^\n]*?) -->\n)?^```sh\n(?P<body>.*?)^```", re.DOTALL | re.MULTILINE)
+_EXPECTED = re.compile(r"^(?P<command>[^#\n]*?)\s*(?P<comment>#[^\n]*\[exit (?P<code>\d)\][^\n]*)$", re.MULTILINE)
 
 
 @dataclass
