@@ -58,7 +58,7 @@ def _dry_run_text(result: Any) -> str:
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report here instead of standard output.")
 @click.option("--controller", "controller_url", default=None, metavar="URL",
-              help="A live controller to ask whether a restore would be held back now.")
+              help="A live controller: whether a restore would be held back now, and its account directory.")
 @click.option("--token", default=None, help="API token for --controller (workflow.read).")
 @click.option("--directory", "directory", envvar="WFC_DIRECTORY", default=None,
               type=click.Path(path_type=Path), help="A folder of <account>.yaml directory files: check references.")
@@ -69,17 +69,25 @@ def check(settings: Settings, base: str | None, fmt: str, output: Path | None, c
     from controller.check.check import run_check
     from controller.check.report import render
     from controller.engine.clock import SystemClock
+    from controller.reconcile.directories import load_directories
 
-    lookup = None
+    lookup, directories = None, load_directories(directory) if directory is not None else None
+    stand_in = None  # the dry runs' directory: the files' entries, or made up
     if controller_url:
         if not token:
             fail("--controller needs --token (an API token with workflow.read)")
-        lookup = _controller_lookup(controller_url, token)
-    from controller.reconcile.directories import load_directories
+        from controller.check.live import ControllerClient
 
+        client = ControllerClient(controller_url, token)
+        lookup = client.in_flight
+        if directories is None:  # the live directory, unless a folder was given
+            from controller.engine.dryrun import SyntheticDirectory
+
+            top = Path(settings.repo) / settings.root
+            directories = client.directories(sorted(p.name for p in top.iterdir() if p.is_dir()) if top.is_dir() else [])
+            stand_in = SyntheticDirectory()  # the API gives which references exist, not their contact data
     report = run_check(Path(settings.repo), settings.root, base=base, config=settings.config(),
-                       now=SystemClock().now, in_flight=lookup,
-                       directories=load_directories(directory) if directory is not None else None)
+                       now=SystemClock().now, in_flight=lookup, directories=directories, directory=stand_in)
     rendered = render(report, fmt)
     if output is not None:
         output.write_text(rendered)
@@ -87,12 +95,6 @@ def check(settings: Settings, base: str | None, fmt: str, output: Path | None, c
     else:
         click.echo(rendered, nl=False)
     sys.exit(0 if report.ok else 1)
-
-
-def _controller_lookup(url: str, token: str) -> Any:
-    from controller.check.live import ControllerClient
-
-    return ControllerClient(url, token).in_flight
 
 
 def register(cli: click.Group) -> None:

@@ -303,8 +303,10 @@ def test_a_restore_is_detected_and_a_live_controller_warns_it_would_be_held(pr: 
 
 
 def in_flight(web: HttpServer, by_status: dict[str, list[dict[str, Any]]]) -> None:
-    """Answer /api/v1/executions?status=S with the executions of that status."""
+    """Answer /api/v1/executions?status=S with the executions of that status (and no account directory)."""
     def answer(path: str) -> Response:
+        if path.endswith("/directory"):
+            return Response(404, b'{"error": {"code": "not_found", "message": "no directory loaded"}}')
         status = re.search(r"status=(\w+)", path)
         items = by_status.get(status.group(1), []) if status else []
         return Response(200, json.dumps({"executions": items}).encode())

@@ -78,3 +78,34 @@ def test_without_a_directory_check_says_once_that_references_were_not_checked(tm
     assert checked.exit_code == 0 and checked.stdout.count("references to the account directory") == 1
     validated = CliRunner().invoke(cli, ["--repo", str(repo), "validate"])
     assert validated.exit_code == 0 and validated.stderr.count("were not checked") == 1
+
+
+def test_check_with_a_controller_takes_its_live_directory(tmp_path: Path) -> None:
+    """`check --controller URL --token T` checks references against the directory the controller has loaded."""
+    from gitutil import commit_files, make_repo
+
+    from controller.security import tokens
+    from controller.settings import Settings
+    from webhooks import create_app, start_server
+
+    repo = tmp_path / "repo"
+    commit_files(make_repo(repo), {WF.format("sales"): wf("sales", "mailbox:mb_sales")}, "add")
+    ops = "users:\n  - {id: u_ops, name: Ops, email: ops@acme.test}\n"
+    with kit(tmp_path / "live", f"sqlite:///{tmp_path / 'store.db'}") as k:
+        with k.store.tx() as conn:
+            replace_account(conn, "acme", parse_directory(ops + DIRECTORY, "acme.yaml"), k.clock.now())
+            bearer = tokens.create(conn, "acme", "u_ops", ["workflow.read"], k.clock.now()).bearer
+        app = create_app(Settings(repo=str(k.path), data_dir=k.data_dir), k.store, k.engine,
+                         environ={"WFC_SECRET_KEY": ""})
+        server = start_server(app, port=0)
+        try:
+            answer = CliRunner().invoke(cli, ["--repo", str(repo), "check", "--format", "json", "--controller",
+                                              server.url, "--token", bearer])
+            with k.store.tx() as conn:
+                replace_account(conn, "acme", parse_directory(ops + WITH_SALES, "acme.yaml"), k.clock.now())
+            fixed = CliRunner().invoke(cli, ["--repo", str(repo), "check", "--controller", server.url, "--token", bearer])
+        finally:
+            server.stop()
+    problems = json.loads(answer.stdout)["problems"]
+    assert answer.exit_code == 1 and "mailbox:mb_sales is not in the directory" in problems[0]["message"]
+    assert fixed.exit_code == 0 and "were not checked" not in fixed.stdout

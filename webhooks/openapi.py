@@ -164,10 +164,12 @@ def _paths() -> dict[str, Any]:
             params=[*ACCOUNT, _param("mailbox", "query")],
             body={"type": "object", "required": ["mailbox", "message"], "properties": {
                 "mailbox": {"type": "string"}, "message": {"type": "string"}}}, errors=(400, 404, 422))},
-        "/api/v1/accounts/{account}/directory": {"put": _op(
-            "Replace the account directory (users, mailboxes, channels, object types)",
-            (200, "entries per kind", OBJECT), permission=("directory.write",), params=ACCOUNT, body=OBJECT,
-            errors=(400, 404, 422))},
+        "/api/v1/accounts/{account}/directory": {
+            "get": _op("The references the account's directory holds, with their status (no contact data)",
+                       (200, "entries", OBJECT), permission=("workflow.read",), params=ACCOUNT, errors=(404,)),
+            "put": _op("Replace the account directory (users, mailboxes, channels, object types)",
+                       (200, "entries per kind", OBJECT), permission=("directory.write",), params=ACCOUNT,
+                       body=OBJECT, errors=(400, 404, 422))},
         "/api/v1/accounts/{account}/directory/{kind}/{ref_id}": {"patch": _op(
             "Change a directory entry's status", (200, "the entry", OBJECT), permission=("directory.write",),
             params=[*ACCOUNT, _param("kind"), _param("ref_id")],

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import requests
 
 from controller.errors import NotFoundError, SourceError
+from controller.model.entries import DirectoryEntry
 from controller.model.statuses import IN_FLIGHT, ordered
 
 
@@ -27,6 +28,23 @@ class ControllerClient:
             ids += [int(item["id"]) for item in items]
         return sorted(ids)
 
+    def directories(self, accounts: list[str]) -> dict[str, dict[str, DirectoryEntry]]:
+        """``account -> ref -> entry`` of the accounts whose directory the controller has loaded."""
+        found: dict[str, dict[str, DirectoryEntry]] = {}
+        for account in accounts:
+            try:
+                data = self._get(f"/api/v1/accounts/{account}/directory", {})
+            except NotFoundError:
+                continue  # no directory loaded there: the controller does not check its references either
+            try:
+                entries = [DirectoryEntry(str(e["kind"]), str(e["id"]), name=str(e.get("name", "")),
+                                          status=str(e["status"])) for e in data["entries"]]
+            except (KeyError, TypeError):
+                raise SourceError(f"controller {self.url} answered an unexpected body for the directory of "
+                                  f"{account}; is it a wfctl controller of this version?") from None
+            found[account] = {entry.ref: entry for entry in entries}
+        return found
+
     def version(self, key: str, version: int) -> dict[str, Any]:
         """One version's row (commit, path, ...) from the controller's history of the workflow."""
         account, name = key.split("/", 1)
@@ -41,6 +59,8 @@ class ControllerClient:
             response = self.session.get(where, params=params, timeout=self.timeout)
         except requests.RequestException as e:
             raise SourceError(f"controller {self.url} did not answer: {type(e).__name__}") from None
+        if response.status_code == 404 and path.endswith("/directory"):
+            raise NotFoundError(f"no directory at {self.url}{path}")
         if response.status_code != 200:
             try:
                 message = response.json()["error"]["message"]

@@ -13,7 +13,7 @@ from flask import Blueprint, request
 from controller.engine.records import RecordService
 from controller.engine.triggers import email
 from controller.engine.triggers import record as record_trigger
-from controller.errors import PayloadError, UsageError
+from controller.errors import NotFoundError, PayloadError, UsageError
 from controller.model.directory import parse_directory
 from controller.security.payloads import parse_json
 from controller.store import decisions, views
@@ -121,6 +121,21 @@ def mail(account: str) -> Any:
     except RecursionError:  # the e-mail parser recurses per nested MIME part
         raise PayloadError("the message nests MIME parts too deeply to read; send a flatter message") from None
     return {"executions": started}, 202
+
+
+@blueprint.get("/directory")
+@requires("workflow.read")
+def read_directory(account: str) -> Any:
+    """Which references the account's directory holds and their status (what `wfctl check --controller`
+    checks against); no contact data, no credentials. 404 when no directory is loaded."""
+    own(account)
+    with services().store.read() as conn:
+        entries = store_directory.snapshot(conn, [account]).get(account)
+    if entries is None:
+        raise NotFoundError(f"account {account!r} has no directory loaded; `wfctl directory load FILE --account "
+                            f"{account}` or PUT /api/v1/accounts/{account}/directory")
+    return {"account": account, "entries": [{"kind": e.kind, "id": e.id, "name": e.name, "status": e.status}
+                                            for e in sorted(entries.values(), key=lambda e: e.ref)]}
 
 
 @blueprint.put("/directory")
