@@ -12,8 +12,9 @@ for pydantic and every model.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from controller import lazy
 
 _WHERE = {
     "ACTION_TYPES": "controller.model.actions",
@@ -126,13 +127,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'controller.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.exports(__name__, _WHERE)
 
 
 if TYPE_CHECKING:

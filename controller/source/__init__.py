@@ -8,8 +8,9 @@ a working tree.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from controller import lazy
 
 _WHERE = {"GitSource": "controller.source.git", "safe_worktree_path": "controller.source.paths",
           "Change": "controller.source.records", "CommitInfo": "controller.source.records",
@@ -17,14 +18,7 @@ _WHERE = {"GitSource": "controller.source.git", "safe_worktree_path": "controlle
 __all__ = ["Change", "CommitInfo", "GitSource", "TreeEntry", "safe_worktree_path"]
 
 
-def __getattr__(name: str) -> Any:
-    """Load lazily: path checks and commit records need no GitPython (``wfctl validate`` stays quick)."""
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'controller.source' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.exports(__name__, _WHERE)
 
 
 if TYPE_CHECKING:
