@@ -135,8 +135,8 @@ class Controller:
     def _reconcile_loop(self) -> None:
         """The leader's loops, one supervised pass each per round: a failing one holds back no other."""
         while not self._stop.is_set():
-            leading = self.supervisor.run_pass("reconcile", self._reconcile) and self._leading
-            if leading:
+            self.supervisor.run_pass("reconcile", self._reconcile)
+            if self._leading:  # also when the pass failed: a broken reconcile holds back no schedule
                 self.supervisor.run_pass("scheduler", self._schedule)
                 self.supervisor.run_pass("inactivity", self._inactivity)
                 self.supervisor.run_pass("purge", self.purge)

@@ -110,6 +110,8 @@ def test_a_failing_reconcile_pass_is_stalled_and_the_next_good_pass_applies(runn
     assert stalled["status"] == "True" and stalled["reason"] == "ReconcileError"
     assert not applied(k, "acme/two")
     assert controller._threads[0].is_alive()  # the loop is still running
+    scheduled = controller.supervisor.health["scheduler"].last_ok_at
+    until(lambda: controller.supervisor.health["scheduler"].last_ok_at != scheduled)  # the other loops go on
     FlakyReconciler.broken.clear()
     controller.sync_now()
     until(lambda: applied(k, "acme/two"))
