@@ -12,10 +12,9 @@ from typing import Any
 import click
 
 from controller.cli_common import emit, fail, json_file, key_arg, open_engine, read, record_ref, utcnow
-from controller.model.statuses import ORDER
+from controller.model.statuses import NAMES
 from controller.settings import Settings
 
-STATUSES = [str(s) for s in ORDER]
 EXECUTION_ID = click.IntRange(1, 2**31 - 1)  # the store's ids are 32-bit integers
 
 
@@ -61,7 +60,7 @@ def executions() -> None:
 
 @executions.command("list")
 @click.option("--workflow", default=None, metavar="ACCOUNT/NAME")
-@click.option("--status", type=click.Choice(STATUSES))
+@click.option("--status", type=click.Choice(NAMES))
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
@@ -87,13 +86,18 @@ def executions_show(settings: Settings, execution_id: int, as_json: bool) -> Non
     """One execution with its per-action trace: a tree of the steps with their resolved input and output."""
     from controller.store import views
 
-    data = read(settings, lambda conn: views.execution(conn, execution_id))
+    def trace(conn: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        data = views.execution(conn, execution_id)
+        if as_json or not data["version"]:  # a queued execution has no version yet: its steps are listed flat
+            return data, None
+        return data, views.version_content(conn, data["workflow"], data["version"])["content"]
+
+    data, definition = read(settings, trace)
     if as_json:
         emit(data)
         return
     from controller.cli_trace import colour_wanted, render
 
-    definition = read(settings, lambda conn: views.execution_definition(conn, execution_id))
     for line in render(data, definition, colour=colour_wanted()):
         click.echo(line)
 
@@ -287,7 +291,7 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
     config = settings.config()  # a bad configuration stops serve before it starts anything
     _check_host(host)
     store = settings.open_store()
-    engine = settings.engine(store, lease_seconds=lease)
+    engine = settings.engine(store, lease_seconds=lease, config=config)
     box = SecretBox.for_settings(settings)
     with settings.open_source() as source:
         options = ServeOptions(interval=interval, workers=workers, timeline_retention=config.timeline_retention_seconds)

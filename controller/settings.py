@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,14 @@ class Settings:
         return self.database_url or default_url(self.data_dir)
 
     def data_path(self) -> Path:
-        """The data directory, created (with its ``.gitignore``) and checked; UsageError if unfit."""
+        """The data directory, created (with its ``.gitignore``) and checked; UsageError if unfit.
+
+        Checked once per Settings (one command): the store, the engine and the secret key all ask.
+        """
+        return self._checked_data_dir
+
+    @cached_property
+    def _checked_data_dir(self) -> Path:
         from controller.datadir import ensure
 
         return ensure(self.data_dir)
@@ -73,7 +81,9 @@ class Settings:
         finally:
             store.close()
 
-    def engine(self, store: Store, *, clock: Clock | None = None, lease_seconds: float = 60.0) -> Engine:
+    def engine(self, store: Store, *, clock: Clock | None = None, lease_seconds: float = 60.0,
+               config: Config | None = None) -> Engine:
         from controller.engine.runtime import Engine
 
-        return Engine(store, data_dir=self.data_path(), clock=clock, lease_seconds=lease_seconds, config=self.config())
+        return Engine(store, data_dir=self.data_path(), clock=clock, lease_seconds=lease_seconds,
+                      config=config or self.config())

@@ -19,8 +19,9 @@ import json
 import socket
 import sys
 import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -39,6 +40,20 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((HOST, 0))
         return int(probe.getsockname()[1])
+
+
+def until(check: Callable[[], Any], timeout: float = 30.0, poll: float = 0.05) -> Any:
+    """Poll ``check`` until it gives something true (returned); AssertionError after ``timeout`` seconds.
+
+    For what runs in other threads or processes (a served app, `wfctl serve`), where fake time cannot reach.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:g}s")
 
 
 # -- SMTP -------------------------------------------------------------------------------------------

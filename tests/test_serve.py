@@ -7,14 +7,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from gitutil import commit_files, make_repo
-from servers import free_port
+from servers import free_port, until
 
 from controller.store import open_store, views
 from controller.store import records as record_store
@@ -43,16 +43,6 @@ def setup(tmp_path: Path) -> Iterator[tuple[list[str], str]]:
 def _serve(base: list[str], port: int = 0) -> subprocess.Popen[bytes]:
     return subprocess.Popen([*base, "serve", "--interval", "0.5", "--workers", "1", "--lease", "2", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def _until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def _execution(db: str, execution_id: int) -> dict[str, Any]:
@@ -86,16 +76,16 @@ def test_kill_9_mid_execution_then_restart_resumes(setup: tuple[list[str], str])
     base, db = setup
     server = _serve(base)
     try:
-        _until(lambda: _synced(db))
+        until(lambda: _synced(db))
         started = subprocess.run([*base, "run", "acme/durable"], capture_output=True, text=True, check=True)
         execution_id = int(started.stdout.strip())
-        _until(lambda: _execution(db, execution_id)["status"] == "waiting")
+        until(lambda: _execution(db, execution_id)["status"] == "waiting")
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait(10)
     restarted = _serve(base)
     try:
-        final = _until(lambda: (e := _execution(db, execution_id))["status"] in ("succeeded", "failed") and e)
+        final = until(lambda: (e := _execution(db, execution_id))["status"] in ("succeeded", "failed") and e)
     finally:
         restarted.send_signal(signal.SIGTERM)
         restarted.wait(15)
@@ -113,8 +103,8 @@ def test_sigterm_exits_zero_quickly(setup: tuple[list[str], str]) -> None:
     base, db = setup
     port = free_port()
     server = _serve(base, port)
-    _until(lambda: _synced(db))
-    assert _until(lambda: _healthy(port)) == {"status": "ok"}
+    until(lambda: _synced(db))
+    assert until(lambda: _healthy(port)) == {"status": "ok"}
     began = time.monotonic()
     server.send_signal(signal.SIGTERM)
     assert server.wait(10) == 0

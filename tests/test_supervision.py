@@ -7,7 +7,6 @@ The controller runs its real loops in threads with short intervals; faults are i
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 from enginekit import Kit, kit
+from servers import until
 
 from controller.engine.runtime import Engine
 from controller.engine.starting import start_now
@@ -52,16 +52,6 @@ class FlakyEngine(Engine):
         if self.broken.is_set():
             raise KeyError("injected: a worker pass fell over")
         return super().run_pending(limit, stop)
-
-
-def until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 @pytest.fixture

@@ -59,12 +59,11 @@ class ControllerClient:
             response = self.session.get(where, params=params, timeout=self.timeout)
         except requests.RequestException as e:
             raise SourceError(f"controller {self.url} did not answer: {type(e).__name__}") from None
-        if response.status_code == 404 and path.endswith("/directory"):
-            raise NotFoundError(f"no directory at {self.url}{path}")
         if response.status_code != 200:
             try:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200]
-            raise SourceError(f"controller {self.url} answered {response.status_code} for {path}: {message}")
+            kind = NotFoundError if response.status_code == 404 else SourceError  # callers may expect "none"
+            raise kind(f"controller {self.url} answered {response.status_code} for {path}: {message}")
         return response.json()

@@ -158,5 +158,5 @@ def _when(runner: DryRunner, key: str, spec: Mapping[str, Any], trigger: dict[st
     """The trigger's ``when``, over the same scope admission evaluates it in."""
     scope = scopes.build(workflow=key, version=None, trigger=trigger, record=record, now=runner.interpreter.now(),
                          execution={"id": None, "dry_run": True})
-    started, why = scopes.when(runner.interpreter.templates, spec, scope)
-    return started, "" if started else f"not started: {why}"
+    decided = scopes.when(runner.interpreter.templates, spec, scope)
+    return decided.started, "" if decided.started else f"not started: {decided.reason}"

@@ -52,7 +52,8 @@ FILTERED_KINDS = frozenset({"record", "inactivity", "email", "schedule"})
 DROP_LOG_SECONDS = 60  # a workflow's drops are logged at most once a minute
 
 w = workflows.c
-_TARGET = (w.id, w.key, w.version, w.enabled, w.deleted, w.content_hash, w.sync, w.message)
+TARGET_COLUMNS = (w.id, w.key, w.version, w.enabled, w.deleted, w.content_hash, w.sync, w.message)
+"""The columns of ``workflows`` a :class:`Target` is made of (for callers that read the row themselves)."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,8 @@ class Target:
                    row.message)
 
 
-def columns() -> tuple[Any, ...]:
-    """The columns of ``workflows`` a :class:`Target` is made of (for callers that read the row)."""
-    return _TARGET
-
-
 def read_target(conn: Connection, key: str) -> Target | None:
-    row = conn.execute(select(*_TARGET).where(w.key == key)).first()
+    row = conn.execute(select(*TARGET_COLUMNS).where(w.key == key)).first()
     return Target.of(row) if row is not None else None
 
 
@@ -128,9 +124,7 @@ class Verdict:
             return RateLimited(self.reason, workflow=self.workflow, retry_after=self.retry_after or 1)
         if self.missing:
             return NotFoundError(self.reason, workflow=self.workflow)
-        if self.decision == Decision.FILTERED:
-            return GuardError(f"{self.workflow} did not start: {self.reason}", workflow=self.workflow)
-        return GuardError(self.reason, workflow=self.workflow)
+        return GuardError(self.reason, workflow=self.workflow)  # (explicit callers are never filtered)
 
     def execution(self) -> int:
         """The execution id; raises :meth:`error` when nothing was started."""
@@ -193,9 +187,9 @@ class Admission:
                 return Verdict(Decision.REFUSED, target.key, reason)
         definition = definition or self.versions.content(conn, target.id, target.version)
         if request.kind in FILTERED_KINDS:
-            started, why = self.when(target, definition, request.trigger, now)
-            if not started:
-                return Verdict(Decision.FILTERED, target.key, why, version=target.version)
+            decided = self.when(target, definition, request.trigger, now)
+            if not decided.started:
+                return Verdict(Decision.FILTERED, target.key, decided.reason, version=target.version)
         # A retry pinned to the original's version draws on the budget the workflow has now.
         limit = ratelimit.of(definition, self.default_limit(target.account))
         if limit is not None:
@@ -215,17 +209,17 @@ class Admission:
         return Verdict(Decision.STARTED, target.key, held, execution_id, request.version or target.version)
 
     def when(self, target: Target, definition: Mapping[str, Any], trigger: Mapping[str, Any],
-             now: datetime) -> tuple[bool, str]:
+             now: datetime) -> scopes.When:
         """The trigger's ``when`` over the scope the run would have."""
         spec = definition["spec"]["trigger"]
         if not spec.get("when"):
-            return True, ""
+            return scopes.When(True)
         scope = scopes.build(workflow=target.key, version=target.version, trigger=trigger,
                              record=trigger.get("record"), now=now)
-        started, why = scopes.when(self.templates, spec, scope)
-        if not started and why.startswith("the trigger's when could not"):
-            log.warning("%s: not started: %s", target.key, why)
-        return started, why
+        decided = scopes.when(self.templates, spec, scope)
+        if decided.broken:
+            log.warning("%s: not started: %s", target.key, decided.reason)
+        return decided
 
     @staticmethod
     def _note(conn: Connection, request: Request, target: Target, verdict: Verdict, now: datetime) -> Verdict:

@@ -154,7 +154,6 @@ class Run:
             log.warning("execution %s step %s: %s; attempt %d (key %s)", self.ex.id, action["id"], lost,
                         step.attempts + 1, step.idempotency_key)
         step.status, step.attempts, step.wake_at, step.error = StepStatus.RUNNING, step.attempts + 1, None, None
-        step.dirty = True
         self.scope["now"] = now.isoformat()
         try:
             inputs = self.i.templates.render({k: v for k, v in action.items() if k not in ("then", "else")}, self.scope)
@@ -211,7 +210,7 @@ class Run:
 
     def _finish_wait(self, action: dict[str, Any], step: StepRow) -> bool:
         now = self.i.now()
-        step.status, step.finished_at, step.wake_at, step.dirty = StepStatus.SUCCEEDED, now, None, True
+        step.status, step.finished_at, step.wake_at = StepStatus.SUCCEEDED, now, None
         step.wait_seconds = int((now - step.started_at).total_seconds())
         step.output = {"waited_seconds": step.wait_seconds}
         return self._absorb(action, step)
@@ -231,7 +230,7 @@ class Run:
     def _fail(self, step: StepRow, message: str) -> bool:
         now = self.i.now()
         if step.status != StepStatus.FAILED:
-            step.status, step.error, step.finished_at, step.dirty = StepStatus.FAILED, message, now, True
+            step.status, step.error, step.finished_at = StepStatus.FAILED, message, now
         transition(self.ex, ExecutionStatus.FAILED, now, error=message)
         return False
 

@@ -189,7 +189,7 @@ class Engine:
                 return
             error = f"step {action_id}: the call of {account}/{workflow} was {verdict.decision}: {verdict.reason}"
         now = self.clock.now()
-        step.status, step.error, step.finished_at, step.dirty = StepStatus.FAILED, error, now, True
+        step.status, step.error, step.finished_at = StepStatus.FAILED, error, now
         transition(ex, ExecutionStatus.FAILED, now, error=error)
 
     def _terminate(self, ex: ExecutionRow, reason: str) -> None:

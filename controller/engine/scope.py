@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from controller.engine.templating import Templates, truthy
 from controller.errors import TemplateError
@@ -36,15 +36,21 @@ def build(*, workflow: str, version: int | None, trigger: Mapping[str, Any], rec
     }
 
 
-def when(templates: Templates, trigger_spec: Mapping[str, Any], scope: Mapping[str, Any]) -> tuple[bool, str]:
+class When(NamedTuple):
+    started: bool
+    reason: str = ""  # why not
+    broken: bool = False  # the condition could not be evaluated (a template error), rather than false
+
+
+def when(templates: Templates, trigger_spec: Mapping[str, Any], scope: Mapping[str, Any]) -> When:
     """Whether the trigger's ``when`` lets this trigger start the workflow, and if not, why."""
     condition = trigger_spec.get("when")
     if not condition:
-        return True, ""
+        return When(True)
     try:
         value = templates.evaluate(condition, scope)
     except TemplateError as e:
-        return False, f"the trigger's when could not be evaluated: {e}"
+        return When(False, f"the trigger's when could not be evaluated: {e}", broken=True)
     if truthy(value):
-        return True, ""
-    return False, f"when {condition!r} is false"
+        return When(True)
+    return When(False, f"when {condition!r} is false")

@@ -41,7 +41,8 @@ FINAL: frozenset[ExecutionStatus] = frozenset(
     {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.TERMINATED})
 IN_FLIGHT: frozenset[ExecutionStatus] = frozenset({ExecutionStatus.RUNNING, ExecutionStatus.WAITING})
 ACTIVE: frozenset[ExecutionStatus] = IN_FLIGHT | {ExecutionStatus.QUEUED}  # not finished yet
-ORDER: tuple[ExecutionStatus, ...] = tuple(ExecutionStatus)  # for listings and CLI choices
+ORDER: tuple[ExecutionStatus, ...] = tuple(ExecutionStatus)  # lifecycle order, for listings
+NAMES: tuple[str, ...] = tuple(s.value for s in ORDER)  # as plain strings: CLI choices, API filters
 
 
 def ordered(statuses: frozenset[ExecutionStatus]) -> tuple[ExecutionStatus, ...]:

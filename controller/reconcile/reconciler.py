@@ -67,13 +67,14 @@ class Reconciler:
         for _ in range(self.max_conflicts):
             try:
                 head = self.source.resolve_head()
-                self._check_root(head)
                 self._mark_reconciling(head.sha)
                 plan = self.plan(head)
             except SourceError as e:
                 self.record_failure(e)
                 raise
             if plan.empty:
+                if plan.full:  # a first pass (or one after a force-push) found nothing at all: a wrong --root?
+                    self._check_root(head)
                 return plan
             try:
                 with self.store.write() as conn:

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, bindparam, delete, null, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from controller.engine.admission import Request, Target, columns
+from controller.engine.admission import TARGET_COLUMNS, Request, Target
 from controller.engine.clock import Clock
 from controller.engine.triggers import webhook
 from controller.errors import AuthError, NotFoundError, WfcError
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from controller.engine.runtime import Engine
 
 w, s = workflows.c, webhook_secrets.c
-_COLUMNS = (*columns(), w.trigger_type)
+_COLUMNS = (*TARGET_COLUMNS, w.trigger_type)
 _WITH_SECRET = (select(*_COLUMNS, s.ciphertext).join(webhook_secrets, s.workflow_id == w.id)
                 .where(w.key == bindparam("key"), w.deleted.is_(False)).with_for_update(read=True, of=webhook_secrets))
 _WORKFLOW = select(*_COLUMNS, null().label("ciphertext")).where(w.key == bindparam("key"), w.deleted.is_(False))

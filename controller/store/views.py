@@ -150,15 +150,6 @@ def execution(conn: Connection, execution_id: int) -> dict[str, Any]:
     return {**_execution_summary(row), "steps": [_step_view(step) for step in steps]}
 
 
-def execution_definition(conn: Connection, execution_id: int) -> dict[str, Any] | None:
-    """The definition of the version an execution is pinned to (None while it is queued)."""
-    e, v = executions.c, workflow_versions.c
-    found = conn.execute(select(v.content).join(executions, and_(e.workflow_id == v.workflow_id,
-                                                                  e.version == v.version))
-                         .where(e.id == execution_id)).scalar()
-    return dict(found) if found is not None else None
-
-
 def execution_workflow(conn: Connection, execution_id: int) -> str | None:
     """The ``ACCOUNT/NAME`` of an execution's workflow, or None when there is no such execution."""
     found = conn.execute(select(executions.c.workflow_key).where(executions.c.id == execution_id)).scalar()

@@ -9,7 +9,7 @@ from flask import Blueprint, request
 from werkzeug.exceptions import Conflict
 
 from controller.errors import NotFoundError, PayloadError, UsageError
-from controller.model.statuses import ORDER
+from controller.model.statuses import NAMES as STATUSES
 from controller.store import views
 from webhooks.auth import caller, own, requires
 from webhooks.bodies import field, json_object
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 blueprint = Blueprint("executions", __name__)
 
-STATUSES = tuple(str(s) for s in ORDER)
 MAX_PAGE = 500
 
 

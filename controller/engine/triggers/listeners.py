@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, select
 
-from controller.engine.admission import Target, columns
+from controller.engine.admission import TARGET_COLUMNS, Target
 from controller.store.tables import workflow_versions, workflows
 
 
@@ -45,7 +45,7 @@ def listeners(conn: Connection, trigger_type: str, account: str | None = None, *
               enabled_only: bool = True) -> Iterator[Listener]:
     w, v = workflows.c, workflow_versions.c
     query = (
-        select(*columns(), v.content)
+        select(*TARGET_COLUMNS, v.content)
         .join(workflow_versions, and_(v.workflow_id == w.id, v.version == w.version))
         .where(w.trigger_type == trigger_type, w.deleted.is_(False), w.content_hash.is_not(None))
         .order_by(w.key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from controller.engine.triggers.base import Given
+from controller.engine.triggers.base import Given, record_ref_of
 
 TYPE = "manual"
 
@@ -35,9 +35,7 @@ def payload(record: Mapping[str, Any] | None, body: Any = None) -> dict[str, Any
 
 def record_ref(trigger: Mapping[str, Any]) -> dict[str, str] | None:
     record = trigger.get("record")
-    if not record or record.get("id") is None:
-        return None
-    return {"type": str(record.get("type") or ""), "id": str(record["id"])}
+    return record_ref_of(str(record.get("type") or ""), record) if record else None
 
 
 def sample(spec: Mapping[str, Any], given: Given) -> dict[str, Any]:
