@@ -29,12 +29,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from controller.errors import DefinitionError, GuardError, Problem, UsageError
+from controller.errors import DefinitionError, FeatureDisabled, Problem, UsageError
 from controller.model import yamlfile
 from controller.model.durations import Duration, parse_duration
 from controller.model.workflow import RateLimit
 
-DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True}
+DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True, "workflow_metrics": True}
 TIMELINE_RETENTION = "7d"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -82,9 +82,10 @@ class Config:
         return self.features.get(flag, DEFAULTS[flag])
 
     def require(self, flag: str, account: str, what: str) -> None:
-        """GuardError naming the flag when it is off for the account."""
+        """FeatureDisabled naming the flag when it is off for the account; ``what`` has its verb
+        ("dry run is", "metrics are")."""
         if not self.enabled(flag, account):
-            raise GuardError(f"{what} is disabled for account {account} (feature flag {flag})")
+            raise FeatureDisabled(f"{what} disabled for account {account} (feature flag {flag})", flag=flag)
 
     def rate_limit(self, account: str) -> Mapping[str, object] | None:
         """The default ``{max, per}`` for the account's workflows without ``spec.rateLimit``, or None."""

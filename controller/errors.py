@@ -13,6 +13,7 @@ attributes, and its message says what went wrong and what to do about it::
     +-- NotFoundError       a workflow, version or execution that does not exist (exit 2)
     +-- GuardError          refused by a guard or a feature flag (exit 3)
     |   +-- RateLimited     over a workflow's spec.rateLimit: dropped and counted (HTTP 429)
+    |   +-- FeatureDisabled a feature flag is off for the account (HTTP 403)
     +-- AuthError           missing or invalid credentials: API token, webhook signature (HTTP 401)
     |   +-- PermissionDenied    valid credentials without the permission needed (HTTP 403)
     +-- ExecutionError      a step failed: bad template, failed call, timeout (fails the step)
@@ -84,6 +85,14 @@ class RateLimited(GuardError):
         self.retry_after = retry_after
 
 
+class FeatureDisabled(GuardError):
+    """A feature flag is off for the account: ``<what> is|are disabled for account A (feature flag F)``."""
+
+    def __init__(self, message: str, *, flag: str):
+        super().__init__(message)
+        self.flag = flag
+
+
 class AuthError(WfcError):
     """Credentials are missing or not valid: an API token, a webhook signature or its timestamp."""
 
@@ -97,17 +106,30 @@ class PermissionDenied(AuthError):
 
 
 class ExecutionError(WfcError):
-    """A step failed; the message is what the execution's trace shows. Not retried by default."""
+    """A step failed; the message is what the execution's trace shows. Not retried by default.
+
+    ``failure`` is its class (a :class:`controller.model.statuses.Failure` value) for metrics:
+    given where the error is raised, else the class's default.
+    """
 
     exit_code = 1
+    default_failure = "action"
+
+    def __init__(self, message: str, *, failure: str | None = None, workflow: str | None = None):
+        super().__init__(message, workflow=workflow)
+        self.failure = failure or self.default_failure
 
 
 class TemplateError(ExecutionError):
     """A ``{{ … }}`` placeholder could not be evaluated; the message names the placeholder."""
 
+    default_failure = "template"
+
 
 class TransientError(ExecutionError):
     """A failure worth retrying (connection refused, timeout, HTTP 429/5xx) under ``retry``."""
+
+    default_failure = "network"
 
 
 @dataclass(frozen=True)

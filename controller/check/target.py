@@ -36,7 +36,7 @@ def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
             raise UsageError(f"the store at {store.safe_url} is empty or outdated; run `wfctl sync` first")
         account, name, definition, definitions = (_from_path(settings, target) if _is_path(target)
                                                    else _from_store(store, target))  # type: ignore[arg-type]
-        settings.config().require("workflow_dry_run", account, "dry run")
+        settings.config().require("workflow_dry_run", account, "dry run is")
         data = _entity(entity) if entity else None
         if record is not None and store is not None:
             with store.read() as conn:

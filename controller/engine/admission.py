@@ -38,6 +38,7 @@ from controller.engine import scope as scopes
 from controller.engine.templating import Templates
 from controller.engine.versions import Versions
 from controller.errors import GuardError, NotFoundError, RateLimited, WfcError
+from controller.metrics import rollup
 from controller.model.statuses import Decision
 from controller.safeguards import ratelimit
 from controller.store import decisions
@@ -149,6 +150,9 @@ def disabled(conn: Connection, target: Target, request: Request) -> str | None:
 
 GUARDS: tuple[Guard, ...] = (invalid, disabled)
 
+Observer = Callable[[Connection, Target, Request, Verdict], None]
+"""Told of a decision in its transaction (use controller.store.db.after_commit to act once it holds)."""
+
 
 class Admission:
     """The admission policy of one engine."""
@@ -161,6 +165,7 @@ class Admission:
         self.now = now
         self.default_limit = default_limit
         self.guards: list[Guard] = list(guards)
+        self.observers: list[Observer] = []  # told of every decision about a known workflow (Prometheus)
         self._drops = _DropLog()
 
     def admit(self, conn: Connection, request: Request, target: Target | None = None,
@@ -221,12 +226,17 @@ class Admission:
             log.warning("%s: not started: %s", target.key, decided.reason)
         return decided
 
-    @staticmethod
-    def _note(conn: Connection, request: Request, target: Target, verdict: Verdict, now: datetime) -> Verdict:
-        """Keep the decision when it is about a record, or when nothing started."""
+    def _note(self, conn: Connection, request: Request, target: Target, verdict: Verdict, now: datetime) -> Verdict:
+        """Keep the decision when it is about a record, or when nothing started; count what did not
+        start in the workflow's metrics; tell the observers."""
+        for observe in self.observers:
+            observe(conn, target, request, verdict)
         ref = request.record_ref
         if ref is None and verdict.started:
             return verdict
+        rollup.count_decision(conn, workflow_id=target.id, account=target.account,
+                              version=verdict.version or target.version,
+                              decision=verdict.decision, at=now)
         decisions.add(conn, [{
             "at": now, "account": target.account, "workflow_id": target.id, "workflow_key": target.key,
             "version": verdict.version, "trigger": request.kind, "decision": str(verdict.decision),

@@ -25,7 +25,7 @@ from controller.engine.queue import ExecutionRow, StepRow
 from controller.engine.templating import Templates
 from controller.engine.triggers import call
 from controller.model.entries import DirectoryEntry
-from controller.model.statuses import ExecutionStatus, StepStatus
+from controller.model.statuses import ExecutionStatus, Failure, StepStatus
 
 MAX_DEPTH = 10
 
@@ -195,14 +195,16 @@ def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any
             definition = runner.definitions(outcome.workflow)
             if definition is None or depth + 1 > MAX_DEPTH:
                 why = "does not exist" if definition is None else f"nests deeper than {MAX_DEPTH}"
-                return self._fail(step, f"step {action['id']}: called workflow {outcome.workflow} {why}")
+                return self._fail(step, f"step {action['id']}: called workflow {outcome.workflow} {why}",
+                                  Failure.GUARD)
             child = runner.run(outcome.workflow, definition, record=record, depth=depth + 1, outputs=outputs,
                                trigger=call.payload(outcome.input, {"dry_run": True}), synthetic=synthetic,
                                ids=effects.ids)
             effects.intents.extend(child.intents)
             effects.children[action["id"]] = child.steps
             if not child.ok:
-                return self._fail(step, f"step {action['id']}: called workflow {child.workflow} failed: {child.error}")
+                return self._fail(step, f"step {action['id']}: called workflow {child.workflow} failed: {child.error}",
+                                  Failure.CALL)
             step.status, step.finished_at, step.output = StepStatus.SUCCEEDED, self.i.now(), child.output
             return self._absorb(action, step)
 

@@ -35,9 +35,9 @@ from controller.engine.effects import Effects
 from controller.engine.lifecycle import transition
 from controller.engine.queue import ExecutionRow, StepRow
 from controller.engine.templating import Templates
-from controller.errors import ExecutionError, TemplateError, TransientError
+from controller.errors import ExecutionError, TransientError
 from controller.model import parse_duration
-from controller.model.statuses import ExecutionStatus, StepStatus
+from controller.model.statuses import ExecutionStatus, Failure, StepStatus
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class Run:
         if self.stop():
             return False
         if step is not None and step.status == StepStatus.FAILED:
-            return self._fail(step, step.error or "failed")
+            return self._fail(step, step.error or "failed", step.failure or Failure.INTERNAL)
         if step is not None and step.status == StepStatus.WAITING:
             if step.wake_at is None or step.wake_at > self.i.now():  # not due yet, or a child still runs
                 return self._stop(step.wake_at)
@@ -166,15 +166,13 @@ class Run:
                 with self.unit():  # the write and the checkpoint of its success: one commit
                     return self._outcome(action, step, module.run(inputs, context))
             outcome = module.run(inputs, context)
-        except TemplateError as e:
-            return self._fail(step, f"step {action['id']}: {e}")
         except TransientError as e:
-            return self._retry_or_fail(action, step, str(e))
-        except ExecutionError as e:
-            return self._fail(step, f"step {action['id']}: {e}")
+            return self._retry_or_fail(action, step, str(e), e.failure)
+        except ExecutionError as e:  # (a TemplateError too: its failure class says so)
+            return self._fail(step, f"step {action['id']}: {e}", e.failure)
         except Exception as e:  # a bug in an action must fail the step, not kill the worker
             log.exception("action %s of execution %s raised", action["id"], self.ex.id)
-            return self._fail(step, f"step {action['id']}: internal error: {type(e).__name__}: {e}")
+            return self._fail(step, f"step {action['id']}: internal error: {type(e).__name__}: {e}", Failure.INTERNAL)
         return self._outcome(action, step, outcome)
 
     def _outcome(self, action: dict[str, Any], step: StepRow, outcome: Outcome) -> bool:
@@ -215,11 +213,11 @@ class Run:
         step.output = {"waited_seconds": step.wait_seconds}
         return self._absorb(action, step)
 
-    def _retry_or_fail(self, action: dict[str, Any], step: StepRow, message: str) -> bool:
+    def _retry_or_fail(self, action: dict[str, Any], step: StepRow, message: str, failure: str) -> bool:
         retry = action.get("retry") or {}
         if step.attempts >= int(retry.get("attempts", 1)):
             suffix = f" (after {step.attempts} attempts)" if step.attempts > 1 else ""
-            return self._fail(step, f"step {action['id']}: {message}{suffix}")
+            return self._fail(step, f"step {action['id']}: {message}{suffix}", failure)
         delay = parse_duration(retry.get("backoff", "30s")) * 2 ** (step.attempts - 1)
         step.status, step.error = StepStatus.WAITING, message
         step.wake_at = self.i.now() + timedelta(seconds=delay)
@@ -227,11 +225,11 @@ class Run:
                  step.attempts + 1, delay)
         return self._stop(step.wake_at)
 
-    def _fail(self, step: StepRow, message: str) -> bool:
+    def _fail(self, step: StepRow, message: str, failure: str) -> bool:
         now = self.i.now()
         if step.status != StepStatus.FAILED:
-            step.status, step.error, step.finished_at = StepStatus.FAILED, message, now
-        transition(self.ex, ExecutionStatus.FAILED, now, error=message)
+            step.status, step.error, step.finished_at, step.failure = StepStatus.FAILED, message, now, failure
+        transition(self.ex, ExecutionStatus.FAILED, now, error=message, failure=failure)
         return False
 
     def _stop(self, wake_at: datetime | None) -> bool:

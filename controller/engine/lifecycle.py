@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from controller.engine import queue
-from controller.model.statuses import FINAL, ExecutionStatus
+from controller.model.statuses import FINAL, ExecutionStatus, Failure
 
 if TYPE_CHECKING:
     from controller.engine.queue import ExecutionRow
@@ -58,23 +58,29 @@ Hook = Callable[[Connection, "ExecutionRow", Transition], None]
 
 
 def transition(ex: ExecutionRow, to: ExecutionStatus, at: datetime, *, error: str | None = None,
-               wake_at: datetime | None = None) -> Transition:
+               failure: str | None = None, wake_at: datetime | None = None) -> Transition:
     """Move ``ex`` to ``to`` in memory; the move commits (and its hooks run) with the next save.
 
-    ``error`` is the reason of a failure or termination; ``wake_at`` when a waiting execution
-    becomes runnable again (None: when something else wakes it, a finished child).
+    ``error`` is the reason of a failure or termination and ``failure`` its class (a
+    :class:`~controller.model.statuses.Failure`); ``wake_at`` when a waiting execution becomes
+    runnable again (None: when something else wakes it, a finished child). The time spent waiting
+    is added up here, so that metrics can tell waiting from working.
     """
     before = S(ex.status)
     if to not in ALLOWED.get(before, frozenset()):
         raise LifecycleError(f"execution {ex.id} cannot go from {before} to {to}")
+    if before == S.WAITING and ex.waiting_since is not None:
+        ex.waited_seconds += max(0.0, (at - ex.waiting_since).total_seconds())
+        ex.waiting_since = None
     ex.status = to
     if to == S.RUNNING:
         ex.started_at = ex.started_at or at
         ex.wake_at = None
     elif to == S.WAITING:
-        ex.wake_at = wake_at
+        ex.wake_at, ex.waiting_since = wake_at, at
     else:  # final
         ex.error, ex.finished_at, ex.wake_at = error, at, None
+        ex.failure = None if to == S.SUCCEEDED else failure or Failure.INTERNAL
     move = Transition(ex.id, before, to, at, error)
     ex.transitions.append(move)
     return move

@@ -190,7 +190,8 @@ class LiveEffects:
                 body, truncated = _read(response, BODY_LIMIT)
                 return response.status_code, dict(response.headers), (body, truncated, response.encoding or "")
         except (requests.ConnectionError, requests.Timeout) as error:
-            raise TransientError(f"{what}: {_transport_reason(error)}") from error
+            failure = "timeout" if isinstance(error, requests.Timeout) else "network"
+            raise TransientError(f"{what}: {_transport_reason(error)}", failure=failure) from error
         except requests.RequestException as error:
             raise ExecutionError(f"{what}: {_transport_reason(error)}") from error
 
@@ -274,28 +275,29 @@ def _smtp_failure(error: BaseException, where: str, settings: SmtpSettings) -> E
         codes = [code for code, _ in error.recipients.values()]
         listed = "; ".join(f"{a}: {c} {_text(r)}" for a, (c, r) in error.recipients.items())
         kind = TransientError if codes and all(400 <= c < 500 for c in codes) else ExecutionError
-        return kind(f"{where}: every recipient was refused ({listed})")
+        return kind(f"{where}: every recipient was refused ({listed})", failure="smtp")
     if isinstance(error, smtplib.SMTPResponseException):
         reply = f"{error.smtp_code} {_text(error.smtp_error)}"
         if 400 <= error.smtp_code < 500:
-            return TransientError(f"{where}: the server answered {reply}; will retry")
+            return TransientError(f"{where}: the server answered {reply}; will retry", failure="smtp")
         if isinstance(error, smtplib.SMTPAuthenticationError):
             return ExecutionError(f"{where}: login as {settings.username!r} was refused ({reply}); check the "
-                                  f"password in ${settings.password_env}")
-        return ExecutionError(f"{where}: the server refused the message ({reply})")
+                                  f"password in ${settings.password_env}", failure="smtp")
+        return ExecutionError(f"{where}: the server refused the message ({reply})", failure="smtp")
     if isinstance(error, smtplib.SMTPNotSupportedError):
-        return ExecutionError(f"{where}: {error}; change the mailbox's smtp settings (starttls, username)")
+        return ExecutionError(f"{where}: {error}; change the mailbox's smtp settings (starttls, username)", failure="smtp")
     if isinstance(error, ssl.SSLCertVerificationError):
-        return ExecutionError(f"{where}: the server's TLS certificate is not trusted ({error.verify_message})")
+        return ExecutionError(f"{where}: the server's TLS certificate is not trusted ({error.verify_message})", failure="smtp")
     # SMTPException derives from OSError; only a lost connection or a socket error is transient.
     if isinstance(error, smtplib.SMTPServerDisconnected) or not isinstance(error, smtplib.SMTPException):
-        return TransientError(f"{where}: {_os_reason(error)}")
-    return ExecutionError(f"{where}: {error}")
+        return TransientError(f"{where}: {_os_reason(error)}", failure="smtp")
+    return ExecutionError(f"{where}: {error}", failure="smtp")
 
 
 def _status_failure(what: str, status: int, detail: str) -> ExecutionError:
-    kind = TransientError if status == 429 or status >= 500 else ExecutionError
-    return kind(f"{what} answered {status}, {detail}")
+    if status == 429 or status >= 500:
+        return TransientError(f"{what} answered {status}, {detail}", failure="http_5xx")
+    return ExecutionError(f"{what} answered {status}, {detail}", failure="http_4xx")
 
 
 def _read(response: requests.Response, limit: int) -> tuple[bytes, bool]:

@@ -42,6 +42,7 @@ class StepRow:
     wake_at: datetime | None = None  # kept in output["_wake_at"] while waiting
     idempotency_key: str | None = None  # sent with every attempt of an external effect
     attempt_log: list[dict[str, Any]] = field(default_factory=list)  # attempts that did not finish
+    failure: str | None = None  # the class of its error (controller.model.statuses.Failure)
     id: int | None = None
     dirty: bool = True  # changed since it was last written: any assignment to a field sets it
 
@@ -71,6 +72,9 @@ class ExecutionRow:
     error: str | None = None
     wake_at: datetime | None = None
     finished_at: datetime | None = None
+    failure: str | None = None  # why it did not succeed, as a Failure class
+    waited_seconds: float = 0.0  # time spent waiting so far (durable waits, back-offs, called workflows)
+    waiting_since: datetime | None = None  # while waiting: since when
     steps: dict[str, StepRow] = field(default_factory=dict)
     # Moves made in memory since the row was last written (see controller.engine.lifecycle).
     transitions: list[Transition] = field(default_factory=list)
@@ -119,6 +123,7 @@ def load(conn: Connection, execution_id: int) -> ExecutionRow:
         parent_id=row["parent_id"], parent_step=row["parent_step"], retry_of=row["retry_of"],
         cancel_requested=row["cancel_requested"], created_at=row["created_at"], started_at=row["started_at"],
         output=row["output"], error=row["error"], wake_at=row["wake_at"], finished_at=row["finished_at"],
+        failure=row["failure"], waited_seconds=row["waited_seconds"], waiting_since=row["waiting_since"],
     )
     s = execution_steps.c
     for step in conn.execute(select(execution_steps).where(s.execution_id == execution_id).order_by(s.seq)).mappings():
@@ -129,7 +134,7 @@ def load(conn: Connection, execution_id: int) -> ExecutionRow:
             input=step["input"], output=output, error=step["error"], attempts=step["attempts"],
             started_at=step["started_at"], finished_at=step["finished_at"], wait_seconds=step["wait_seconds"],
             wake_at=datetime.fromisoformat(wake) if wake else None, idempotency_key=step["idempotency_key"],
-            attempt_log=list(step["attempt_log"] or []), dirty=False,
+            attempt_log=list(step["attempt_log"] or []), failure=step["failure"], dirty=False,
         )
     return execution
 
@@ -142,7 +147,8 @@ def save(conn: Connection, execution: ExecutionRow, now: datetime, *, release: b
     values: dict[str, Any] = {
         "status": execution.status, "version": execution.version, "output": execution.output,
         "error": execution.error, "wake_at": execution.wake_at, "started_at": execution.started_at,
-        "finished_at": execution.finished_at, "updated_at": now,
+        "finished_at": execution.finished_at, "failure": execution.failure,
+        "waited_seconds": execution.waited_seconds, "waiting_since": execution.waiting_since, "updated_at": now,
     }
     if release:
         values.update(lease_owner=None, lease_until=None)
@@ -160,7 +166,7 @@ def save_steps(conn: Connection, execution_id: int, steps: Iterable[StepRow]) ->
             output = {**(output or {}), "_wake_at": step.wake_at.isoformat()}
         row = {"status": step.status, "input": step.input, "output": output, "error": step.error,
                "attempts": step.attempts, "finished_at": step.finished_at, "wait_seconds": step.wait_seconds,
-               "idempotency_key": step.idempotency_key, "attempt_log": step.attempt_log}
+               "idempotency_key": step.idempotency_key, "attempt_log": step.attempt_log, "failure": step.failure}
         if step.id is None:
             new.append((step, {**row, "execution_id": execution_id, "seq": step.seq, "action_id": step.action_id,
                                "type": step.type, "started_at": step.started_at}))

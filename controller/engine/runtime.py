@@ -34,7 +34,8 @@ from controller.engine.templating import Templates
 from controller.engine.triggers import call
 from controller.engine.versions import Versions
 from controller.errors import NotFoundError, UsageError
-from controller.model.statuses import FINAL, ExecutionStatus, StepStatus
+from controller.metrics import rollup
+from controller.model.statuses import FINAL, ExecutionStatus, Failure, StepStatus
 from controller.store import Store
 from controller.store import records as record_store
 from controller.store.directory import StoreDirectory
@@ -71,7 +72,7 @@ class Engine:
         self.versions = Versions()
         self.admission = Admission(templates=self.templates, versions=self.versions, now=self.clock.now,
                                    default_limit=config.rate_limit)
-        self.lifecycle = Lifecycle([wake_parent])
+        self.lifecycle = Lifecycle([wake_parent, rollup.on_transition])
         self.http = cookieless_session()  # one connection pool for every step's HTTP calls
 
     # -- starting ---------------------------------------------------------------------------
@@ -140,7 +141,7 @@ class Engine:
             row = conn.execute(select(workflows).where(workflows.c.id == ex.workflow_id)).mappings().one()
             if row["deleted"] or row["content_hash"] is None or not row["enabled"]:
                 state = "deleted" if row["deleted"] else "disabled" if not row["enabled"] else "not valid"
-                self._terminate(ex, f"{ex.workflow_key} is {state}; queued executions do not start")
+                self._terminate(ex, f"{ex.workflow_key} is {state}; queued executions do not start", Failure.GUARD)
                 return None
             ex.version = row["version"]
         transition(ex, ExecutionStatus.RUNNING, self.clock.now())
@@ -189,11 +190,11 @@ class Engine:
                 return
             error = f"step {action_id}: the call of {account}/{workflow} was {verdict.decision}: {verdict.reason}"
         now = self.clock.now()
-        step.status, step.error, step.finished_at = StepStatus.FAILED, error, now
-        transition(ex, ExecutionStatus.FAILED, now, error=error)
+        step.status, step.error, step.finished_at, step.failure = StepStatus.FAILED, error, now, Failure.GUARD
+        transition(ex, ExecutionStatus.FAILED, now, error=error, failure=Failure.GUARD)
 
-    def _terminate(self, ex: ExecutionRow, reason: str) -> None:
-        transition(ex, ExecutionStatus.TERMINATED, self.clock.now(), error=reason)
+    def _terminate(self, ex: ExecutionRow, reason: str, failure: str = Failure.CANCELLED) -> None:
+        transition(ex, ExecutionStatus.TERMINATED, self.clock.now(), error=reason, failure=failure)
 
     @staticmethod
     def _cancel_requested(conn: Connection, execution_id: int) -> bool:
@@ -249,6 +250,7 @@ def wake_parent(conn: Connection, child: ExecutionRow, move: Transition) -> None
         update(execution_steps)
         .where(s.execution_id == child.parent_id, s.action_id == child.parent_step)
         .values(status=StepStatus.SUCCEEDED if ok else StepStatus.FAILED, finished_at=move.at,
+                failure=None if ok else Failure.CALL,
                 output=child.output if ok else {"execution_id": child.id},
                 error=None if ok else f"step {child.parent_step}: called execution {child.id} "
                                       f"({child.workflow_key}) {child.status}: {child.error}")

@@ -37,6 +37,26 @@ class Decision(StrEnum):
     REFUSED = "refused"  # a guard said no: unknown, deleted, no valid version, disabled, suspended
 
 
+class Failure(StrEnum):
+    """Why an execution did not succeed: a small closed set, so metrics can count by it.
+
+    Derived from the error where it is raised (:class:`controller.errors.ExecutionError.failure`),
+    never by reading its message.
+    """
+
+    TEMPLATE = "template"  # a {{ … }} placeholder could not be evaluated
+    HTTP_4XX = "http_4xx"  # an HTTP call or channel post answered 4xx (or a status outside expect_status)
+    HTTP_5XX = "http_5xx"  # it answered 429 or 5xx (after the retries)
+    TIMEOUT = "timeout"  # a call timed out
+    NETWORK = "network"  # a call could not connect (refused, DNS, TLS)
+    SMTP = "smtp"  # the mail server refused, or could not be reached
+    GUARD = "guard"  # refused by a guard: an inactive directory entry, a call not admitted, a disabled workflow
+    ACTION = "action"  # the action could not do its job with its inputs (no recipient, no such record, bad URL)
+    CALL = "call"  # a called workflow did not succeed
+    CANCELLED = "cancelled"  # terminated by an operator
+    INTERNAL = "internal"  # a bug: an action raised something unexpected
+
+
 FINAL: frozenset[ExecutionStatus] = frozenset(
     {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.TERMINATED})
 IN_FLIGHT: frozenset[ExecutionStatus] = frozenset({ExecutionStatus.RUNNING, ExecutionStatus.WAITING})

@@ -9,7 +9,7 @@ transaction-scoped advisory lock on PostgreSQL.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Arbitrary but fixed: the advisory lock id every wfctl writer takes on PostgreSQL.
 WRITE_LOCK_ID = 0x77666374  # "wfct"
+AFTER_COMMIT = "wfc_after_commit"  # conn.info key: callbacks of the open transaction
 
 
 def default_url(data_dir: Path) -> str:
@@ -72,11 +73,21 @@ class Store:
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
-        """One writing transaction (``BEGIN IMMEDIATE`` on SQLite, so it never fails to upgrade)."""
+        """One writing transaction (``BEGIN IMMEDIATE`` on SQLite, so it never fails to upgrade).
+
+        What :func:`after_commit` was given inside it runs once it has committed.
+        """
+        callbacks: list[Callable[[], None]] = []
         with self._guard(), self.engine.connect() as raw:
             conn = raw.execution_options(wfc_write=True)
-            with conn.begin():
-                yield conn
+            conn.info[AFTER_COMMIT] = callbacks
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                del conn.info[AFTER_COMMIT]
+        for callback in callbacks:
+            callback()
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -156,6 +167,16 @@ def open_store(url: str, *, upgrade: bool = True) -> Store:
         store.close()
         raise StoreError(f"cannot use the store at {store.safe_url}: {one_line(getattr(e, 'orig', None) or e)}") from None
     return store
+
+
+def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` when the transaction of ``conn`` (one of :meth:`Store.tx`) has committed;
+    never when it rolls back. Outside such a transaction, now."""
+    pending = conn.info.get(AFTER_COMMIT)
+    if pending is None:
+        callback()
+    else:
+        pending.append(callback)
 
 
 def one_line(error: object) -> str:

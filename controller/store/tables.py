@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -207,6 +208,9 @@ executions = Table(
     Column("started_at", Timestamp()),
     Column("finished_at", Timestamp()),
     Column("updated_at", Timestamp(), nullable=False),
+    Column("failure", String(16)),  # the class of the error of a failed or terminated execution
+    Column("waited_seconds", Float, nullable=False, default=0.0),  # waiting time so far: active = total - this
+    Column("waiting_since", Timestamp()),
     Index(None, "status", "wake_at"),
     Index(None, "workflow_id", "status"),
     Index(None, "parent_id"),
@@ -232,6 +236,7 @@ execution_steps = Table(
     # (``[{"attempt", "at", "outcome"}]``: a worker lost mid-call shows here, never silently).
     Column("idempotency_key", String(80)),
     Column("attempt_log", Json, nullable=False, default=list),
+    Column("failure", String(16)),
     UniqueConstraint("execution_id", "action_id"),
 )
 
@@ -320,4 +325,63 @@ controller_loops = Table(
     Column("error", Text, nullable=False, default=""),
     Column("last_ok_at", Timestamp()),
     Column("updated_at", Timestamp(), nullable=False, index=True),
+)
+
+# -- metrics: rollups folded in by the lifecycle hook when an execution ends (controller.metrics) ---
+
+DURATION_BOUNDS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                                      900.0, 3600.0, 21600.0, 86400.0)
+"""Upper bounds (seconds) of the fixed duration histogram; one more bucket holds what is above."""
+HISTOGRAM = tuple(f"h{i:02d}" for i in range(len(DURATION_BOUNDS) + 1))
+"""The histogram's count columns of ``metric_buckets``, one per bound and one for +Inf."""
+
+
+def _bucket_key() -> list[Column[object]]:
+    # Per workflow and version, per UTC hour ("h") and per UTC day ("d"): the 24h window reads hours,
+    # 7d and 30d read days, so no window reads more than ~30 rows per workflow and version.
+    return [Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
+            Column("span", String(1), primary_key=True),
+            Column("start", Timestamp(), primary_key=True),
+            Column("version", Integer, primary_key=True),
+            Column("account", String(63), nullable=False)]
+
+
+metric_buckets = Table(
+    "metric_buckets",
+    metadata,
+    *_bucket_key(),
+    Column("executions", Integer, nullable=False, default=0),  # finished: succeeded + failed + terminated
+    Column("succeeded", Integer, nullable=False, default=0),
+    Column("failed", Integer, nullable=False, default=0),
+    Column("terminated", Integer, nullable=False, default=0),
+    Column("duration_sum", Float, nullable=False, default=0.0),  # started -> finished, seconds
+    Column("duration_max", Float, nullable=False, default=0.0),
+    Column("active_sum", Float, nullable=False, default=0.0),  # running: the duration less the waits
+    Column("active_max", Float, nullable=False, default=0.0),
+    Column("wait_sum", Float, nullable=False, default=0.0),  # durable waits, back-offs, called workflows
+    *(Column(name, Integer, nullable=False, default=0) for name in HISTOGRAM),  # of active time
+    Column("dropped", Integer, nullable=False, default=0),  # admission: over the rate limit
+    Column("refused", Integer, nullable=False, default=0),  # admission: a guard said no
+    Column("filtered", Integer, nullable=False, default=0),  # admission: the trigger's when was false
+    Index(None, "account", "span", "start"),
+)
+
+metric_failures = Table(
+    "metric_failures",
+    metadata,
+    *_bucket_key(),
+    Column("failure", String(16), primary_key=True),  # controller.model.statuses.Failure
+    Column("count", Integer, nullable=False, default=0),
+)
+
+metric_actions = Table(
+    "metric_actions",
+    metadata,
+    *_bucket_key(),
+    Column("action_id", String(63), primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("count", Integer, nullable=False, default=0),  # finished steps
+    Column("failures", Integer, nullable=False, default=0),
+    Column("duration_sum", Float, nullable=False, default=0.0),  # started -> finished, with retries' back-offs
+    Column("duration_max", Float, nullable=False, default=0.0),
 )

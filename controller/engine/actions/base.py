@@ -35,9 +35,9 @@ class ActionContext:
         entry = self.directory.get(self.account, ref)
         if entry is None or entry.kind != kind:
             raise ExecutionError(f"{ref} is not in the directory of account {self.account!r}; load it with "
-                                 f"`wfctl directory load`")
+                                 f"`wfctl directory load`", failure="guard")
         if not entry.active:
-            raise ExecutionError(f"{ref} is {entry.status}; reactivate it or change the workflow")
+            raise ExecutionError(f"{ref} is {entry.status}; reactivate it or change the workflow", failure="guard")
         return entry
 
 
