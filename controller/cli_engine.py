@@ -294,7 +294,7 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
     engine = settings.engine(store, lease_seconds=lease, config=config)
     box = SecretBox.for_settings(settings)
     with settings.open_source() as source:
-        options = ServeOptions(interval=interval, workers=workers, timeline_retention=config.timeline_retention_seconds)
+        options = ServeOptions.of(config, interval=interval, workers=workers)
         controller = Controller(Reconciler(source, store, location=settings.repo), engine, options,
                                 after_sync=lambda: ensure_webhook_secrets(store, box))
         try:

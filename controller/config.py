@@ -8,6 +8,10 @@ A YAML file (``--config`` / ``WFC_CONFIG``, default ``<data-dir>/config.yaml`` w
       rateLimit: {max: 600, per: 1h}  # for workflows without spec.rateLimit
     timeline:
       retention: 7d                   # how long trigger decisions (record timelines) are kept
+    executions:
+      retention: 90d                  # finished executions older than this are pruned (default: kept)
+    metrics:
+      retention: 400d                 # daily metric buckets kept this long (hourly ones: 7 days)
     effects:
       idempotency_header: Idempotency-Key   # sent with non-GET calls and channel posts; "" for none
     accounts:
@@ -36,6 +40,7 @@ from controller.model.workflow import RateLimit
 
 DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True, "workflow_metrics": True}
 TIMELINE_RETENTION = "7d"
+METRICS_RETENTION = "400d"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
@@ -49,6 +54,14 @@ class _Limits(_Strict):
 
 class _Timeline(_Strict):
     retention: Duration = TIMELINE_RETENTION
+
+
+class _Executions(_Strict):
+    retention: Duration | None = None
+
+
+class _Metrics(_Strict):
+    retention: Duration = METRICS_RETENTION
 
 
 class _Effects(_Strict):
@@ -65,6 +78,8 @@ class _File(_Strict):
     limits: _Limits = Field(default_factory=_Limits)
     timeline: _Timeline = Field(default_factory=_Timeline)
     effects: _Effects = Field(default_factory=_Effects)
+    executions: _Executions = Field(default_factory=_Executions)
+    metrics: _Metrics = Field(default_factory=_Metrics)
     accounts: dict[str, _Account] = Field(default_factory=dict)
 
 
@@ -75,6 +90,8 @@ class Config:
     rate_limits: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # "" is the global default
     timeline_retention: str = TIMELINE_RETENTION
     idempotency_header: str = IDEMPOTENCY_HEADER
+    execution_retention: str | None = None  # None: finished executions are kept
+    metrics_retention: str = METRICS_RETENTION
 
     def enabled(self, flag: str, account: str) -> bool:
         if flag in self.accounts.get(account, {}):
@@ -87,6 +104,10 @@ class Config:
         if not self.enabled(flag, account):
             raise FeatureDisabled(f"{what} disabled for account {account} (feature flag {flag})", flag=flag)
 
+    def require_metrics(self, account: str) -> None:
+        """FeatureDisabled when the account's ``workflow_metrics`` flag is off (the rollups keep being written)."""
+        self.require("workflow_metrics", account, "metrics are")
+
     def rate_limit(self, account: str) -> Mapping[str, object] | None:
         """The default ``{max, per}`` for the account's workflows without ``spec.rateLimit``, or None."""
         return self.rate_limits.get(account) or self.rate_limits.get("")
@@ -94,6 +115,14 @@ class Config:
     @property
     def timeline_retention_seconds(self) -> int:
         return parse_duration(self.timeline_retention)
+
+    @property
+    def execution_retention_seconds(self) -> int | None:
+        return parse_duration(self.execution_retention) if self.execution_retention else None
+
+    @property
+    def metrics_retention_seconds(self) -> int:
+        return parse_duration(self.metrics_retention)
 
 
 def load_config(path: Path | None) -> Config:
@@ -122,4 +151,5 @@ def load_config(path: Path | None) -> Config:
     limits = {"": parsed.limits.rateLimit, **{name: a.limits.rateLimit for name, a in parsed.accounts.items()}}
     return Config(parsed.features, {name: a.features for name, a in parsed.accounts.items()},
                   {name: limit.model_dump() for name, limit in limits.items() if limit is not None},
-                  parsed.timeline.retention, parsed.effects.idempotency_header)
+                  parsed.timeline.retention, parsed.effects.idempotency_header, parsed.executions.retention,
+                  parsed.metrics.retention)

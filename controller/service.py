@@ -14,6 +14,7 @@ import fcntl
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,12 +23,14 @@ from typing import Any
 
 from sqlalchemy import text
 
+from controller.config import Config
 from controller.engine.runtime import Engine
 from controller.engine.scheduler import Schedules
 from controller.engine.triggers import inactivity
 from controller.errors import SourceError
+from controller.metrics import prom, rollup
 from controller.reconcile.reconciler import Reconciler
-from controller.store import Store, decisions
+from controller.store import Store, decisions, retention
 from controller.supervision import Supervisor
 
 log = logging.getLogger(__name__)
@@ -81,7 +84,16 @@ class ServeOptions:
     workers: int = 4
     idle_poll: float = 0.5
     timeline_retention: float = 7 * 86400  # seconds trigger decisions are kept
-    purge_every: float = 600.0  # seconds between purges of old decisions
+    execution_retention: float | None = None  # seconds finished executions are kept (None: forever)
+    metrics_retention: float = 400 * 86400  # seconds daily metric buckets are kept
+    purge_every: float = 600.0  # seconds between purges of old decisions, executions and buckets
+
+    @classmethod
+    def of(cls, config: Config, **options: Any) -> ServeOptions:
+        """Options with the retention periods of the configuration."""
+        return cls(timeline_retention=config.timeline_retention_seconds,
+                   execution_retention=config.execution_retention_seconds,
+                   metrics_retention=config.metrics_retention_seconds, **options)
 
 
 class Controller:
@@ -150,7 +162,13 @@ class Controller:
         self._leading = self.leadership.held()
         if not self._leading:
             return
-        self.reconciler.sync()
+        started = time.perf_counter()
+        try:
+            plan = self.reconciler.sync()
+        except Exception:
+            prom.reconcile_pass("failed", time.perf_counter() - started)
+            raise
+        prom.reconcile_pass("unchanged" if plan.empty else "applied", time.perf_counter() - started)
         if self.after_sync is not None:
             self.after_sync()
 
@@ -172,16 +190,27 @@ class Controller:
             log.info("inactivity started %d execution(s)", len(started))
 
     def purge(self) -> int:
-        """Forget trigger decisions older than the retention; at most once per ``purge_every``."""
+        """Forget trigger decisions, finished executions and metric buckets older than their
+        retention; at most once per ``purge_every``. Returns how many rows went."""
         now = self.engine.clock.now()
         if self._purged is not None and (now - self._purged).total_seconds() < self.options.purge_every:
             return 0
         with self.engine.store.tx() as conn:
             purged = decisions.purge(conn, now - timedelta(seconds=self.options.timeline_retention))
+            buckets = rollup.prune(conn, now, timedelta(seconds=self.options.metrics_retention))
+        pruned = 0
+        if self.options.execution_retention is not None:
+            before = now - timedelta(seconds=self.options.execution_retention)
+            while True:  # in batches, each its own short transaction: workers keep committing meanwhile
+                with self.engine.store.tx() as conn:
+                    batch = retention.prune_executions(conn, before)
+                pruned += batch
+                if not batch or self._stop.is_set():
+                    break
         self._purged = now
-        if purged:
-            log.info("forgot %d trigger decision(s) older than the timeline retention", purged)
-        return purged
+        if purged or pruned:
+            log.info("forgot %d trigger decision(s) and %d finished execution(s) past their retention", purged, pruned)
+        return purged + pruned + buckets
 
     def _work(self, name: str) -> None:
         ran = 0

@@ -10,11 +10,12 @@ from flask import Flask
 
 from controller.engine.clock import Clock
 from controller.engine.runtime import Engine
+from controller.metrics import prom
 from controller.security.intake import WebhookIntake
 from controller.security.secrets import KEY_ENV, SecretBox
 from controller.settings import Settings
 from controller.store import Store
-from webhooks import errors, health, hooks
+from webhooks import errors, health, hooks, metrics
 from webhooks.api import blueprint as api_blueprint
 from webhooks.bodies import REQUEST_LIMIT
 from webhooks.context import EXTENSION, Services, SyncTrigger
@@ -28,13 +29,15 @@ def create_app(settings: Settings, store: Store, engine: Engine, *, controller: 
     receives git push hooks; without it ``POST /hooks/git`` answers 503. ``clock`` (default: the
     engine's) checks webhook timestamps and rate-limit windows. ``environ`` (default ``os.environ``)
     supplies ``WFC_SECRET_KEY`` (else ``<data-dir>/secret.key`` is used, made once with mode 0600)
-    and ``WFC_GIT_WEBHOOK_SECRET`` (the push hook's secret; unset: the push hook answers 404).
+    and ``WFC_GIT_WEBHOOK_SECRET`` (the push hook's secret; unset: the push hook answers 404), and
+    ``WFC_METRICS_TOKEN`` (unset: ``/metrics`` needs no token).
     """
     env = os.environ if environ is None else environ
     box = SecretBox.load(settings.data_dir, env.get(KEY_ENV))
     intake = WebhookIntake(engine, box, clock=clock)
     found = Services(settings=settings, store=store, engine=engine, clock=intake.clock, box=box, intake=intake,
-                     controller=controller, git_secret=env.get(hooks.GIT_SECRET_ENV) or None)
+                     controller=controller, git_secret=env.get(hooks.GIT_SECRET_ENV) or None, environ=env)
+    prom.instrument(engine)
     app = Flask("webhooks", static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = REQUEST_LIMIT
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -42,6 +45,7 @@ def create_app(settings: Settings, store: Store, engine: Engine, *, controller: 
     errors.init_app(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(hooks.blueprint)
+    app.register_blueprint(metrics.blueprint)
     app.register_blueprint(api_blueprint)
     return app
 

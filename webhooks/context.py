@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +41,7 @@ class Services:
     intake: WebhookIntake
     controller: SyncTrigger | None
     git_secret: str | None
+    environ: Mapping[str, str]  # WFC_METRICS_TOKEN, PROMETHEUS_MULTIPROC_DIR
 
     def now(self) -> datetime:
         return self.clock.now()

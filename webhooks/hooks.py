@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import ServiceUnavailable
 
 from controller.errors import AuthError, NotFoundError
+from controller.metrics import prom
 from controller.security.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -27,6 +28,14 @@ from webhooks.context import services
 GIT_SECRET_ENV = "WFC_GIT_WEBHOOK_SECRET"
 
 blueprint = Blueprint("hooks", __name__)
+
+
+@blueprint.after_request
+def _count(response: Response) -> Response:
+    """Every answer to a webhook trigger (error answers too) counts in wfctl_webhook_requests_total."""
+    if request.endpoint == "hooks.webhook":
+        prom.webhook_answered(response.status_code)
+    return response
 
 
 @blueprint.post("/hooks/<account>/<name>")

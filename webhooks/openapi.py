@@ -119,6 +119,12 @@ def _paths() -> dict[str, Any]:
             "Dry-run the applied version: no side effects", (200, "the dry run's trace", OBJECT),
             permission=("workflow.dry_run",), params=WORKFLOW,
             body={"type": "object", "properties": {"record": RECORD_REF}}, errors=(400, 404, 409, 422))},
+        "/api/v1/workflows/{account}/{name}/metrics": {"get": _op(
+            "Success rate, volume, active and waiting time, failures by class, drops and the slowest and most failing "
+            "actions over a window, against the window before; by=version splits them per version (commit, author)",
+            (200, "the figures", OBJECT), permission=read, errors=(403, 404, 422),
+            params=[*WORKFLOW, _param("window", "query", {"enum": ["24h", "7d", "30d"]}, "default 24h"),
+                    _param("by", "query", {"enum": ["version"]})])},
         "/api/v1/executions": {"get": _op(
             "Executions of the token's account, newest first", (200, "a page of executions", OBJECT),
             permission=read, errors=(400, 404),
@@ -136,6 +142,17 @@ def _paths() -> dict[str, Any]:
         "/api/v1/executions/{execution_id}/cancel": {"post": _op(
             "Cancel an execution", (202, "terminated or cancelling", OBJECT), permission=("workflow.manage",),
             params=EXECUTION, errors=(404, 409))},
+        "/api/v1/accounts/{account}/metrics": {"get": _op(
+            "The account's worst performers over a window: most failures, slowest p95, most drops, with deltas",
+            (200, "the overview", OBJECT), permission=read, errors=(403, 404, 422),
+            params=[*ACCOUNT, _param("window", "query", {"enum": ["24h", "7d", "30d"]}, "default 7d"),
+                    _param("min_executions", "query", {"type": "integer", "minimum": 1}, "default 10")])},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text exposition format)",
+            "description": "No token unless WFC_METRICS_TOKEN is set; then Authorization: Bearer <that token>.",
+            "security": [],
+            "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          "401": ERROR}}},
         "/api/v1/accounts/{account}/records/{type_}/{record_id}/workflows": {"get": _op(
             "The manual workflows a record of this type offers", (200, "workflows", OBJECT),
             permission=("workflow.read", "workflow.run_manual"), params=RECORD, errors=(404, 422))},

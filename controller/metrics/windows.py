@@ -54,8 +54,9 @@ class Window:
     previous_start: datetime
 
     def view(self) -> dict[str, Any]:
+        """``from`` and ``to`` of the current window; the previous one runs from ``previous_from`` to ``from``."""
         return {"window": self.name, "from": self.start.isoformat(), "to": self.end.isoformat(),
-                "previous": {"from": self.previous_start.isoformat(), "to": self.start.isoformat()}}
+                "previous_from": self.previous_start.isoformat()}
 
 
 def window(name: str, now: datetime) -> Window:

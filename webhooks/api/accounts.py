@@ -14,6 +14,7 @@ from controller.engine.records import RecordService
 from controller.engine.triggers import email
 from controller.engine.triggers import record as record_trigger
 from controller.errors import NotFoundError, PayloadError, UsageError
+from controller.metrics import windows
 from controller.model.directory import parse_directory
 from controller.security.payloads import parse_json
 from controller.store import decisions, views
@@ -47,6 +48,21 @@ def timeline(account: str, type_: str, record_id: str) -> Any:
     with services().store.read() as conn:
         found = decisions.record_timeline(conn, account, type_, record_id)
     return {"record": {"type": type_, "id": record_id}, "decisions": found}
+
+
+@blueprint.get("/metrics")
+@requires("workflow.read")
+def metrics(account: str) -> Any:
+    """The account's worst performers over ``?window=`` (default 7d); ``&min_executions=`` to be ranked."""
+    own(account)
+    least = request.args.get("min_executions", str(windows.MIN_EXECUTIONS))
+    if not least.isdigit() or int(least) < 1:
+        raise UsageError(f"min_executions must be a whole number of at least 1, not {least!r}")
+    found = services()
+    found.settings.config().require_metrics(account)
+    with found.store.read() as conn:
+        return windows.account_metrics(conn, account, request.args.get("window", "7d"), found.now(),
+                                       min_executions=int(least))
 
 
 @blueprint.post("/records/<type_>")

@@ -8,6 +8,7 @@ from flask import Blueprint, request
 
 from controller.engine.starting import start_now
 from controller.errors import PayloadError, UsageError
+from controller.metrics import windows
 from controller.security import secrets
 from controller.store import views
 from webhooks.auth import actor, caller, own, requires
@@ -57,6 +58,21 @@ def audit(account: str, name: str) -> Any:
     key = _key(account, name)
     with services().store.read() as conn:
         return {"workflow": key, "events": views.audit(conn, key)}
+
+
+@blueprint.get("/workflows/<account>/<name>/metrics")
+@requires("workflow.read")
+def metrics(account: str, name: str) -> Any:
+    """Figures over ``?window=24h|7d|30d`` (default 24h) against the window before; ``&by=version`` splits them."""
+    key = _key(account, name)
+    by = request.args.get("by")
+    if by not in (None, "version"):
+        raise UsageError(f"unknown by={by!r}; the figures split only by=version")
+    found = services()
+    found.settings.config().require_metrics(account)
+    with found.store.read() as conn:
+        return windows.workflow_metrics(conn, key, request.args.get("window", "24h"), found.now(),
+                                        by_version=by == "version")
 
 
 @blueprint.get("/workflows/<account>/<name>/webhook-secret")
