@@ -191,13 +191,13 @@ class Controller:
 
     def purge(self) -> int:
         """Forget trigger decisions, finished executions and metric buckets older than their
-        retention; at most once per ``purge_every``. Returns how many rows went."""
+        retention; at most once per ``purge_every``. Returns how many decisions and executions went."""
         now = self.engine.clock.now()
         if self._purged is not None and (now - self._purged).total_seconds() < self.options.purge_every:
             return 0
         with self.engine.store.tx() as conn:
             purged = decisions.purge(conn, now - timedelta(seconds=self.options.timeline_retention))
-            buckets = rollup.prune(conn, now, timedelta(seconds=self.options.metrics_retention))
+            rollup.prune(conn, now, timedelta(seconds=self.options.metrics_retention))
         pruned = 0
         if self.options.execution_retention is not None:
             before = now - timedelta(seconds=self.options.execution_retention)
@@ -210,7 +210,7 @@ class Controller:
         self._purged = now
         if purged or pruned:
             log.info("forgot %d trigger decision(s) and %d finished execution(s) past their retention", purged, pruned)
-        return purged + pruned + buckets
+        return purged + pruned
 
     def _work(self, name: str) -> None:
         ran = 0

@@ -66,12 +66,14 @@ def http_kit(tmp_path: Path, store_url: str, *, ensure: bool = True, **app_optio
             secrets.ensure_webhook_secrets(k.store, box, k.clock.now())
         app = create_app(settings, k.store, k.engine, environ={**environ, **app_options.pop("environ", {})},
                          **app_options)
-        yield Http(k, app, app.test_client(), box, settings)
+        yield Http(k, app, app.test_client(), box, settings, environ)
 
 
 class Http:
-    def __init__(self, kit: Kit, app: Flask, client: FlaskClient, box: secrets.SecretBox, settings: Settings):
+    def __init__(self, kit: Kit, app: Flask, client: FlaskClient, box: secrets.SecretBox, settings: Settings,
+                 environ: dict[str, str]):
         self.kit = kit
+        self.environ = environ  # WFC_SECRET_KEY and the git hook's secret the app was made with
         self.app = app
         self.client = client
         self.box = box

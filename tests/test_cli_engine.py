@@ -44,8 +44,8 @@ WORKFLOWS = {
                 "    - {id: note, type: set, vars: {subject: '{{ trigger.subject }}'}}\n"),
 }
 EXECUTION_KEYS = {"id", "workflow", "version", "status", "trigger", "started_at", "finished_at", "duration_ms",
-                  "error", "retry_of", "parent_id", "created_at", "output", "steps"}
-STEP_KEYS = {"action_id", "type", "status", "input", "output", "error", "attempts", "attempt_log", "idempotency_key",
+                  "error", "failure", "waited_seconds", "retry_of", "parent_id", "created_at", "output", "steps"}
+STEP_KEYS = {"action_id", "type", "status", "input", "output", "error", "failure", "attempts", "attempt_log", "idempotency_key",
              "started_at", "finished_at",
              "wait_seconds"}
 

@@ -19,14 +19,14 @@ from sqlalchemy import func, select
 
 from controller.config import Config
 from controller.engine.records import RecordService
-from controller.reconcile.reconciler import Reconciler
-from controller.source import GitSource
-from controller.store import directory as store_directory
 from controller.errors import RateLimited
 from controller.metrics import rollup, windows
 from controller.metrics.windows import figures, percentile
 from controller.model.statuses import Failure
+from controller.reconcile.reconciler import Reconciler
 from controller.service import Controller, ServeOptions
+from controller.source import GitSource
+from controller.store import directory as store_directory
 from controller.store import retention
 from controller.store.tables import DURATION_BOUNDS, HISTOGRAM, executions, metric_buckets
 

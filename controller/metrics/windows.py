@@ -132,7 +132,8 @@ def delta(current: Mapping[str, Any], previous: Mapping[str, Any]) -> dict[str, 
     out: dict[str, Any] = {}
     for name in DELTAS:
         a, b = current.get(name), previous.get(name)
-        out[name] = None if a is None or b is None else _round(a - b, 4)
+        out[name] = None if a is None or b is None else a - b if isinstance(a, int) and isinstance(b, int) \
+            else _round(a - b, 4)
     return out
 
 
@@ -179,8 +180,11 @@ def account_metrics(conn: Connection, account: str, name: str, now: datetime, *,
         cur = figures(sums.get((workflow_id, "current")))
         prev = figures(sums.get((workflow_id, "previous")))
         for p in ("current", "previous"):
+            found = sums.get((workflow_id, p)) or {}
             for n in SUMS:
-                totals[p][n] += (sums.get((workflow_id, p)) or {}).get(n) or 0
+                totals[p][n] += found.get(n) or 0
+            for n in MAXES:
+                totals[p][n] = max(totals[p][n], found.get(n) or 0.0)
         if cur["executions"] or cur["dropped"] or prev["executions"]:
             rows.append({"workflow": key, **_ranked(cur), "delta": delta(cur, prev)})
     ranked = [r for r in rows if r["executions"] >= min_executions]

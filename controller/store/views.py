@@ -181,7 +181,8 @@ def _execution_summary(row: Any) -> dict[str, Any]:
     return {
         "id": row["id"], "workflow": row["workflow_key"], "version": row["version"], "status": row["status"],
         "trigger": row["trigger"], "started_at": iso(started), "finished_at": iso(finished),
-        "duration_ms": duration, "error": row["error"], "retry_of": row["retry_of"],
+        "duration_ms": duration, "error": row["error"], "failure": row["failure"],
+        "waited_seconds": round(row["waited_seconds"], 3), "retry_of": row["retry_of"],
         "parent_id": row["parent_id"], "created_at": iso(row["created_at"]), "output": row["output"],
     }
 
@@ -192,7 +193,8 @@ def _step_view(row: Any) -> dict[str, Any]:
         output = {k: v for k, v in output.items() if k != "_wake_at"} or None
     return {
         "action_id": row["action_id"], "type": row["type"], "status": row["status"], "input": row["input"],
-        "output": output, "error": row["error"], "attempts": row["attempts"], "attempt_log": list(row["attempt_log"]),
+        "output": output, "error": row["error"], "failure": row["failure"], "attempts": row["attempts"],
+        "attempt_log": list(row["attempt_log"]),
         "idempotency_key": row["idempotency_key"], "started_at": iso(row["started_at"]),
         "finished_at": iso(row["finished_at"]), "wait_seconds": row["wait_seconds"],
     }
