@@ -27,7 +27,7 @@ from controller.engine.records import RecordService
 from controller.engine.runtime import Engine
 from controller.store import open_store, views
 from controller.store import records as record_store
-from controller.store.tables import executions
+from controller.store.tables import executions, metric_actions, metric_buckets
 
 WORKFLOW = """apiVersion: workflows/v1
 kind: Workflow
@@ -54,10 +54,11 @@ class Report:
     duplicated_internal: list[str] = field(default_factory=list)
     invisible_repeats: list[str] = field(default_factory=list)
     repeats: int = 0  # external calls made twice or more, each visible as a second attempt
+    miscounted: list[str] = field(default_factory=list)  # metrics that do not match the executions
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated_internal or self.invisible_repeats)
+        return not (self.lost or self.duplicated_internal or self.invisible_repeats or self.miscounted)
 
 
 def run(tmp: Path, db: str, *, cycles: int, tickets_per_cycle: int, seed: int) -> Report:
@@ -121,8 +122,17 @@ def _count(report: Report, store: Any, data: Path, sent: list[Any]) -> None:
         traces = [views.execution(conn, row["id"]) for row in rows]
         tasks = Counter(str(t["ticket"]) for t in record_store.list_records(conn, "acme", "task", limit=100_000))
         tickets = {t["id"]: t for t in record_store.list_records(conn, "acme", "ticket", limit=100_000)}
+        # Metrics are folded in the transaction of the final move: one count per execution, kill or not.
+        counted = conn.execute(select(func.sum(metric_buckets.c.executions)).where(metric_buckets.c.span == "d")
+                               ).scalar() or 0
+        steps_counted = conn.execute(select(func.sum(metric_actions.c.count)).where(metric_actions.c.span == "d")
+                                     ).scalar() or 0
     if len(traces) != report.tickets:
         report.lost.append(f"{report.tickets} tickets but {len(traces)} executions")
+    finished = sum(1 for t in traces if t["status"] in ("succeeded", "failed", "terminated"))
+    if counted != finished or steps_counted != finished * len(STEPS):
+        report.miscounted.append(f"{finished} finished executions, {counted} in the metrics; "
+                                 f"{steps_counted} steps counted for {finished * len(STEPS)}")
     posts = Counter(str(r.headers.get("Idempotency-Key")) for r in sent if r.path == "/crm")
     mails = list((data / "outbox" / "acme" / "mb_out").glob("*.eml"))
     if len(mails) != report.tickets:

@@ -19,6 +19,7 @@ def test_kill_nine_under_load_loses_nothing_and_repeats_nothing_silently(tmp_pat
     report = run(tmp_path, store_url, cycles=3, tickets_per_cycle=12, seed=seed)
     assert report.kills == 3 and report.effects == 4 * report.tickets
     assert report.ok, (f"seed {seed} (replay with WFC_KILL_SEED={seed}): lost {report.lost}, "
-                       f"duplicated {report.duplicated_internal}, invisible {report.invisible_repeats}")
+                       f"duplicated {report.duplicated_internal}, invisible {report.invisible_repeats}, "
+                       f"metrics {report.miscounted}")
 
 

@@ -34,7 +34,7 @@ def main() -> None:
     backends = ["sqlite"] + (["postgresql"] if os.environ.get("WFC_TEST_DATABASE_URL") else [])
     print(f"seed {args.seed}")
     print(f"{'store':<11}{'executions':>11}{'effects':>9}{'kills':>7}{'repeated':>10}{'lost':>6}"
-          f"{'doubled':>9}{'invisible':>11}{'seconds':>9}")
+          f"{'doubled':>9}{'invisible':>11}{'miscounted':>12}{'seconds':>9}")
     failed = False
     for backend in backends:
         with tempfile.TemporaryDirectory() as tmp:
@@ -48,8 +48,8 @@ def main() -> None:
                 pass
         print(f"{backend:<11}{report.tickets:>11}{report.effects:>9}{report.kills:>7}{report.repeats:>10}"
               f"{len(report.lost):>6}{len(report.duplicated_internal):>9}{len(report.invisible_repeats):>11}"
-              f"{elapsed:>9.1f}")
-        for line in report.lost + report.duplicated_internal + report.invisible_repeats:
+              f"{len(report.miscounted):>12}{elapsed:>9.1f}")
+        for line in report.lost + report.duplicated_internal + report.invisible_repeats + report.miscounted:
             print(f"  {backend}: {line}")
         failed |= not report.ok
     sys.exit(1 if failed else 0)
