@@ -11,7 +11,7 @@ A YAML file (``--config`` / ``WFC_CONFIG``, default ``<data-dir>/config.yaml`` w
     executions:
       retention: 90d                  # finished executions older than this are pruned (default: kept)
     metrics:
-      retention: 400d                 # daily metric buckets kept this long (hourly ones: 7 days)
+      retention: 90d                  # daily and per-action metric buckets kept this long (the rest: 7 days)
     effects:
       idempotency_header: Idempotency-Key   # sent with non-GET calls and channel posts; "" for none
     accounts:
@@ -40,7 +40,7 @@ from controller.model.workflow import RateLimit
 
 DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True, "workflow_metrics": True}
 TIMELINE_RETENTION = "7d"
-METRICS_RETENTION = "400d"
+METRICS_RETENTION = "90d"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 

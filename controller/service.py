@@ -85,7 +85,7 @@ class ServeOptions:
     idle_poll: float = 0.5
     timeline_retention: float = 7 * 86400  # seconds trigger decisions are kept
     execution_retention: float | None = None  # seconds finished executions are kept (None: forever)
-    metrics_retention: float = 400 * 86400  # seconds daily metric buckets are kept
+    metrics_retention: float = 90 * 86400  # seconds daily (and per-action) metric buckets are kept
     purge_every: float = 600.0  # seconds between purges of old decisions, executions and buckets
 
     @classmethod

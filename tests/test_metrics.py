@@ -265,14 +265,20 @@ def test_pruning_old_executions_changes_no_metric(k: Kit) -> None:
 
 
 def test_old_buckets_are_pruned_by_their_own_retention(k: Kit) -> None:
+    """Hourly buckets go after 7 days; daily and per-action ones after the retention (30 days here)."""
     k.deploy({WF.format("x"): wf("x", OK)})
     k.run("acme/x")
     k.clock.advance(days=8)
     with k.store.tx() as conn:
-        assert rollup.prune(conn, k.clock.now(), timedelta(days=30)) == 2  # the hour's bucket and its action's
+        assert rollup.prune(conn, k.clock.now(), timedelta(days=30)) == 1  # the hour's bucket
         spans = set(conn.execute(select(metric_buckets.c.span)).scalars())
     assert spans == {"d"}
-    assert metrics(k, "acme/x", "30d")["current"]["executions"] == 1
+    month = metrics(k, "acme/x", "30d")["current"]
+    assert month["executions"] == 1 and [a["action"] for a in month["slowest_actions"]] == ["note"]
+    k.clock.advance(days=23)
+    with k.store.tx() as conn:
+        assert rollup.prune(conn, k.clock.now(), timedelta(days=30)) == 2  # the day's bucket and the action's hour
+    assert metrics(k, "acme/x", "30d")["previous"]["executions"] == 0
 
 
 def test_each_finished_execution_is_folded_once(k: Kit) -> None:

@@ -250,7 +250,8 @@ def _periods(conn: Connection, w: Window, workflow_ids: list[int], *, per_versio
             group += [c.action_id, c.type]
             cols = [func.sum(c.count).label("count"), func.sum(c.failures).label("failures"),
                     func.sum(c.duration_sum).label("duration_sum"), func.max(c.duration_max).label("duration_max")]
-        query = (select(*group, *cols).where(and_(c.workflow_id.in_(workflow_ids), c.span == w.span,
+        span = HOUR if table is metric_actions else w.span  # (actions are kept per hour only)
+        query = (select(*group, *cols).where(and_(c.workflow_id.in_(workflow_ids), c.span == span,
                                                   c.start >= w.previous_start, c.start < w.end)).group_by(*group))
         for row in conn.execute(query).mappings():
             key = (row["period"], row["workflow_id"], *([row["version"]] if per_version else []))

@@ -364,6 +364,7 @@ metric_buckets = Table(
     Column("refused", Integer, nullable=False, default=0),  # admission: a guard said no
     Column("filtered", Integer, nullable=False, default=0),  # admission: the trigger's when was false
     Index(None, "account", "span", "start"),
+    sqlite_with_rowid=False,  # the key is the table: one b-tree less to update per finished execution
 )
 
 metric_failures = Table(
@@ -372,6 +373,7 @@ metric_failures = Table(
     *_bucket_key(),
     Column("failure", String(16), primary_key=True),  # controller.model.statuses.Failure
     Column("count", Integer, nullable=False, default=0),
+    sqlite_with_rowid=False,
 )
 
 metric_actions = Table(
@@ -382,6 +384,7 @@ metric_actions = Table(
     Column("type", String(32), nullable=False),
     Column("count", Integer, nullable=False, default=0),  # finished steps
     Column("failures", Integer, nullable=False, default=0),
-    Column("duration_sum", Float, nullable=False, default=0.0),  # started -> finished, with retries' back-offs
+    Column("duration_sum", Float, nullable=False, default=0.0),  # started -> finished, with retries' back-offs (hours only)
     Column("duration_max", Float, nullable=False, default=0.0),
+    sqlite_with_rowid=False,
 )

@@ -1,9 +1,10 @@
 """Engine throughput: executions of a three-step workflow (set, if, set) on SQLite, every step row persisted.
 
-    python tests/bench/bench_engine.py [--executions 10000] [--workers 2] [--rate 400] [--db URL]
+    python tests/bench/bench_engine.py [--executions 10000] [--workers 2] [--rate 400] [--db URL] [--no-rollup]
 
 Two figures: the drain rate of a queue of N executions enqueued at once, and trigger-to-finish
-latency (p50/p99) under a steady trigger rate below that. Not part of the default test run.
+latency (p50/p99) under a steady trigger rate below that. ``--no-rollup`` leaves the metrics rollup
+out of the lifecycle (to measure what it costs). Not part of the default test run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlalchemy import func, select
 
 from controller.engine import queue
 from controller.engine.runtime import Engine
+from controller.metrics import rollup
 from controller.model.statuses import FINAL, ordered
 from controller.reconcile.reconciler import Reconciler
 from controller.source import GitSource
@@ -46,13 +48,15 @@ spec:
 """
 
 
-def setup(tmp: Path, url: str | None) -> tuple[Engine, int, str]:
+def setup(tmp: Path, url: str | None, rollups: bool = True) -> tuple[Engine, int, str]:
     repo = make_repo(tmp / "repo")
     commit_files(repo, {"workflows.d/acme/three.yaml": WORKFLOW}, "add")
     store = open_store(url or f"sqlite:///{tmp / 'bench.db'}")
     with GitSource(str(tmp / "repo"), data_dir=tmp / "data") as source:
         Reconciler(source, store).sync()
     engine = Engine(store, data_dir=tmp / "data")
+    if not rollups:
+        engine.lifecycle.hooks.remove(rollup.on_transition)
     with store.read() as conn:
         workflow_id = conn.execute(select(workflows.c.id).where(workflows.c.key == "acme/three")).scalar_one()
     return engine, workflow_id, "acme/three"
@@ -131,13 +135,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rate", type=float, default=400.0)
     parser.add_argument("--db", default=None)
+    parser.add_argument("--no-rollup", action="store_true", help="without the metrics rollup hook")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        engine, workflow_id, _ = setup(Path(tmp) / "drain", args.db)
+        engine, workflow_id, _ = setup(Path(tmp) / "drain", args.db, rollups=not args.no_rollup)
         elapsed, steps = drain(engine, workflow_id, args.executions, args.workers)
         drain_lat = latencies(engine)
         engine.store.close()
-        engine2, workflow_id2, _ = setup(Path(tmp) / "steady", args.db)
+        engine2, workflow_id2, _ = setup(Path(tmp) / "steady", args.db, rollups=not args.no_rollup)
         steady_elapsed, lat = steady(engine2, workflow_id2, args.executions // 2, args.workers, args.rate)
         engine2.store.close()
     print(f"{'measure':<44} {'value':>12}")

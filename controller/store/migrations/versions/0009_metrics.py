@@ -45,6 +45,7 @@ def upgrade() -> None:
         *(sa.Column(name, sa.Integer(), nullable=False) for name in HISTOGRAM),
         *(sa.Column(name, sa.Integer(), nullable=False) for name in ("dropped", "refused", "filtered")),
         sa.PrimaryKeyConstraint(*key, name=op.f("pk_metric_buckets")),
+        sqlite_with_rowid=False,
     )
     op.create_index(op.f("ix_metric_buckets_account_span_start"), "metric_buckets", ["account", "span", "start"])
     op.create_table(
@@ -53,6 +54,7 @@ def upgrade() -> None:
         sa.Column("failure", sa.String(length=16), nullable=False),
         sa.Column("count", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint(*key, "failure", name=op.f("pk_metric_failures")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "metric_actions",
@@ -64,6 +66,7 @@ def upgrade() -> None:
         sa.Column("duration_sum", sa.Float(), nullable=False),
         sa.Column("duration_max", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint(*key, "action_id", name=op.f("pk_metric_actions")),
+        sqlite_with_rowid=False,
     )
 
 
