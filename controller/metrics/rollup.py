@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table, bindparam, case, delete
-from sqlalchemy.engine import Dialect
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from controller.model.statuses import Decision, ExecutionStatus, StepStatus
 from controller.store.tables import (
@@ -136,9 +136,8 @@ def fold(conn: Connection, outcomes: Iterable[Outcome]) -> None:
     _upsert(conn, metric_buckets, buckets, sums=("executions", "succeeded", "failed", "terminated", "duration_sum",
                                                  "active_sum", "wait_sum", *HISTOGRAM),
             maxes=("duration_max", "active_max"))
-    _upsert(conn, metric_failures, failures, sums=("count",), maxes=(), extra_key=("failure",))
-    _upsert(conn, metric_actions, actions, sums=("count", "failures", "duration_sum"), maxes=("duration_max",),
-            extra_key=("action_id",))
+    _upsert(conn, metric_failures, failures, sums=("count",), maxes=())
+    _upsert(conn, metric_actions, actions, sums=("count", "failures", "duration_sum"), maxes=("duration_max",))
 
 
 def count_decision(conn: Connection, *, workflow_id: int, account: str, version: int | None, decision: str,
@@ -178,7 +177,7 @@ def _empty_bucket(key: tuple[Any, ...], account: str) -> dict[str, Any]:
 
 
 def _upsert(conn: Connection, table: Table, rows: Mapping[tuple[Any, ...], dict[str, Any]], *, sums: Sequence[str],
-            maxes: Sequence[str], extra_key: Sequence[str] = ()) -> None:
+            maxes: Sequence[str]) -> None:
     """Insert the rows, or add them to the rows already there (sums added, maxima kept).
 
     Rows go in key order, so that two transactions adding to the same buckets on PostgreSQL lock
@@ -186,7 +185,7 @@ def _upsert(conn: Connection, table: Table, rows: Mapping[tuple[Any, ...], dict[
     """
     if not rows:
         return
-    sql, names, convert = _upsert_statement(conn.dialect, table.name, tuple(sums), tuple(maxes), tuple(extra_key))
+    sql, names, convert = _upsert_statement(conn.dialect, table.name, tuple(sums), tuple(maxes))
     ordered = [rows[key] for key in sorted(rows)]
     # The driver's cursor, in the connection's transaction: what SQLAlchemy adds per call (execution
     # context, parameter processing) cost more than the upsert itself in every finished execution.
@@ -201,8 +200,8 @@ def _upsert(conn: Connection, table: Table, rows: Mapping[tuple[Any, ...], dict[
 
 
 @functools.lru_cache(maxsize=64)
-def _upsert_statement(dialect: Dialect, table_name: str, sums: tuple[str, ...], maxes: tuple[str, ...],
-                      extra_key: tuple[str, ...]) -> tuple[str, tuple[str, ...] | None, Callable[[str, Any], Any]]:
+def _upsert_statement(dialect: Dialect, table_name: str, sums: tuple[str, ...], maxes: tuple[str, ...]
+                      ) -> tuple[str, tuple[str, ...] | None, Callable[[str, Any], Any]]:
     """The upsert compiled once per shape (building it costs ~0.3 ms, many times what running it
     does), with the order of its positional parameters and their conversion."""
     table = {t.name: t for t in (metric_buckets, metric_failures, metric_actions)}[table_name]
@@ -212,8 +211,9 @@ def _upsert_statement(dialect: Dialect, table_name: str, sums: tuple[str, ...], 
     values: dict[str, Any] = {name: table.c[name] + new[name] for name in sums}
     values.update({name: case((new[name] > table.c[name], new[name]), else_=table.c[name]) for name in maxes})
     columns = [c.name for c in table.columns]
+    conflict = [c.name for c in table.primary_key.columns]  # (the bucket's account is its workflow's)
     compiled = stmt.values({name: bindparam(name) for name in columns}).on_conflict_do_update(
-        index_elements=[*KEY, *extra_key], set_=values).compile(dialect=dialect)
+        index_elements=conflict, set_=values).compile(dialect=dialect)
     stamp = table.c.start.type.dialect_impl(dialect).bind_processor(dialect)
 
     def convert(name: str, value: Any) -> Any:

@@ -13,7 +13,6 @@ view (API, CLI, and the console later).
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -91,14 +90,30 @@ def percentile(histogram: list[int], q: float) -> float | None:
     return DURATION_BOUNDS[-1]
 
 
-def figures(sums: Mapping[str, Any] | None, failures: Mapping[str, int] | None = None,
-            actions: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
-    """The figures of summed buckets: volume, success rate, active and waiting time, failures, drops."""
+def brief(sums: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The figures of summed buckets without failures and actions: volume, success rate, active and
+    waiting time, what admission did not start."""
     s: Mapping[str, Any] = sums or {}
     n = int(s.get("executions") or 0)
     succeeded, failed, terminated = (int(s.get(k) or 0) for k in ("succeeded", "failed", "terminated"))
     decided = succeeded + failed  # an operator's cancel is no verdict on the workflow
     histogram = [int(s.get(name) or 0) for name in HISTOGRAM]
+    return {
+        "executions": n, "succeeded": succeeded, "failed": failed, "terminated": terminated,
+        "success_rate": _round(succeeded / decided, 4) if decided else None,
+        "avg_active_seconds": _round(s["active_sum"] / n) if n else None,
+        "p50_active_seconds": _round(percentile(histogram, 0.5)),
+        "p95_active_seconds": _round(percentile(histogram, 0.95)),
+        "max_duration_seconds": _round(s.get("duration_max")) if n else None,
+        "avg_wait_seconds": _round(s["wait_sum"] / n) if n else None,
+        "dropped": int(s.get("dropped") or 0), "refused": int(s.get("refused") or 0),
+        "filtered": int(s.get("filtered") or 0),
+    }
+
+
+def figures(sums: Mapping[str, Any] | None, failures: Mapping[str, int] | None = None,
+            actions: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """:func:`brief`, with failures by class and the slowest and most failing actions."""
     rows = [dict(a) for a in actions]
     for a in rows:
         a["avg_seconds"] = _round(a["duration_sum"] / a["count"]) if a["count"] else None
@@ -108,19 +123,8 @@ def figures(sums: Mapping[str, Any] | None, failures: Mapping[str, int] | None =
     slowest = sorted((a for a in rows if a["type"] not in NOT_RANKED and a["count"]),
                      key=lambda a: (-(a["avg_seconds"] or 0), a["action"]))[:TOP]
     failing = sorted((a for a in rows if a["failures"]), key=lambda a: (-a["failures"], a["action"]))[:TOP]
-    return {
-        "executions": n, "succeeded": succeeded, "failed": failed, "terminated": terminated,
-        "success_rate": _round(succeeded / decided, 4) if decided else None,
-        "avg_active_seconds": _round(s["active_sum"] / n) if n else None,
-        "p50_active_seconds": _round(percentile(histogram, 0.5)),
-        "p95_active_seconds": _round(percentile(histogram, 0.95)),
-        "max_duration_seconds": _round(s.get("duration_max")) if n else None,
-        "avg_wait_seconds": _round(s["wait_sum"] / n) if n else None,
-        "failures": dict(sorted((failures or {}).items(), key=lambda kv: (-kv[1], kv[0]))),
-        "dropped": int(s.get("dropped") or 0), "refused": int(s.get("refused") or 0),
-        "filtered": int(s.get("filtered") or 0),
-        "slowest_actions": slowest, "failing_actions": failing,
-    }
+    return {**brief(sums), "failures": dict(sorted((failures or {}).items(), key=lambda kv: (-kv[1], kv[0]))),
+            "slowest_actions": slowest, "failing_actions": failing}
 
 
 DELTAS = ("executions", "success_rate", "failed", "avg_active_seconds", "p95_active_seconds", "avg_wait_seconds",
@@ -166,27 +170,25 @@ def account_metrics(conn: Connection, account: str, name: str, now: datetime, *,
     w = window(name, now)
     b = metric_buckets.c
     period = case((b.start >= w.start, literal("current")), else_=literal("previous")).label("period")
-    query = (select(b.workflow_id, period, *(func.sum(getattr(b, n)).label(n) for n in SUMS),
-                    *(func.max(getattr(b, n)).label(n) for n in MAXES))
-             .where(b.account == account, b.span == w.span, b.start >= w.previous_start, b.start < w.end)
-             .group_by(b.workflow_id, period))
-    sums: dict[tuple[int, str], dict[str, Any]] = {}
-    for row in conn.execute(query).mappings():
-        sums[(row["workflow_id"], row["period"])] = dict(row)
-    keys = dict(conn.execute(select(workflows.c.id, workflows.c.key).where(workflows.c.account == account)).all())
+    columns = [*(func.sum(getattr(b, n)).label(n) for n in SUMS), *(func.max(getattr(b, n)).label(n) for n in MAXES)]
+    where = (b.account == account, b.span == w.span, b.start >= w.previous_start, b.start < w.end)
+    per: dict[int, dict[str, dict[str, Any]]] = {}
+    totals: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(select(b.workflow_id, period, *columns).where(*where).group_by(b.workflow_id, period)
+                            ).mappings():
+        found = dict(row)
+        per.setdefault(found["workflow_id"], {})[found["period"]] = found
+        total = totals.setdefault(found["period"], dict.fromkeys((*SUMS, *MAXES), 0))
+        for n in SUMS:
+            total[n] += found[n] or 0
+        for n in MAXES:
+            total[n] = max(total[n], found[n] or 0)
+    keys = dict(conn.execute(select(workflows.c.id, workflows.c.key).where(workflows.c.id.in_(list(per)))).all())
     rows = []
-    totals: dict[str, dict[str, float]] = {"current": defaultdict(float), "previous": defaultdict(float)}
-    for workflow_id, key in keys.items():
-        cur = figures(sums.get((workflow_id, "current")))
-        prev = figures(sums.get((workflow_id, "previous")))
-        for p in ("current", "previous"):
-            found = sums.get((workflow_id, p)) or {}
-            for n in SUMS:
-                totals[p][n] += found.get(n) or 0
-            for n in MAXES:
-                totals[p][n] = max(totals[p][n], found.get(n) or 0.0)
+    for workflow_id, periods in per.items():
+        cur, prev = brief(periods.get("current")), brief(periods.get("previous"))
         if cur["executions"] or cur["dropped"] or prev["executions"]:
-            rows.append({"workflow": key, **_ranked(cur), "delta": delta(cur, prev)})
+            rows.append({"workflow": keys[workflow_id], **_ranked(cur), "delta": delta(cur, prev)})
     ranked = [r for r in rows if r["executions"] >= min_executions]
     failing = sorted((r for r in ranked if r["failed"] or r["terminated"]),
                      key=lambda r: (-(r["failed"] + r["terminated"]), r["success_rate"] if r["success_rate"] is not None
@@ -194,12 +196,9 @@ def account_metrics(conn: Connection, account: str, name: str, now: datetime, *,
     slowest = sorted((r for r in ranked if r["p95_active_seconds"] is not None),
                      key=lambda r: (-r["p95_active_seconds"], r["workflow"]))[:WORST]
     drops = sorted((r for r in rows if r["dropped"]), key=lambda r: (-r["dropped"], r["workflow"]))[:WORST]
-    current, previous = figures(totals["current"]), figures(totals["previous"])
-    for f in (current, previous):  # the account's totals have no meaningful p50/p95 across workflows
-        for n in ("slowest_actions", "failing_actions", "failures"):
-            f.pop(n)
+    current, previous = brief(totals.get("current")), brief(totals.get("previous"))
     return {"account": account, **w.view(), "min_executions": min_executions,
-            "totals": {**current, "workflows": len([r for r in rows if r["executions"]])},
+            "totals": {**current, "workflows": sum(1 for r in rows if r["executions"])},
             "delta": delta(current, previous),
             "worst": failing, "slowest": slowest, "most_dropped": drops}
 

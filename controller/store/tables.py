@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -338,11 +339,11 @@ HISTOGRAM = tuple(f"h{i:02d}" for i in range(len(DURATION_BOUNDS) + 1))
 
 def _bucket_key() -> list[Column[object]]:
     # Per workflow and version, per UTC hour ("h") and per UTC day ("d"): the 24h window reads hours,
-    # 7d and 30d read days, so no window reads more than ~30 rows per workflow and version.
-    return [Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
-            Column("span", String(1), primary_key=True),
-            Column("start", Timestamp(), primary_key=True),
-            Column("version", Integer, primary_key=True),
+    # 7d and 30d read days, so no window reads more than ~60 rows per workflow and version.
+    return [Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False),
+            Column("span", String(1), nullable=False),
+            Column("start", Timestamp(), nullable=False),
+            Column("version", Integer, nullable=False),
             Column("account", String(63), nullable=False)]
 
 
@@ -363,16 +364,20 @@ metric_buckets = Table(
     Column("dropped", Integer, nullable=False, default=0),  # admission: over the rate limit
     Column("refused", Integer, nullable=False, default=0),  # admission: a guard said no
     Column("filtered", Integer, nullable=False, default=0),  # admission: the trigger's when was false
-    Index(None, "account", "span", "start"),
-    sqlite_with_rowid=False,  # the key is the table: one b-tree less to update per finished execution
+    # Account first: the account's worst performers read one range of the key (on SQLite the key is
+    # the table), one workflow's figures come through the index.
+    PrimaryKeyConstraint("account", "span", "start", "workflow_id", "version"),
+    Index(None, "workflow_id", "span", "start"),
+    sqlite_with_rowid=False,
 )
 
 metric_failures = Table(
     "metric_failures",
     metadata,
     *_bucket_key(),
-    Column("failure", String(16), primary_key=True),  # controller.model.statuses.Failure
+    Column("failure", String(16), nullable=False),  # controller.model.statuses.Failure
     Column("count", Integer, nullable=False, default=0),
+    PrimaryKeyConstraint("workflow_id", "span", "start", "version", "failure"),
     sqlite_with_rowid=False,
 )
 
@@ -380,11 +385,12 @@ metric_actions = Table(
     "metric_actions",
     metadata,
     *_bucket_key(),
-    Column("action_id", String(63), primary_key=True),
+    Column("action_id", String(63), nullable=False),
     Column("type", String(32), nullable=False),
     Column("count", Integer, nullable=False, default=0),  # finished steps
     Column("failures", Integer, nullable=False, default=0),
     Column("duration_sum", Float, nullable=False, default=0.0),  # started -> finished, with retries' back-offs (hours only)
     Column("duration_max", Float, nullable=False, default=0.0),
+    PrimaryKeyConstraint("workflow_id", "span", "start", "version", "action_id"),
     sqlite_with_rowid=False,
 )

@@ -44,10 +44,10 @@ def upgrade() -> None:
           for name in ("duration_sum", "duration_max", "active_sum", "active_max", "wait_sum")),
         *(sa.Column(name, sa.Integer(), nullable=False) for name in HISTOGRAM),
         *(sa.Column(name, sa.Integer(), nullable=False) for name in ("dropped", "refused", "filtered")),
-        sa.PrimaryKeyConstraint(*key, name=op.f("pk_metric_buckets")),
+        sa.PrimaryKeyConstraint("account", "span", "start", "workflow_id", "version", name=op.f("pk_metric_buckets")),
         sqlite_with_rowid=False,
     )
-    op.create_index(op.f("ix_metric_buckets_account_span_start"), "metric_buckets", ["account", "span", "start"])
+    op.create_index(op.f("ix_metric_buckets_workflow_id_span_start"), "metric_buckets", ["workflow_id", "span", "start"])
     op.create_table(
         "metric_failures",
         *_key("metric_failures"),
@@ -73,7 +73,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("metric_actions")
     op.drop_table("metric_failures")
-    op.drop_index(op.f("ix_metric_buckets_account_span_start"), table_name="metric_buckets")
+    op.drop_index(op.f("ix_metric_buckets_workflow_id_span_start"), table_name="metric_buckets")
     op.drop_table("metric_buckets")
     with op.batch_alter_table("execution_steps", schema=None) as batch_op:
         batch_op.drop_column("failure")
