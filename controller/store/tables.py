@@ -330,8 +330,8 @@ controller_loops = Table(
 
 # -- metrics: rollups folded in by the lifecycle hook when an execution ends (controller.metrics) ---
 
-DURATION_BOUNDS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-                                      900.0, 3600.0, 21600.0, 86400.0)
+DURATION_BOUNDS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                                      30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0)
 """Upper bounds (seconds) of the fixed duration histogram; one more bucket holds what is above."""
 HISTOGRAM = tuple(f"h{i:02d}" for i in range(len(DURATION_BOUNDS) + 1))
 """The histogram's count columns of ``metric_buckets``, one per bound and one for +Inf."""

@@ -15,7 +15,7 @@ down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-HISTOGRAM = [f"h{i:02d}" for i in range(18)]  # DURATION_BOUNDS has 17 bounds, plus +Inf
+HISTOGRAM = [f"h{i:02d}" for i in range(21)]  # DURATION_BOUNDS has 20 bounds, plus +Inf
 
 
 def _key(table: str) -> list[Any]:
