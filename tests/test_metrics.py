@@ -329,3 +329,15 @@ def test_an_unknown_window_is_a_usage_error(k: Kit) -> None:
 
 def test_the_flag_defaults_to_on() -> None:
     assert Config().enabled("workflow_metrics", "acme")
+
+
+def test_changes_name_the_version_that_made_it_worse() -> None:
+    def v(number: int, rate: float | None, p95: float | None, commit: str = "") -> dict[str, Any]:
+        return {"version": number, "commit": commit or None, "success_rate": rate, "p95_active_seconds": p95}
+
+    assert windows.changes([v(3, 0.71, 2.5, "abc1234ffff"), v(2, 0.99, 0.9, "def5678"), v(0, None, None)]) == [
+        "since v3 (commit abc1234) the success rate fell from 99.0% to 71.0%",
+        "since v3 (commit abc1234) the p95 active time grew from 0.9 s to 2.5 s"]
+    assert windows.changes([v(2, 0.995, 0.003), v(1, 1.0, 0.001)]) == []  # under a point, under 0.1 s: noise
+    assert windows.changes([v(2, 1.0, 0.2), v(1, 0.5, 1.0)]) == [
+        "since v2 the success rate rose from 50.0% to 100.0%", "since v2 the p95 active time shrank from 1 s to 0.2 s"]

@@ -285,9 +285,11 @@ def _smtp_failure(error: BaseException, where: str, settings: SmtpSettings) -> E
                                   f"password in ${settings.password_env}", failure="smtp")
         return ExecutionError(f"{where}: the server refused the message ({reply})", failure="smtp")
     if isinstance(error, smtplib.SMTPNotSupportedError):
-        return ExecutionError(f"{where}: {error}; change the mailbox's smtp settings (starttls, username)", failure="smtp")
+        return ExecutionError(f"{where}: {error}; change the mailbox's smtp settings (starttls, username)",
+                              failure="smtp")
     if isinstance(error, ssl.SSLCertVerificationError):
-        return ExecutionError(f"{where}: the server's TLS certificate is not trusted ({error.verify_message})", failure="smtp")
+        return ExecutionError(f"{where}: the server's TLS certificate is not trusted ({error.verify_message})",
+                              failure="smtp")
     # SMTPException derives from OSError; only a lost connection or a socket error is transient.
     if isinstance(error, smtplib.SMTPServerDisconnected) or not isinstance(error, smtplib.SMTPException):
         return TransientError(f"{where}: {_os_reason(error)}", failure="smtp")

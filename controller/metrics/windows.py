@@ -42,6 +42,7 @@ TOP = 5  # slowest and most failing actions shown
 WORST = 10  # rows of each account ranking
 MIN_EXECUTIONS = 10  # a workflow needs this many executions in the window to be ranked
 NOT_RANKED = frozenset({"wait"})  # a wait step is slow on purpose
+CHANGE_SECONDS = 0.1  # a p95 change smaller than this is not worth a sentence, however large the ratio
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ def changes(versions: list[dict[str, Any]]) -> list[str]:
         if a is not None and b is not None and abs(a - b) >= 0.01:
             out.append(f"{since} the success rate {'fell' if b < a else 'rose'} from {a:.1%} to {b:.1%}")
         a, b = before["p95_active_seconds"], after["p95_active_seconds"]
-        if a and b and (b >= 1.5 * a or b <= a / 1.5):
+        if a and b and (b >= 1.5 * a or b <= a / 1.5) and abs(b - a) >= CHANGE_SECONDS:
             out.append(f"{since} the p95 active time {'grew' if b > a else 'shrank'} from {a:g} s to {b:g} s")
     return out
 
