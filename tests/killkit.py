@@ -125,7 +125,7 @@ def _count(report: Report, store: Any, data: Path, sent: list[Any]) -> None:
         # Metrics are folded in the transaction of the final move: one count per execution, kill or not.
         counted = conn.execute(select(func.sum(metric_buckets.c.executions)).where(metric_buckets.c.span == "d")
                                ).scalar() or 0
-        steps_counted = conn.execute(select(func.sum(metric_actions.c.count)).where(metric_actions.c.span == "d")
+        steps_counted = conn.execute(select(func.sum(metric_actions.c.count)).where(metric_actions.c.span == "h")
                                      ).scalar() or 0
     if len(traces) != report.tickets:
         report.lost.append(f"{report.tickets} tickets but {len(traces)} executions")
