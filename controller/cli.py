@@ -228,6 +228,8 @@ def status(settings: Settings, as_json: bool) -> None:
     for w in state["workflows"]:
         version = f"v{w['version']}" if w["version"] else "-"
         enabled = "" if w["enabled"] else " (disabled)"
+        if w["suspended"]:
+            enabled += f" (suspended: {w['suspended']['reason']}; `wfctl resume {w['id']}`)"
         click.echo(f"{w['sync']:<8} {version:<5} {w['id']}{enabled}" + (f"  {w['message']}" if w["message"] else ""))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import sys
 from datetime import UTC, datetime
@@ -62,3 +63,11 @@ def json_file(path: Path) -> Any:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def actor() -> str:
+    """Who the audit trail names for a command: the login name."""
+    try:
+        return f"{getpass.getuser()} (wfctl)"
+    except (OSError, KeyError):  # no login name in this environment (a container without a passwd entry)
+        return "wfctl"

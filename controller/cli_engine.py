@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from controller.cli_common import emit, fail, json_file, key_arg, open_engine, read, record_ref, utcnow
+from controller.cli_common import actor, emit, fail, json_file, key_arg, open_engine, read, record_ref, utcnow
 from controller.model.statuses import NAMES
 from controller.settings import Settings
 
@@ -219,16 +219,18 @@ def directory() -> None:
 def directory_load(settings: Settings, file: Path, account: str) -> None:
     """Replace the account's directory with FILE (YAML or JSON), in one transaction."""
     from controller.model.directory import parse_directory
-    from controller.store import directory as store_directory
+    from controller.safeguards import suspension
 
     entries = parse_directory(file.read_text(), str(file))
+    config = settings.config()
     store = settings.open_store()
     try:
         with store.tx() as conn:
-            counts = store_directory.replace_account(conn, account, entries, utcnow())
+            counts, suspended = suspension.replace(conn, config, account, entries, utcnow())
     finally:
         store.close()
     click.echo(f"directory of {account}: " + ", ".join(f"{n} {kind}(s)" for kind, n in sorted(counts.items())))
+    _suspended(suspended)
 
 
 @directory.command("set-status")
@@ -238,15 +240,22 @@ def directory_load(settings: Settings, file: Path, account: str) -> None:
 @click.pass_obj
 def directory_set_status(settings: Settings, ref: str, status: str, account: str) -> None:
     """Change one entry's status (active, deactivated, deleted, disconnected)."""
-    from controller.store import directory as store_directory
+    from controller.safeguards import suspension
 
+    config = settings.config()
     store = settings.open_store()
     try:
         with store.tx() as conn:
-            entry = store_directory.set_status(conn, account, ref, status, utcnow())
+            entry, suspended = suspension.set_status(conn, config, account, ref, status, utcnow())
     finally:
         store.close()
     click.echo(f"{entry.ref} is {entry.status}")
+    _suspended(suspended)
+
+
+def _suspended(keys: list[str]) -> None:
+    for key in keys:
+        click.echo(f"suspended {key} (it depends on it); `wfctl resume {key}` once it is active again")
 
 
 @click.group()
@@ -329,7 +338,44 @@ def _check_host(host: str) -> None:
         fail(f"--host {host!r} is not an address this machine can listen on ({e}); e.g. 127.0.0.1 or 0.0.0.0")
 
 
+@click.command()
+@click.option("--account", default=None, help="Only this account's.")
+@click.option("--open", "open_only", is_flag=True, help="Only open alerts.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def alerts(settings: Settings, account: str | None, open_only: bool, as_json: bool) -> None:
+    """Alerts, newest first: rate-limit drops, burst failures, suspensions."""
+    from controller.safeguards import alerts as alert_store
+
+    found = read(settings, lambda conn: alert_store.listing(conn, account=account, open_only=open_only))
+    if as_json:
+        emit({"alerts": found})
+        return
+    if not found:
+        click.echo("no alerts" + (" open" if open_only else ""))
+    for alert in found:
+        click.echo(f"{alert['last_at'][:19]}  {alert['status']:<8}  {alert['kind']:<9}  {alert['workflow']:<36}  "
+                   f"x{alert['count']}  {alert['summary']}")
+
+
+@click.command()
+@click.argument("workflow")
+@click.pass_obj
+def resume(settings: Settings, workflow: str) -> None:
+    """Resume a workflow the controller suspended, once what it depends on is active again."""
+    from controller.safeguards import suspension
+
+    key = key_arg(workflow)
+    store = settings.open_store()
+    try:
+        with store.tx() as conn:
+            done = suspension.resume(conn, key, actor=actor(), now=utcnow())
+    finally:
+        store.close()
+    click.echo(f"resumed {key} (it was suspended: {done['was']['reason']})")
+
+
 def register(cli: click.Group) -> None:
     """Add this module's commands to the `wfctl` group."""
-    for command in (run, executions, records, directory, mail, serve):
+    for command in (run, executions, records, directory, mail, serve, alerts, resume):
         cli.add_command(command)

@@ -7,7 +7,6 @@ encrypted secret and the token's hash: neither can be shown again.
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from controller.cli_common import emit, key_arg
+from controller.cli_common import actor, emit, key_arg
 from controller.model.permissions import PERMISSIONS
 from controller.settings import Settings
 
@@ -33,13 +32,6 @@ def _store(settings: Settings, *, write: bool = True) -> Iterator[Connection]:
         store.close()
 
 
-def _actor() -> str:
-    try:
-        return f"{getpass.getuser()} (wfctl)"
-    except (OSError, KeyError):  # no login name in this environment (a container without a passwd entry)
-        return "wfctl"
-
-
 @click.group()
 def webhook() -> None:
     """Webhook signing secrets."""
@@ -55,7 +47,7 @@ def webhook_rotate(settings: Settings, workflow: str, as_json: bool) -> None:
 
     box = secrets.SecretBox.for_settings(settings)
     with _store(settings) as conn:
-        rotated = secrets.rotate(conn, box, key_arg(workflow), actor=_actor(), now=datetime.now(UTC))
+        rotated = secrets.rotate(conn, box, key_arg(workflow), actor=actor(), now=datetime.now(UTC))
     if as_json:
         emit(rotated.view())
         return

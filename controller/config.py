@@ -12,6 +12,17 @@ A YAML file (``--config`` / ``WFC_CONFIG``, default ``<data-dir>/config.yaml`` w
       retention: 90d                  # finished executions older than this are pruned (default: kept)
     metrics:
       retention: 90d                  # daily and per-action metric buckets kept this long (the rest: 7 days)
+    alerts:
+      drops: {threshold: 10, window: 15m}      # rate-limit drops that open an alert
+      failures: {threshold: 5, window: 10m}    # failed executions that open a burst-failure alert
+      cooldown: 1h                             # between two notifications of one workflow and kind
+      sinks:                                   # where notifications go (also: log, store, Prometheus)
+        - {type: slack, url: "https://hooks.slack.com/services/..."}
+        - {type: webhook, url: "https://ops.example.com/wfctl"}
+        - {type: email, to: [ops@example.com]}
+    notifications:
+      smtp: {host: smtp.example.com, port: 587, starttls: true, username: wfctl, password_env: WFC_SMTP_PASSWORD}
+      from: wfctl@example.com                  # alert e-mails and notices to workflow authors
     effects:
       idempotency_header: Idempotency-Key   # sent with non-GET calls and channel posts; "" for none
     accounts:
@@ -30,8 +41,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from controller.errors import DefinitionError, FeatureDisabled, Problem, UsageError
 from controller.model import yamlfile
@@ -68,9 +80,50 @@ class _Effects(_Strict):
     idempotency_header: str = IDEMPOTENCY_HEADER
 
 
+class _Rule(_Strict):
+    threshold: int = Field(ge=1)
+    window: Duration
+
+
+class _Sink(_Strict):
+    type: Literal["email", "slack", "webhook"]
+    url: str | None = None  # slack, webhook: where to POST
+    to: list[str] = Field(default_factory=list)  # email: the recipients
+
+    @model_validator(mode="after")
+    def _complete(self) -> _Sink:
+        if self.type == "email" and not self.to:
+            raise ValueError("an email sink needs to: [addresses]")
+        if self.type != "email" and not (self.url or "").startswith(("http://", "https://")):
+            raise ValueError(f"a {self.type} sink needs url: http(s)://...")
+        return self
+
+
+class _Alerts(_Strict):
+    drops: _Rule | None = None
+    failures: _Rule | None = None
+    cooldown: Duration | None = None
+    sinks: list[_Sink] | None = None
+
+
+class _Smtp(_Strict):
+    host: str
+    port: int = 587
+    starttls: bool = True
+    ssl: bool = False
+    username: str | None = None
+    password_env: str | None = None
+
+
+class _Notifications(_Strict):
+    smtp: _Smtp | None = None
+    from_: str = Field(default="wfctl@localhost", alias="from")
+
+
 class _Account(_Strict):
     features: dict[str, bool] = Field(default_factory=dict)
     limits: _Limits = Field(default_factory=_Limits)
+    alerts: _Alerts = Field(default_factory=_Alerts)
 
 
 class _File(_Strict):
@@ -80,7 +133,25 @@ class _File(_Strict):
     effects: _Effects = Field(default_factory=_Effects)
     executions: _Executions = Field(default_factory=_Executions)
     metrics: _Metrics = Field(default_factory=_Metrics)
+    alerts: _Alerts = Field(default_factory=_Alerts)
+    notifications: _Notifications = Field(default_factory=_Notifications)
     accounts: dict[str, _Account] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    threshold: int  # events ...
+    window: int  # ... within this many seconds open an alert
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """How one account's alerts fire and where they go (see controller.safeguards.alerts)."""
+
+    drops: AlertRule = AlertRule(10, 15 * 60)
+    failures: AlertRule = AlertRule(5, 10 * 60)
+    cooldown: int = 3600  # seconds between two notifications of one (workflow, kind)
+    sinks: tuple[Mapping[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +163,12 @@ class Config:
     idempotency_header: str = IDEMPOTENCY_HEADER
     execution_retention: str | None = None  # None: finished executions are kept
     metrics_retention: str = METRICS_RETENTION
+    alert_policies: Mapping[str, AlertPolicy] = field(default_factory=dict)  # "" is the global one
+    smtp: Mapping[str, Any] | None = None  # the system mailbox: alert e-mails and author notifications
+    mail_from: str = "wfctl@localhost"
+
+    def alerts(self, account: str) -> AlertPolicy:
+        return self.alert_policies.get(account) or self.alert_policies.get("") or AlertPolicy()
 
     def enabled(self, flag: str, account: str) -> bool:
         if flag in self.accounts.get(account, {}):
@@ -149,7 +226,24 @@ def load_config(path: Path | None) -> Config:
     if unknown:
         raise UsageError(f"{path}: unknown feature flag(s) {', '.join(unknown)}; known: {', '.join(sorted(DEFAULTS))}")
     limits = {"": parsed.limits.rateLimit, **{name: a.limits.rateLimit for name, a in parsed.accounts.items()}}
+    base = _policy(parsed.alerts, AlertPolicy())
+    policies = {"": base, **{name: _policy(a.alerts, base) for name, a in parsed.accounts.items()}}
+    smtp = parsed.notifications.smtp
+    if smtp is None and any(s.get("type") == "email" for p in policies.values() for s in p.sinks):
+        raise UsageError(f"{path}: an email alert sink needs notifications.smtp (the system mailbox)")
     return Config(parsed.features, {name: a.features for name, a in parsed.accounts.items()},
                   {name: limit.model_dump() for name, limit in limits.items() if limit is not None},
                   parsed.timeline.retention, parsed.effects.idempotency_header, parsed.executions.retention,
-                  parsed.metrics.retention)
+                  parsed.metrics.retention, policies, smtp.model_dump() if smtp else None,
+                  parsed.notifications.from_)
+
+
+def _policy(given: _Alerts, base: AlertPolicy) -> AlertPolicy:
+    """``given`` over ``base``: what an account's file says, else the global policy."""
+    def rule(r: _Rule | None, default: AlertRule) -> AlertRule:
+        return AlertRule(r.threshold, parse_duration(r.window)) if r else default
+
+    return AlertPolicy(rule(given.drops, base.drops), rule(given.failures, base.failures),
+                       parse_duration(given.cooldown) if given.cooldown else base.cooldown,
+                       tuple(s.model_dump(exclude_none=True) for s in given.sinks) if given.sinks is not None
+                       else base.sinks)

@@ -30,13 +30,14 @@ from controller.engine.triggers import inactivity
 from controller.errors import SourceError
 from controller.metrics import prom, rollup
 from controller.reconcile.reconciler import Reconciler
+from controller.safeguards import alerts, delivery
 from controller.store import Store, decisions, retention
 from controller.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
 LEADER_LOCK_ID = 0x77666375
-LEADER_LOOPS = ("reconcile", "scheduler", "inactivity", "purge")
+LEADER_LOOPS = ("reconcile", "scheduler", "inactivity", "purge", "alerts")
 
 
 class Leadership:
@@ -152,6 +153,7 @@ class Controller:
                 self.supervisor.run_pass("scheduler", self._schedule)
                 self.supervisor.run_pass("inactivity", self._inactivity)
                 self.supervisor.run_pass("purge", self.purge)
+                self.supervisor.run_pass("alerts", self.notify)
             self.supervisor.report()
             wait = max(self.supervisor.backoff(name) for name in LEADER_LOOPS)
             self._kick.wait(wait * random.uniform(0.9, 1.1))
@@ -211,6 +213,13 @@ class Controller:
         if purged or pruned:
             log.info("forgot %d trigger decision(s) and %d finished execution(s) past their retention", purged, pruned)
         return purged + pruned
+
+    def notify(self) -> int:
+        """Resolve alerts that went quiet and send the notifications that are due; how many went out."""
+        now = self.engine.clock.now()
+        with self.engine.store.tx() as conn:
+            alerts.resolve_quiet(conn, self.engine.config, now)
+        return delivery.deliver_due(self.engine.store, self.engine.config, now)
 
     def _work(self, name: str) -> None:
         ran = 0

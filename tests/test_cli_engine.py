@@ -216,7 +216,9 @@ def test_directory_load_and_set_status(repo: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 1 and len(bad.stderr.strip().splitlines()) == 1
     assert f"{broken}:2:" in bad.stderr and "not an e-mail address" in bad.stderr
     changed = wfctl(repo, "directory", "set-status", "mailbox:mb_support", "deactivated", "--account", "acme")
-    assert changed.exit_code == 0 and changed.stdout.strip() == "mailbox:mb_support is deactivated"
+    assert changed.exit_code == 0 and changed.stdout.splitlines() == [
+        "mailbox:mb_support is deactivated",
+        "suspended acme/inbox (it depends on it); `wfctl resume acme/inbox` once it is active again"]
     one_error_line(wfctl(repo, "directory", "set-status", "mailbox:mb_nope", "active", "--account", "acme"), 2,
                    "mailbox:mb_nope is not in the directory of account 'acme'")
     one_error_line(wfctl(repo, "directory", "set-status", "mailbox:mb_support", "sleepy", "--account", "acme"), 2,

@@ -300,14 +300,16 @@ def test_directory_replace_and_status_change(http: Http) -> None:
                                 "kind": "outbox"}]}
     answer = http.client.put(f"{API}/accounts/acme/directory", json=directory, headers=writer)
     assert answer.status_code == 200
-    assert answer.json == {"account": "acme", "counts": {"user": 2, "mailbox": 1, "channel": 0, "object_type": 0}}
+    assert answer.json == {"account": "acme", "counts": {"user": 2, "mailbox": 1, "channel": 0, "object_type": 0},
+                           "suspended": []}
     bad = http.client.put(f"{API}/accounts/acme/directory", json={"users": [{"id": "u x"}]}, headers=writer)
     assert bad.status_code == 422 and re.match(r"request\.json:\d+:\d+: ", bad.json["error"]["message"])
     assert http.client.put(f"{API}/accounts/acme/directory", data=b"\xff", headers=writer).status_code == 400
     changed = http.client.patch(f"{API}/accounts/acme/directory/user/u_bob", json={"status": "deactivated"},
                                 headers=writer)
     assert changed.status_code == 200
-    assert changed.json == {"ref": "user:u_bob", "kind": "user", "id": "u_bob", "name": "Bob", "status": "deactivated"}
+    assert changed.json == {"ref": "user:u_bob", "kind": "user", "id": "u_bob", "name": "Bob", "status": "deactivated",
+                            "suspended": []}
     assert http.client.patch(f"{API}/accounts/acme/directory/user/u_nobody", json={"status": "active"},
                              headers=writer).status_code == 404
     assert http.client.patch(f"{API}/accounts/acme/directory/user/u_bob", json={"status": "sleepy"},

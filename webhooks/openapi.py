@@ -119,6 +119,13 @@ def _paths() -> dict[str, Any]:
             "Dry-run the applied version: no side effects", (200, "the dry run's trace", OBJECT),
             permission=("workflow.dry_run",), params=WORKFLOW,
             body={"type": "object", "properties": {"record": RECORD_REF}}, errors=(400, 404, 409, 422))},
+        "/api/v1/workflows/{account}/{name}/resume": {"post": _op(
+            "Resume a workflow the controller suspended (its mailbox or channel went away), once that is active again",
+            (200, "resumed", OBJECT), permission=("workflow.manage",), params=WORKFLOW, errors=(404, 409))},
+        "/api/v1/alerts": {"get": _op(
+            "Alerts of the token's account, newest first: rate-limit drops, burst failures, suspensions",
+            (200, "alerts", OBJECT), permission=read, errors=(404,),
+            params=[_param("account", "query"), _param("open", "query", {"type": "boolean"})])},
         "/api/v1/workflows/{account}/{name}/metrics": {"get": _op(
             "Success rate, volume, active and waiting time, failures by class, drops and the slowest and most failing "
             "actions over a window, against the window before; by=version splits them per version (commit, author)",

@@ -36,6 +36,7 @@ from controller.engine.versions import Versions
 from controller.errors import NotFoundError, UsageError
 from controller.metrics import rollup
 from controller.model.statuses import FINAL, ExecutionStatus, Failure, StepStatus
+from controller.safeguards import alerts, suspension
 from controller.store import Store
 from controller.store import records as record_store
 from controller.store.directory import StoreDirectory
@@ -62,6 +63,7 @@ class Engine:
         self.clock = clock or SystemClock()
         self.directory = directory or StoreDirectory(store)
         config = config or Config()
+        self.config = config
         self.templates = templates or Templates()
         self.interpreter = Interpreter(self.templates, self.directory, default_modules(), self.clock.now,
                                        idempotency_header=config.idempotency_header)
@@ -72,7 +74,10 @@ class Engine:
         self.versions = Versions()
         self.admission = Admission(templates=self.templates, versions=self.versions, now=self.clock.now,
                                    default_limit=config.rate_limit)
-        self.lifecycle = Lifecycle([wake_parent, rollup.on_transition])
+        self.lifecycle = Lifecycle([wake_parent, rollup.on_transition, alerts.FailureAlerts(config, self.clock.now)])
+        # The safeguards: a suspended workflow starts nothing; drops accumulate into one alert.
+        self.admission.guards.append(suspension.guard)
+        self.admission.observers.append(alerts.DropAlerts(config, self.clock.now))
         self.http = cookieless_session()  # one connection pool for every step's HTTP calls
 
     # -- starting ---------------------------------------------------------------------------

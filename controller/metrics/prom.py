@@ -63,6 +63,9 @@ RECONCILE_DURATION = Histogram("wfctl_reconcile_duration_seconds", "Duration of 
                                buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
                                registry=PROCESS)
 
+ALERTS = Counter("wfctl_alerts", "Alert notifications this process emitted (drops, failures, suspended)",
+                 ["account", "workflow", "kind"], registry=PROCESS)
+
 GAUGES = ("wfctl_queue_depth", "wfctl_executions_in_flight", "wfctl_source_info", "wfctl_source_condition",
           "wfctl_workflows", "wfctl_loop_last_ok_timestamp_seconds", "wfctl_store_up")
 """The families read from the store at scrape time."""

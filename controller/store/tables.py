@@ -394,3 +394,56 @@ metric_actions = Table(
     PrimaryKeyConstraint("workflow_id", "span", "start", "version", "action_id"),
     sqlite_with_rowid=False,
 )
+
+# -- safeguards: alerts, their deliveries, suspensions (controller.safeguards) ----------------------
+
+# One row per alert group: a (workflow, kind) while its condition keeps firing; a new row when it
+# fires again after it resolved. ``pending`` counts events not yet notified (carried to the next row).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(63), nullable=False),
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), nullable=False),
+    Column("workflow_key", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # drops | failures | suspended
+    Column("status", String(16), nullable=False),  # open | resolved
+    Column("first_at", Timestamp(), nullable=False),
+    Column("last_at", Timestamp(), nullable=False),
+    Column("resolved_at", Timestamp()),
+    Column("count", Integer, nullable=False),  # events in this group
+    Column("pending", Integer, nullable=False),  # events since the last notification
+    Column("notified_at", Timestamp()),  # the last notification of this (workflow, kind)
+    Column("notifications", Integer, nullable=False, default=0),
+    Column("summary", Text, nullable=False),
+    Column("details", Json, nullable=False, default=dict),  # trigger kinds, failing action, last error, ref
+    Index(None, "workflow_id", "kind", "id"),
+    Index(None, "account", "status", "id"),
+)
+
+# What each notification still has to reach: a sink of the account, or a workflow's author. Sent by
+# the serve loop with retries, so a slow or broken sink never holds up the engine.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False),
+    Column("sink", Json, nullable=False),  # {"type": email|slack|webhook, ...}
+    Column("message", Json, nullable=False),  # {"subject", "text", "alert": {...}}
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_at", Timestamp(), nullable=False),
+    Column("delivered_at", Timestamp()),
+    Column("error", Text, nullable=False, default=""),
+    Index(None, "delivered_at", "next_at"),
+)
+
+# A workflow the controller disabled because something it depends on went away (a mailbox, a
+# channel). Lives in the store, never in git, so a sync cannot undo it; `wfctl resume` ends it.
+workflow_suspensions = Table(
+    "workflow_suspensions",
+    metadata,
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
+    Column("ref", String(220), nullable=False),  # mailbox:mb_support
+    Column("reason", Text, nullable=False),
+    Column("since", Timestamp(), nullable=False),
+)

@@ -21,6 +21,7 @@ from controller.store.tables import (
     executions,
     rate_limit_drops,
     sources,
+    workflow_suspensions,
     workflow_versions,
     workflows,
 )
@@ -49,9 +50,10 @@ def status(conn: Connection, source: str = "default") -> dict[str, Any]:
             select(e.workflow_key, e.status, func.count()).where(e.status.in_(ordered(ACTIVE)))
             .group_by(e.workflow_key, e.status))
     }
+    suspended = {row.workflow_id: row for row in conn.execute(select(workflow_suspensions))}
     views = []
     for row in rows:
-        view = workflow_view(row)
+        view = workflow_view(row, suspended.get(row["id"]))
         active = counts.get((row["key"], "running"), 0) + counts.get((row["key"], "waiting"), 0)
         queued = counts.get((row["key"], "queued"), 0)
         view["executions_in_flight"] = active
@@ -67,7 +69,8 @@ def not_ready(conn: Connection) -> list[dict[str, Any]]:
     return [{"id": key, "sync": sync, "message": message} for key, sync, message in rows]
 
 
-def workflow_view(row: Any) -> dict[str, Any]:
+def workflow_view(row: Any, suspension: Any = None) -> dict[str, Any]:
+    """A workflow row as status shows it; ``suspension`` its ``workflow_suspensions`` row, if any."""
     return {
         "id": row["key"],
         "path": row["path"],
@@ -79,6 +82,8 @@ def workflow_view(row: Any) -> dict[str, Any]:
         "last_applied_commit": row["last_applied_commit"],
         "last_attempted_commit": row["last_attempted_commit"],
         "conditions": list(row["conditions"]),
+        "suspended": ({"ref": suspension.ref, "reason": suspension.reason, "since": iso(suspension.since)}
+                      if suspension is not None else None),
     }
 
 
@@ -213,7 +218,9 @@ def workflow(conn: Connection, key: str) -> dict[str, Any]:
     drops = conn.execute(select(rate_limit_drops.c.dropped, rate_limit_drops.c.last_dropped_at)
                          .where(rate_limit_drops.c.workflow_id == row["id"])).first()
     held = ids.get("queued", []) if row["sync"] == "Blocked" else []
-    return {**workflow_view(row), "executions_in_flight": len(ids.get("running", [])) + len(ids.get("waiting", [])),
+    suspension = conn.execute(select(workflow_suspensions).where(workflow_suspensions.c.workflow_id == row["id"])
+                              ).first()
+    return {**workflow_view(row, suspension), "executions_in_flight": len(ids.get("running", [])) + len(ids.get("waiting", [])),
             "held_executions": len(held), "held_execution_ids": held,
             "dropped": drops.dropped if drops else 0, "last_dropped_at": iso(drops.last_dropped_at) if drops else None}
 

@@ -16,6 +16,7 @@ from controller.engine.triggers import record as record_trigger
 from controller.errors import NotFoundError, PayloadError, UsageError
 from controller.metrics import windows
 from controller.model.directory import parse_directory
+from controller.safeguards import suspension
 from controller.security.payloads import parse_json
 from controller.store import decisions, views
 from controller.store import directory as store_directory
@@ -163,9 +164,10 @@ def replace_directory(account: str) -> Any:
     parse_json(raw, "the directory")  # JSON only, and bounded, before the located parse: no YAML bombs over HTTP
     entries = parse_directory(raw.decode("utf-8"), "request.json")
     found = services()
+    config = found.settings.config()
     with found.writing() as conn:
-        counts = store_directory.replace_account(conn, account, entries, found.now())
-    return {"account": account, "counts": counts}
+        counts, suspended = suspension.replace(conn, config, account, entries, found.now())
+    return {"account": account, "counts": counts, "suspended": suspended}
 
 
 @blueprint.patch("/directory/<kind>/<ref_id>")
@@ -180,6 +182,8 @@ def set_directory_status(account: str, kind: str, ref_id: str) -> Any:
                          f"PUT the whole directory for other changes")
     status = field(body, "status", str)
     found = services()
+    config = found.settings.config()
     with found.writing() as conn:
-        entry = store_directory.set_status(conn, account, f"{kind}:{ref_id}", status, found.now())
-    return {"ref": entry.ref, "kind": entry.kind, "id": entry.id, "name": entry.name, "status": entry.status}
+        entry, suspended = suspension.set_status(conn, config, account, f"{kind}:{ref_id}", status, found.now())
+    return {"ref": entry.ref, "kind": entry.kind, "id": entry.id, "name": entry.name, "status": entry.status,
+            "suspended": suspended}

@@ -9,6 +9,8 @@ from flask import Blueprint, request
 from controller.engine.starting import start_now
 from controller.errors import PayloadError, UsageError
 from controller.metrics import windows
+from controller.safeguards import alerts as alert_store
+from controller.safeguards import suspension
 from controller.security import secrets
 from controller.store import views
 from webhooks.auth import actor, caller, own, requires
@@ -73,6 +75,27 @@ def metrics(account: str, name: str) -> Any:
     with found.store.read() as conn:
         return windows.workflow_metrics(conn, key, request.args.get("window", "24h"), found.now(),
                                         by_version=by == "version")
+
+
+@blueprint.post("/workflows/<account>/<name>/resume")
+@requires("workflow.manage")
+def resume(account: str, name: str) -> Any:
+    """End a suspension once what the workflow depends on is active again (409 while it is not)."""
+    key = _key(account, name)
+    found = services()
+    with found.writing() as conn:
+        return suspension.resume(conn, key, actor=actor(), now=found.now())
+
+
+@blueprint.get("/alerts")
+@requires("workflow.read")
+def alerts() -> Any:
+    """The token's account's alerts, newest first; ``?open=true`` for the open ones only."""
+    account = request.args.get("account") or caller().account
+    own(account)
+    open_only = request.args.get("open", "false").lower() in ("1", "true", "yes")
+    with services().store.read() as conn:
+        return {"alerts": alert_store.listing(conn, account=account, open_only=open_only)}
 
 
 @blueprint.get("/workflows/<account>/<name>/webhook-secret")
