@@ -5,27 +5,30 @@ Each schedule workflow is one job with the fixed id ``schedule:<account>/<name>`
 active schedule; jobs live in the store, so a restart re-registers nothing by hand and misses
 nothing (missed runs are coalesced into one). The job function is module-level and finds its
 engine in a registry filled at run time, because APScheduler stores jobs by reference.
+
+Registration checks the cadence again, with validation's own functions: a definition that reached
+the store without validation (written there by hand, or applied by an older release) gets no job if
+it could fire more often than the floor; ``Schedules.refused`` says which and why.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from controller.engine.admission import Request
 from controller.engine.triggers import schedule
-from controller.engine.triggers.listeners import listeners
+from controller.engine.triggers.listeners import Listener, listeners
 from controller.model import parse_duration
+from controller.model.cadence import check_cron, check_every, cron_trigger, time_zone
 
 if TYPE_CHECKING:
     from controller.engine.runtime import Engine
@@ -33,7 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB_TABLE = "apscheduler_jobs"
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _engines: dict[str, Engine] = {}
 
 
@@ -50,18 +52,31 @@ def fire(registry_id: str, key: str) -> None:
         log.warning("schedule of %s %s: %s", key, verdict.decision, verdict.reason)
 
 
-def cron_trigger(expr: str, tz: str) -> CronTrigger:
-    """A crontab line as crontab means it: APScheduler 3 numbers weekdays from Monday, cron from Sunday."""
-    minute, hour, day, month, dow = expr.split()
-    dow = re.sub(r"(?<![/\d])\d+", lambda m: _DAYS[int(m.group()) % 7], dow)
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month, day_of_week=dow, timezone=tz)
+def check_cadence(spec: Mapping[str, Any], today: date | None = None) -> None:
+    """ValueError if the schedule ``spec`` could fire more often than the floor, or is no schedule at all.
+
+    Validation's own checks (``time_zone``, ``check_cron``, ``check_every``), on a definition read
+    back from the store; offset changes are looked for in the two years from ``today``.
+    """
+    tz = spec.get("timezone") or "UTC"
+    time_zone(tz)
+    if spec.get("cron"):
+        check_cron(spec["cron"], tz, today)
+    elif spec.get("every"):
+        check_every(spec["every"], parse_duration(spec["every"]))
+    else:
+        raise ValueError("a schedule needs cron or every")
 
 
 def trigger_for(spec: Mapping[str, Any], now: datetime | None = None) -> BaseTrigger:
-    """The job trigger of a schedule; an interval counts from ``now`` (the engine's clock) if given."""
+    """The job trigger of a schedule; an interval counts from ``now`` (the engine's clock) if given.
+
+    ValueError, and no trigger, for a cadence below the floor (see ``check_cadence``).
+    """
+    check_cadence(spec, now.astimezone(UTC).date() if now is not None else None)
     tz = spec.get("timezone") or "UTC"
     if spec.get("cron"):
-        return cron_trigger(spec["cron"], tz)
+        return cron_trigger(spec["cron"], time_zone(tz))
     seconds = parse_duration(spec["every"])
     start = now + timedelta(seconds=seconds) if now is not None else None
     return IntervalTrigger(seconds=seconds, timezone=tz, start_date=start)
@@ -73,6 +88,8 @@ class Schedules:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.registry_id = uuid.uuid4().hex
+        self.refused: dict[str, str] = {}
+        """The schedule workflows the last ``register`` gave no job: key -> the reason."""
         self.jobstore = SQLAlchemyJobStore(engine=engine.store.engine, tablename=JOB_TABLE)
         self.scheduler = BackgroundScheduler(
             jobstores={"default": self.jobstore}, timezone=UTC,
@@ -96,9 +113,17 @@ class Schedules:
         _engines.pop(self.registry_id, None)
 
     def register(self) -> int:
-        """Make the jobs match the active schedule workflows; unchanged ones keep their next run."""
+        """Make the jobs match the active schedule workflows; unchanged ones keep their next run.
+
+        A workflow whose cadence is below the floor gets no job (an older one is removed): it is in
+        ``refused`` with the reason, and one warning says so. Returns how many jobs are scheduled.
+        """
         with self.engine.store.read() as conn:
             wanted = {f"schedule:{w.key}": w for w in listeners(conn, "schedule")}
+        now = self.engine.clock.now()  # next runs follow the engine's clock (a manual one in tests)
+        refused = self._refusals(wanted, now)
+        self.refused = {wanted[job_id].key: reason for job_id, reason in refused.items()}
+        wanted = {job_id: listener for job_id, listener in wanted.items() if job_id not in refused}
         for job in self.scheduler.get_jobs():
             if job.id.startswith("schedule:") and job.id not in wanted:
                 job.remove()
@@ -110,12 +135,27 @@ class Schedules:
                 if existing.args[0] != self.registry_id:  # another process registered it: keep its next run
                     existing.modify(args=[self.registry_id, listener.key])
                 continue
-            now = self.engine.clock.now()  # next runs follow the engine's clock (a manual one in tests)
             trigger = trigger_for(listener.trigger, now)
             self.scheduler.add_job(fire, trigger=trigger, id=job_id, name=name, args=[self.registry_id, listener.key],
                                    next_run_time=trigger.get_next_fire_time(None, now), replace_existing=True)
             log.info("scheduled %s", name)
         return len(wanted)
+
+    def _refusals(self, wanted: Mapping[str, Listener], now: datetime) -> dict[str, str]:
+        """The job ids ``check_cadence`` refuses, with the reason; a warning for each new one.
+
+        Unchanged jobs are checked too (one registered by an older release never was); the checks
+        are cached, so this costs little on every tick.
+        """
+        refused: dict[str, str] = {}
+        for job_id, listener in wanted.items():
+            try:
+                check_cadence(listener.trigger, now.astimezone(UTC).date())
+            except ValueError as error:
+                refused[job_id] = str(error)
+                if self.refused.get(listener.key) != refused[job_id]:  # register() runs every tick: say it once
+                    log.warning("refused to schedule %s@v%d: %s", listener.key, listener.version, error)
+        return refused
 
     def next_run(self, key: str) -> datetime | None:
         job = self.scheduler.get_job(f"schedule:{key}")
