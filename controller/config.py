@@ -16,6 +16,7 @@ A YAML file (``--config`` / ``WFC_CONFIG``, default ``<data-dir>/config.yaml`` w
       drops: {threshold: 10, window: 15m}      # rate-limit drops that open an alert
       failures: {threshold: 5, window: 10m}    # failed executions that open a burst-failure alert
       cooldown: 1h                             # between two notifications of one workflow and kind
+      repeat: 4h                               # an alert still open (a suspension) is notified again
       sinks:                                   # where notifications go (also: log, store, Prometheus)
         - {type: slack, url: "https://hooks.slack.com/services/..."}
         - {type: webhook, url: "https://ops.example.com/wfctl"}
@@ -103,6 +104,7 @@ class _Alerts(_Strict):
     drops: _Rule | None = None
     failures: _Rule | None = None
     cooldown: Duration | None = None
+    repeat: Duration | None = None
     sinks: list[_Sink] | None = None
 
 
@@ -151,6 +153,7 @@ class AlertPolicy:
     drops: AlertRule = AlertRule(10, 15 * 60)
     failures: AlertRule = AlertRule(5, 10 * 60)
     cooldown: int = 3600  # seconds between two notifications of one (workflow, kind)
+    repeat: int = 4 * 3600  # an alert still open without news is notified again after this long
     sinks: tuple[Mapping[str, Any], ...] = ()
 
 
@@ -245,5 +248,6 @@ def _policy(given: _Alerts, base: AlertPolicy) -> AlertPolicy:
 
     return AlertPolicy(rule(given.drops, base.drops), rule(given.failures, base.failures),
                        parse_duration(given.cooldown) if given.cooldown else base.cooldown,
+                       parse_duration(given.repeat) if given.repeat else base.repeat,
                        tuple(s.model_dump(exclude_none=True) for s in given.sinks) if given.sinks is not None
                        else base.sinks)

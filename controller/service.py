@@ -215,10 +215,12 @@ class Controller:
         return purged + pruned
 
     def notify(self) -> int:
-        """Resolve alerts that went quiet and send the notifications that are due; how many went out."""
+        """Resolve alerts that went quiet, remind of those still open, send the notifications that are due;
+        returns how many went out."""
         now = self.engine.clock.now()
         with self.engine.store.tx() as conn:
             alerts.resolve_quiet(conn, self.engine.config, now)
+            alerts.remind(conn, self.engine.config, now)
         return delivery.deliver_due(self.engine.store, self.engine.config, now)
 
     def _work(self, name: str) -> None:

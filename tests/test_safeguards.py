@@ -328,3 +328,23 @@ def test_wfctl_alerts_and_resume(tmp_path: Path) -> None:
     assert again.exit_code == 3 and "acme/mailer is not suspended" in again.stderr
     assert "no alerts open" in wfctl("alerts", "--open").stdout
     assert wfctl("run", "acme/mailer", "--wait").exit_code == 0
+
+
+def test_an_open_suspension_is_notified_again_after_the_repeat_interval(tmp_path: Path, sqlite_url: str,
+                                                                         hook_sink: Any) -> None:
+    config = configured(tmp_path, sinks(hook_sink.url) + "  repeat: 2h\n")
+    with kit(tmp_path, sqlite_url, config=config) as k:
+        k.directory(DIRECTORY)
+        k.deploy({WF.format("pager"): wf("pager", POST)})
+        with k.store.tx() as conn:
+            suspension.set_status(conn, config, "acme", "channel:C1", "deactivated", k.clock.now())
+        k.clock.advance(hours=1)
+        with k.store.tx() as conn:
+            assert alerts.remind(conn, config, k.clock.now()) == 0
+        k.clock.advance(hours=1)
+        with k.store.tx() as conn:
+            assert alerts.remind(conn, config, k.clock.now()) == 1
+        [alert] = all_alerts(k, "suspended")
+        assert alert["notifications"] == 2 and len(deliveries(k)) == 2
+        assert delivery.deliver_due(k.store, config, k.clock.now()) == 2
+        assert hook_sink.requests[-1].json["subject"].startswith("still open since ")

@@ -120,6 +120,26 @@ def resolve_quiet(conn: Connection, config: Config, now: datetime) -> int:
     return resolved
 
 
+def remind(conn: Connection, config: Config, now: datetime) -> int:
+    """Notify again the open alerts that had no notification for the policy's ``repeat`` (a suspension
+    nobody resumed); the serve loop's pass. Returns how many."""
+    reminded = 0
+    for found in conn.execute(select(alerts).where(a.status == "open", a.notified_at.is_not(None))).mappings():
+        row = dict(found)
+        policy = config.alerts(row["account"])
+        if (now - as_utc(row["notified_at"])).total_seconds() < policy.repeat:
+            continue
+        title = f"still open since {as_utc(row['first_at']).isoformat()}: {row['summary']}"
+        body = (f"{title}. {row['count']} event(s) so far; this notice repeats every {_span(policy.repeat)} while "
+                f"the alert is open.")
+        row = {**row, "notified_at": now, "notifications": row["notifications"] + 1, "pending": 0}
+        _notify(conn, policy, row, title, body, now)
+        conn.execute(update(alerts).where(a.id == row["id"]).values(notified_at=now, pending=0,
+                                                                      notifications=row["notifications"]))
+        reminded += 1
+    return reminded
+
+
 def latest(conn: Connection, workflow_id: int, kind: str) -> dict[str, Any] | None:
     found = conn.execute(select(alerts).where(a.workflow_id == workflow_id, a.kind == kind)
                          .order_by(a.id.desc()).limit(1)).mappings().first()
