@@ -176,8 +176,9 @@ def test_a_disconnected_mailbox_suspends_exactly_its_dependents(tmp_path: Path, 
                                       "  from: wfctl@ops.test\n")
         with kit(tmp_path, store_url, config=config) as k:
             k.directory(DIRECTORY)
-            commit_files(k.repo, {WF.format("inbox"): wf("inbox", OK, trigger="{type: email, mailbox: 'mailbox:mb_support'}")},
-                         "inbox", author_email="ines@acme.test")
+            inbox = wf("inbox", OK, trigger="{type: email, mailbox: 'mailbox:mb_support'}").replace(
+                "metadata: {name: inbox}", "metadata: {name: inbox, owner: triage-team@acme.test}")
+            commit_files(k.repo, {WF.format("inbox"): inbox}, "inbox", author_email="ines@acme.test")
             commit_files(k.repo, {WF.format("mailer"): wf("mailer", "    - {id: pause, type: wait, duration: 1h}\n" + MAIL),
                                   WF.format("sales"): wf("sales", MAIL.replace("mb_support", "mb_sales")),
                                   WF.format("pager"): wf("pager", POST), WF.format("plain"): wf("plain", OK)},
@@ -199,11 +200,11 @@ def test_a_disconnected_mailbox_suspends_exactly_its_dependents(tmp_path: Path, 
             assert state["acme/sales"] is None and state["acme/pager"] is None and state["acme/plain"] is None
             assert audit == [("controller", "suspended")] * 2
 
-            # Authors are told, through the system mailbox; the account has no sinks.
+            # Owners (metadata.owner, else the commit's author) are told through the system mailbox.
             assert delivery.deliver_due(k.store, config, k.clock.now()) == 2
             got = sorted((m.rcpt_tos[0], str(m.message["Subject"])) for m in smtp.messages)
-            assert got == [("ines@acme.test", "acme/inbox is suspended: mailbox:mb_support is disconnected"),
-                           ("mario@acme.test", "acme/mailer is suspended: mailbox:mb_support is disconnected")]
+            assert got == [("mario@acme.test", "acme/mailer is suspended: mailbox:mb_support is disconnected"),
+                           ("triage-team@acme.test", "acme/inbox is suspended: mailbox:mb_support is disconnected")]
 
             # Nothing new starts; the refusal is on the record's timeline.
             with pytest.raises(GuardError, match="acme/mailer is suspended since .*: mailbox:mb_support is disconnected"):

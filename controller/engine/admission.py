@@ -12,7 +12,11 @@ and the API, ``workflow.call`` children and retries) describe what they want as 
 3. the rate limit: the version's ``spec.rateLimit``, else the account default of the
    configuration, counted over the store so that it holds across processes; a call or a retry
    draws on the budget of the workflow it starts;
-4. the queue row. While a restore of the workflow waits for its executions in flight, the row is
+4. the concurrency limit, the version's ``spec.concurrency`` (:mod:`controller.engine.concurrency`):
+   ``queue`` admits (the claim starts it when a slot frees), ``drop`` drops and counts the trigger
+   as the rate limit does, ``cancel-oldest`` admits it and terminates the oldest executions to make
+   room. It comes after the rate limit so that nothing is terminated for a trigger that is dropped;
+5. the queue row. While a restore of the workflow waits for its executions in flight, the row is
    queued but held (the workers do not claim it) and starts on the restored version.
 
 The answer is a :class:`Verdict`, a value: started (with the execution id), filtered, dropped or
@@ -33,7 +37,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from controller.engine import queue
+from controller.engine import concurrency, queue
 from controller.engine import scope as scopes
 from controller.engine.templating import Templates
 from controller.engine.versions import Versions
@@ -112,7 +116,7 @@ class Verdict:
     reason: str = ""
     execution_id: int | None = None
     version: int | None = None
-    retry_after: int | None = None  # dropped: seconds until the rate limit has room again
+    retry_after: int | None = None  # dropped: seconds until the rate limit (or the concurrency limit) may have room
     missing: bool = False  # refused because the workflow is unknown or deleted
 
     @property
@@ -153,6 +157,11 @@ GUARDS: tuple[Guard, ...] = (invalid, disabled)
 Observer = Callable[[Connection, Target, Request, Verdict], None]
 """Told of a decision in its transaction (use controller.store.db.after_commit to act once it holds)."""
 
+CancelOldest = Callable[[Connection, int, str], int | None]
+"""``(conn, workflow id, reason)``: terminates the workflow's oldest execution queued, running or waiting (not
+already asked to cancel); the id it stopped, or None. The engine provides it, over its lifecycle
+(:func:`controller.engine.concurrency.terminate_oldest`)."""
+
 
 class Admission:
     """The admission policy of one engine."""
@@ -166,6 +175,8 @@ class Admission:
         self.default_limit = default_limit
         self.guards: list[Guard] = list(guards)
         self.observers: list[Observer] = []  # told of every decision about a known workflow (Prometheus)
+        # For spec.concurrency behavior cancel-oldest; without it (no engine) such a workflow queues instead.
+        self.cancel_oldest: CancelOldest | None = None
         self._drops = _DropLog()
 
     def admit(self, conn: Connection, request: Request, target: Target | None = None,
@@ -201,17 +212,47 @@ class Admission:
             wait = ratelimit.retry_after(conn, target.id, limit, now)
             if wait is not None:
                 ratelimit.count_drop(conn, target.id, now)
-                self._drops.log(target.key, request.kind, limit, now)
+                self._drops.log(target.key, request.kind, f"over its rate limit ({limit.text})", now)
                 return Verdict(Decision.DROPPED, target.key, f"{target.key} is over its rate limit ({limit.text}); "
                                f"the trigger was dropped and counted", version=target.version, retry_after=wait)
+        bound = concurrency.of(definition)
+        if bound is not None and bound.behavior != "queue":
+            queue.lock_workflow(conn, target.id)  # counted under the lock the claims of the workflow take too
+            if bound.behavior == "drop" and concurrency.active(conn, target.id) >= bound.limit:
+                at_limit = f"at its concurrency limit ({bound.limit} queued, running or waiting)"
+                ratelimit.count_drop(conn, target.id, now)
+                self._drops.log(target.key, request.kind, at_limit, now)
+                return Verdict(Decision.DROPPED, target.key, f"{target.key} is {at_limit}; the trigger was dropped "
+                               f"and counted", version=target.version, retry_after=concurrency.RETRY_AFTER)
         parent_id, parent_step = request.parent or (None, None)
         execution_id = queue.enqueue(conn, [{
             "workflow_id": target.id, "workflow_key": target.key, "trigger": dict(request.trigger),
             "record_ref": dict(request.record_ref) if request.record_ref else None, "depth": request.depth,
             "version": request.version, "retry_of": request.retry_of, "parent_id": parent_id,
             "parent_step": parent_step}], now)[0]
-        held = "held: a restore of the workflow waits for its executions in flight" if target.sync == "Blocked" else ""
-        return Verdict(Decision.STARTED, target.key, held, execution_id, request.version or target.version)
+        notes = ["held: a restore of the workflow waits for its executions in flight"] if target.sync == "Blocked" else []
+        if bound is not None and bound.behavior == "cancel-oldest":
+            notes += self._make_room(conn, target, bound, execution_id)
+        return Verdict(Decision.STARTED, target.key, "; ".join(notes), execution_id, request.version or target.version)
+
+    def _make_room(self, conn: Connection, target: Target, bound: concurrency.Concurrency,
+                   execution_id: int) -> list[str]:
+        """cancel-oldest: terminate the oldest executions until the new one fits in the limit; notes of it."""
+        if self.cancel_oldest is None:
+            return []
+        why = (f"terminated to make room for execution {execution_id}: {target.key} allows {bound.limit} at a time "
+               f"(spec.concurrency behavior cancel-oldest)")
+        stopped: list[int] = []
+        # Those already asked to cancel are on their way out (their slot frees at their next step).
+        for _ in range(concurrency.active(conn, target.id, cancelling=False) - bound.limit):
+            victim = self.cancel_oldest(conn, target.id, why)
+            if victim is None:
+                break
+            stopped.append(victim)
+        if not stopped:
+            return []
+        listed = ", ".join(str(i) for i in stopped)
+        return [f"at its concurrency limit ({bound.limit}): execution(s) {listed} terminated to make room"]
 
     def when(self, target: Target, definition: Mapping[str, Any], trigger: Mapping[str, Any],
              now: datetime) -> scopes.When:
@@ -246,19 +287,20 @@ class Admission:
 
 
 class _DropLog:
-    """Logs a workflow's rate-limit drops at most once a minute, with how many were not logged."""
+    """Logs a workflow's drops at most once a minute per cause, with how many were not logged."""
 
     def __init__(self) -> None:
-        self._last: dict[str, tuple[datetime, int, set[str]]] = {}
+        self._last: dict[tuple[str, str], tuple[datetime, int, set[str]]] = {}
         self._lock = threading.Lock()
 
-    def log(self, key: str, kind: str, limit: ratelimit.RateLimit, now: datetime) -> None:
+    def log(self, key: str, kind: str, cause: str, now: datetime) -> None:
+        """``cause`` completes "<key> is ...": "over its rate limit (2 per 1h)"."""
         with self._lock:
-            last, unlogged, kinds = self._last.get(key, (None, 0, set()))
+            last, unlogged, kinds = self._last.get((key, cause), (None, 0, set()))
             kinds = kinds | {kind}
             if last is not None and (now - last).total_seconds() < DROP_LOG_SECONDS:
-                self._last[key] = (last, unlogged + 1, kinds)
+                self._last[(key, cause)] = (last, unlogged + 1, kinds)
                 return
-            self._last[key] = (now, 0, set())
-        log.warning("%s is over its rate limit (%s): dropped %d trigger(s) (%s) since the last report",
-                    key, limit.text, unlogged + 1, ", ".join(sorted(kinds)))
+            self._last[(key, cause)] = (now, 0, set())
+        log.warning("%s is %s: dropped %d trigger(s) (%s) since the last report",
+                    key, cause, unlogged + 1, ", ".join(sorted(kinds)))

@@ -4,24 +4,32 @@ Workers claim runnable executions (queued; waiting whose wake-up time has come; 
 lease expired because a worker died) and hold a lease while they run them. On PostgreSQL the
 claim uses ``FOR UPDATE SKIP LOCKED`` so any number of replicas share one queue; on SQLite the
 claiming transaction is ``BEGIN IMMEDIATE``, which serialises claimers.
+
+The claim also keeps ``spec.concurrency``: a queued execution of a workflow with a limit starts
+only into a free slot (see :func:`taken_slots` for what holds one), and one batch starts no more
+than there are free slots. On PostgreSQL the claim counts a workflow's slots under the
+per-workflow advisory lock that admission takes for its budgets, so replicas cannot both fill the
+last slot. What admission does over the limit lives in :mod:`controller.engine.concurrency`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
 
-from controller.model.statuses import ExecutionStatus, StepStatus
-from controller.store.tables import execution_steps, executions, workflows
+from controller.model.statuses import IN_FLIGHT, ExecutionStatus, StepStatus, ordered
+from controller.safeguards.ratelimit import LOCK_NAMESPACE
+from controller.store.tables import execution_steps, executions, workflow_versions, workflows
 
 if TYPE_CHECKING:
     from controller.engine.lifecycle import Transition
 
-__all__ = ["ExecutionRow", "StepRow", "claim", "enqueue", "load", "save"]
+__all__ = ["ExecutionRow", "StepRow", "claim", "enqueue", "load", "lock_workflow", "save",
+           "taken_slots"]
 
 
 @dataclass
@@ -96,23 +104,99 @@ def enqueue(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> 
 
 
 def claim(conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int) -> list[int]:
-    """Take up to ``limit`` runnable executions under a lease for ``owner``; oldest first."""
+    """Take up to ``limit`` runnable executions under a lease for ``owner``; oldest first.
+
+    A queued execution of a workflow with ``spec.concurrency`` is runnable only into a free slot of
+    that workflow; the others stay queued and do not stand in the way of other workflows' work.
+    """
     e = executions.c
     held = select(workflows.c.id).where(workflows.c.sync == "Blocked")  # draining for a restore: start nothing new
+    free = or_(e.lease_until.is_(None), e.lease_until < now)
+    startable = and_(e.status == ExecutionStatus.QUEUED, e.workflow_id.not_in(held))
+    queued = startable
+    slots = _free_slots(conn, and_(startable, free), now)
+    if slots:
+        # The oldest queued executions of each limited workflow, as many as it has free slots; the rest of
+        # its queue is left out of the batch, so the LIMIT below goes to work that may start.
+        allowed: list[int] = []
+        for workflow_id, room in sorted(slots.items()):
+            if room > 0:
+                first = (select(e.id).where(startable, free, e.workflow_id == workflow_id)
+                         .order_by(e.id).limit(min(room, limit)))
+                allowed += conn.execute(_locking(conn, first)).scalars()
+        queued = and_(startable, or_(e.workflow_id.not_in(list(slots)), e.id.in_(allowed)))
     runnable = or_(
-        and_(e.status == ExecutionStatus.QUEUED, e.workflow_id.not_in(held)),
+        queued,
         and_(e.status == ExecutionStatus.WAITING, e.wake_at.is_not(None), e.wake_at <= now),
         # released, or a dead worker's lease ran out
         and_(e.status == ExecutionStatus.RUNNING, or_(e.lease_until.is_(None), e.lease_until < now)),
     )
-    free = or_(e.lease_until.is_(None), e.lease_until < now)
     query = select(e.id).where(runnable, free).order_by(e.id).limit(limit)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list(conn.execute(query).scalars())
+    ids = list(conn.execute(_locking(conn, query)).scalars())
     if ids:
         conn.execute(update(executions).where(e.id.in_(ids)).values(lease_owner=owner, lease_until=now + lease))
     return ids
+
+
+def _locking(conn: Connection, query: Any) -> Any:
+    """``FOR UPDATE SKIP LOCKED`` on PostgreSQL: replicas claim disjoint rows without waiting on each other."""
+    return query.with_for_update(skip_locked=True) if conn.dialect.name == "postgresql" else query
+
+
+# -- concurrency slots (spec.concurrency) --------------------------------------------------------------
+
+def lock_workflow(conn: Connection, workflow_id: int, *, wait: bool = True) -> bool:
+    """Take the workflow's budget lock until the transaction ends; False when ``wait`` is off and another
+    transaction holds it. PostgreSQL only: on SQLite writers are serialised already, and this is True.
+
+    It is the rate limit's advisory lock (:func:`controller.safeguards.ratelimit.retry_after`), so
+    admissions and claims of one workflow take turns and two processes never both see the last slot
+    free. Reentrant within a transaction.
+    """
+    if conn.dialect.name != "postgresql":
+        return True
+    params = {"ns": LOCK_NAMESPACE, "id": workflow_id}
+    if wait:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:ns, :id)"), params)
+        return True
+    return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:ns, :id)"), params).scalar())
+
+
+def taken_slots(conn: Connection, workflow_ids: Collection[int], now: datetime) -> dict[int, int]:
+    """How many slots of each workflow are taken: its executions running or waiting, and those queued under
+    a live lease (claimed: they become running when their worker starts them)."""
+    if not workflow_ids:
+        return {}
+    e = executions.c
+    taking = or_(e.status.in_(ordered(IN_FLIGHT)),
+                 and_(e.status == ExecutionStatus.QUEUED, e.lease_until.is_not(None), e.lease_until >= now))
+    rows = conn.execute(select(e.workflow_id, func.count()).where(e.workflow_id.in_(list(workflow_ids)), taking)
+                        .group_by(e.workflow_id))
+    return {int(workflow_id): int(n) for workflow_id, n in rows}
+
+
+def _free_slots(conn: Connection, candidates: Any, now: datetime) -> dict[int, int]:
+    """Free slots of each workflow with a concurrency limit that has queued ``candidates``, counted under
+    its lock (0 when another transaction holds that one, see below); workflows without a limit are not in
+    the answer."""
+    e, w, v = executions.c, workflows.c, workflow_versions.c
+    # The limit of the workflow's current version, read in SQL (JSONB on PostgreSQL, JSON1 on SQLite).
+    limit = v.content[("spec", "concurrency", "limit")].as_integer()
+    with_work = select(e.workflow_id).where(candidates).distinct()
+    rows = conn.execute(select(w.id, limit).join(workflow_versions, and_(v.workflow_id == w.id, v.version == w.version))
+                        .where(w.id.in_(with_work), limit.is_not(None)).order_by(w.id))
+    limits = {int(workflow_id): int(n) for workflow_id, n in rows}
+    # An admission may hold the locks of several workflows, taken in its own order: waiting for a second lock
+    # while holding one could close a deadlock. So the claim waits only for its first (it holds no lock of
+    # any kind yet) and merely tries the others: a workflow busy elsewhere starts nothing new in this batch
+    # (as SKIP LOCKED passes over busy rows), and the next claim looks again.
+    locked: dict[int, int] = {}
+    for workflow_id, n in limits.items():
+        if lock_workflow(conn, workflow_id, wait=not locked):
+            locked[workflow_id] = n
+    taken = taken_slots(conn, locked, now)  # counted under the locks: what the previous holder claimed is visible
+    return {workflow_id: max(0, n - taken.get(workflow_id, 0)) if workflow_id in locked else 0
+            for workflow_id, n in limits.items()}
 
 
 def load(conn: Connection, execution_id: int) -> ExecutionRow:

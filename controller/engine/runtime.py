@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from controller.config import Config
-from controller.engine import queue, unit
+from controller.engine import concurrency, queue, unit
 from controller.engine import scope as scopes
 from controller.engine.admission import Admission, Request, Verdict
 from controller.engine.clock import Clock, SystemClock
@@ -75,6 +75,8 @@ class Engine:
         self.admission = Admission(templates=self.templates, versions=self.versions, now=self.clock.now,
                                    default_limit=config.rate_limit)
         self.lifecycle = Lifecycle([wake_parent, rollup.on_transition, alerts.FailureAlerts(config, self.clock.now)])
+        self.admission.cancel_oldest = lambda conn, workflow_id, reason: concurrency.terminate_oldest(
+            self.lifecycle, conn, workflow_id, self.clock.now(), reason)
         # The safeguards: a suspended workflow starts nothing; drops accumulate into one alert.
         self.admission.guards.append(suspension.guard)
         self.admission.observers.append(alerts.DropAlerts(config, self.clock.now))

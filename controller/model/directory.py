@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from controller.errors import DefinitionError, Problem
 from controller.model import yamlfile
 from controller.model.base import located
-from controller.model.entries import DirectoryEntry
+from controller.model.entries import DirectoryEntry, Email
 from controller.model.paths import Loc
 from controller.model.refs import REF_ID_PATTERN
 
@@ -39,13 +39,6 @@ def _check_id(value: str) -> str:
     if not value or not set(value) <= _ID_CHARS or len(value) > 200:
         raise ValueError(f"{value!r} is not an id (use 1-200 of: letters, digits, '_', '.', '-'; "
                          f"pattern {REF_ID_PATTERN})")
-    return value
-
-
-def _check_email(value: str) -> str:
-    local, _, domain = value.partition("@")
-    if value.count("@") != 1 or not local or not domain or any(c.isspace() for c in value):
-        raise ValueError(f"{value!r} is not an e-mail address (use name@domain, no spaces)")
     return value
 
 
@@ -68,7 +61,6 @@ def _check_text(value: str) -> str:
 
 
 Id = Annotated[str, AfterValidator(_check_id)]
-Email = Annotated[str, AfterValidator(_check_email)]
 Status = Literal["active", "deactivated", "deleted", "disconnected"]
 
 

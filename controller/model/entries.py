@@ -10,9 +10,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import AfterValidator
 
 from controller.model.refs import REF_KINDS
+
+
+def _check_email(value: str) -> str:
+    local, _, domain = value.partition("@")
+    if value.count("@") != 1 or not local or not domain or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} is not an e-mail address (use name@domain, no spaces)")
+    return value
+
+
+Email = Annotated[str, AfterValidator(_check_email)]
+"""An e-mail address (a directory user's, a workflow's owner)."""
 
 KINDS = REF_KINDS
 ENTRY_STATUSES = ("active", "deactivated", "deleted", "disconnected")

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from controller.model.actions import Action, IfAction, WorkflowCallAction
 from controller.model.base import ContractModel, located
 from controller.model.durations import Duration
+from controller.model.entries import Email
 from controller.model.names import Name
 from controller.model.paths import Loc, field_path
 from controller.model.templates import Text
@@ -31,6 +32,8 @@ class Metadata(ContractModel):
     description: Text | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     """Free-form key/value labels, e.g. team: support."""
+    owner: Email | None = None
+    """The e-mail address told when the controller suspends it; else the author of its current version's commit."""
 
 
 class RateLimit(ContractModel):
@@ -38,6 +41,16 @@ class RateLimit(ContractModel):
 
     max: int = Field(ge=1)
     per: Duration
+
+
+class Concurrency(ContractModel):
+    """At most ``limit`` executions running or waiting at once; ``behavior`` says what a trigger beyond it does."""
+
+    limit: int = Field(ge=1)
+    """How many executions of the workflow may be running or waiting at once."""
+    behavior: Literal["queue", "drop", "cancel-oldest"] = "queue"
+    """Over the limit: queue (the new execution starts when one ends), drop (the trigger is dropped and
+    counted, as over a rate limit) or cancel-oldest (the oldest execution is terminated to make room)."""
 
 
 class Spec(ContractModel):
@@ -48,6 +61,8 @@ class Spec(ContractModel):
     trigger: Trigger
     rate_limit: RateLimit | None = Field(default=None, alias="rateLimit")
     """Optional; the account default applies otherwise."""
+    concurrency: Concurrency | None = None
+    """Optional; without it any number of executions run at once."""
     actions: list[Action] = Field(min_length=1)
     """The steps, run in order."""
 
