@@ -207,7 +207,7 @@ def test_a_disconnected_mailbox_suspends_exactly_its_dependents(tmp_path: Path, 
                            ("triage-team@acme.test", "acme/inbox is suspended: mailbox:mb_support is disconnected")]
 
             # Nothing new starts; the refusal is on the record's timeline.
-            with pytest.raises(GuardError, match="acme/mailer is suspended since .*: mailbox:mb_support is disconnected"):
+            with pytest.raises(GuardError, match="acme/mailer is suspended: mailbox:mb_support is disconnected"):
                 k.engine.start("acme/mailer", {"type": "manual"})
             # The execution that was waiting fails at its mail step, naming the mailbox, and sends nothing.
             k.clock.advance(hours=1)

@@ -46,7 +46,7 @@ from controller.metrics import rollup
 from controller.model.statuses import Decision
 from controller.safeguards import ratelimit
 from controller.store import decisions
-from controller.store.tables import workflows
+from controller.store.tables import workflow_suspensions, workflows
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,11 @@ FILTERED_KINDS = frozenset({"record", "inactivity", "email", "schedule"})
 DROP_LOG_SECONDS = 60  # a workflow's drops are logged at most once a minute
 
 w = workflows.c
-TARGET_COLUMNS = (w.id, w.key, w.version, w.enabled, w.deleted, w.content_hash, w.sync, w.message)
-"""The columns of ``workflows`` a :class:`Target` is made of (for callers that read the row themselves)."""
+_SUSPENDED = (select(workflow_suspensions.c.reason).where(workflow_suspensions.c.workflow_id == w.id)
+              .scalar_subquery().label("suspended"))
+TARGET_COLUMNS = (w.id, w.key, w.version, w.enabled, w.deleted, w.content_hash, w.sync, w.message, _SUSPENDED)
+"""The columns a :class:`Target` is made of, selected from ``workflows`` (for callers that read the row
+themselves); the suspension comes with it, so the guard asks nothing more of the store."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Target:
     valid: bool  # has an applied version (an invalid file keeps the last good one)
     sync: str  # Synced | Invalid | Blocked
     message: str
+    suspended: str | None = None  # why the controller suspended it (controller.safeguards.suspension)
 
     @property
     def account(self) -> str:
@@ -81,7 +85,7 @@ class Target:
     @classmethod
     def of(cls, row: Any) -> Target:
         return cls(row.id, row.key, row.version, row.enabled, row.deleted, row.content_hash is not None, row.sync,
-                   row.message)
+                   row.message, row.suspended)
 
 
 def read_target(conn: Connection, key: str) -> Target | None:

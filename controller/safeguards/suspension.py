@@ -119,12 +119,11 @@ def replace(conn: Connection, config: Config, account: str, entries: list[Direct
 
 
 def guard(conn: Connection, target: Target, request: Request) -> str | None:
-    """Admission guard: a suspended workflow starts nothing (the record timeline says why)."""
-    found = conn.execute(select(s.reason, s.since).where(s.workflow_id == target.id)).first()
-    if found is None:
+    """Admission guard: a suspended workflow starts nothing (the record timeline says why). The
+    suspension is read with the target (``Target.suspended``), so this asks the store nothing."""
+    if target.suspended is None:
         return None
-    return (f"{target.key} is suspended since {as_utc(found.since).isoformat()}: {found.reason}; reactivate it, "
-            f"then `wfctl resume {target.key}`")
+    return f"{target.key} is suspended: {target.suspended}; reactivate it, then `wfctl resume {target.key}`"
 
 
 def suspension(conn: Connection, workflow_id: int) -> dict[str, Any] | None:
