@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from controller import cli_check, cli_engine, cli_metrics, cli_web
+from controller import cli_check, cli_engine, cli_metrics, cli_portable, cli_web
 from controller.cli_common import emit, fail, key_arg, read
 from controller.errors import Problem, WfcError
 from controller.settings import Settings
@@ -327,7 +327,7 @@ def db_upgrade(settings: Settings) -> None:
         store.close()
 
 
-for _module in (cli_engine, cli_check, cli_metrics, cli_web):
+for _module in (cli_engine, cli_check, cli_metrics, cli_portable, cli_web):
     _module.register(cli)
 
 

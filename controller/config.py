@@ -51,7 +51,7 @@ from controller.model import yamlfile
 from controller.model.durations import Duration, parse_duration
 from controller.model.workflow import RateLimit
 
-DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True, "workflow_metrics": True}
+DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True, "workflow_metrics": True, "workflow_import_export": True}
 TIMELINE_RETENTION = "7d"
 METRICS_RETENTION = "90d"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

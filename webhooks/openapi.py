@@ -122,6 +122,10 @@ def _paths() -> dict[str, Any]:
         "/api/v1/workflows/{account}/{name}/resume": {"post": _op(
             "Resume a workflow the controller suspended (its mailbox or channel went away), once that is active again",
             (200, "resumed", OBJECT), permission=("workflow.manage",), params=WORKFLOW, errors=(404, 409))},
+        "/api/v1/workflows/{account}/{name}/export": {"get": _op(
+            "The export document: the definition with every account reference made a binding (wfctl.export/v1)",
+            (200, "the document", OBJECT), permission=read, errors=(403, 404),
+            params=[*WORKFLOW, _param("with_dependencies", "query", {"type": "boolean"})])},
         "/api/v1/alerts": {"get": _op(
             "Alerts of the token's account, newest first: rate-limit drops, burst failures, suspensions",
             (200, "alerts", OBJECT), permission=read, errors=(404,),
@@ -160,6 +164,11 @@ def _paths() -> dict[str, Any]:
             "security": [],
             "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
                           "401": ERROR}}},
+        "/api/v1/accounts/{account}/imports/validate": {"post": _op(
+            "Plan an import into the account: files that would be written, bindings resolved and open; writes nothing",
+            (200, "the plan", OBJECT), permission=read, params=ACCOUNT, errors=(400, 403, 404, 422),
+            body={"type": "object", "required": ["document"], "properties": {
+                "document": OBJECT, "bindings": OBJECT, "match": {"enum": ["name"]}, "renames": OBJECT}})},
         "/api/v1/accounts/{account}/records/{type_}/{record_id}/workflows": {"get": _op(
             "The manual workflows a record of this type offers", (200, "workflows", OBJECT),
             permission=("workflow.read", "workflow.run_manual"), params=RECORD, errors=(404, 422))},

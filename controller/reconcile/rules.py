@@ -29,7 +29,7 @@ def call_problems(
             continue
         name = key.split("/", 1)[1]
         found: list[Problem] = []
-        cycle = _cycle_through(name, graph)
+        cycle = cycle_through(name, graph)
         for loc, target in call_sites(loaded.content):
             if target not in graph:
                 message = f"calls workflow {account}/{target}, which does not exist in account {account!r}"
@@ -73,7 +73,7 @@ def _walk(actions: list[Any], loc: tuple[str | int, ...]) -> Iterator[tuple[tupl
                 yield from _walk(action[branch], (*here, branch))
 
 
-def _cycle_through(start: str, graph: Mapping[str, tuple[str, ...]]) -> list[str]:
+def cycle_through(start: str, graph: Mapping[str, tuple[str, ...]]) -> list[str]:
     """The shortest call path from ``start`` back to itself (``[a, b, a]``), or [] if none."""
     previous: dict[str, str] = {}
     queue = deque([start])

@@ -6,16 +6,19 @@ the ids of the executions it queued. Also here: which manual workflows a record 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask import Blueprint, request
 
+from controller import portable
 from controller.engine.records import RecordService
 from controller.engine.triggers import email
 from controller.engine.triggers import record as record_trigger
 from controller.errors import NotFoundError, PayloadError, UsageError
 from controller.metrics import windows
 from controller.model.directory import parse_directory
+from controller.portable import document as portable_document
 from controller.safeguards import suspension
 from controller.security.payloads import parse_json
 from controller.store import decisions, views
@@ -64,6 +67,28 @@ def metrics(account: str) -> Any:
     with found.store.read() as conn:
         return windows.account_metrics(conn, account, request.args.get("window", "7d"), found.now(),
                                        min_executions=int(least))
+
+
+@blueprint.post("/imports/validate")
+@requires("workflow.read")
+def validate_import(account: str) -> Any:
+    """The plan of importing ``{"document", "bindings": {NAME: KIND:ID}, "match": "name", "renames": {OLD: NEW}}``
+    into the account, against its directory and applied workflows; nothing is written."""
+    own(account)
+    found = services()
+    found.settings.config().require(portable.FLAG, account, "import and export are")
+    body = json_object()
+    parsed = portable_document.parse(json.dumps(field(body, "document", dict)), "document")
+    given = portable.bindings_file(field(body, "bindings", dict, required=False) or {}, "bindings")
+    renames = field(body, "renames", dict, required=False) or {}
+    match = field(body, "match", str, required=False)
+    if match not in (None, "name"):
+        raise UsageError(f"match {match!r}: only \"name\" is known")
+    with found.store.read() as conn:
+        entries, existing = portable.target_state(conn, account)
+    plan = portable_document.plan(parsed, account, entries=entries, existing=existing, given=given,
+                                  match_names=match == "name", renames={str(k): str(v) for k, v in renames.items()})
+    return plan.view()
 
 
 @blueprint.post("/records/<type_>")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
+from controller import portable
 from controller.engine.starting import start_now
 from controller.errors import PayloadError, UsageError
 from controller.metrics import windows
+from controller.portable import document
 from controller.safeguards import alerts as alert_store
 from controller.safeguards import suspension
 from controller.security import secrets
@@ -85,6 +87,19 @@ def resume(account: str, name: str) -> Any:
     found = services()
     with found.writing() as conn:
         return suspension.resume(conn, key, actor=actor(), now=found.now())
+
+
+@blueprint.get("/workflows/<account>/<name>/export")
+@requires("workflow.read")
+def export(account: str, name: str) -> Any:
+    """The export document (``?with_dependencies=true`` includes what it calls), as `wfctl export` writes it."""
+    key = _key(account, name)
+    found = services()
+    found.settings.config().require(portable.FLAG, account, "import and export are")
+    deps = request.args.get("with_dependencies", "false").lower() in ("1", "true", "yes")
+    with found.store.read() as conn:
+        text = document.dumps(portable.export_document(conn, key, deps))
+    return Response(text, content_type="application/json")
 
 
 @blueprint.get("/alerts")

@@ -1,0 +1,158 @@
+"""`wfctl export`, `wfctl import` and `wfctl promote`: workflows across accounts, with bindings.
+
+Export reads applied definitions and the directory from the store; import and promote plan against
+the target account's directory in the store and its workflows in this checkout (and the store),
+write disabled workflow files under ``<root>/<account>/``, and with ``--commit`` make one commit.
+Exit 1 while a binding is open or invalid, a name clashes or a call cycle would form: nothing is
+written then. Exit 3 when the ``workflow_import_export`` flag is off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from controller.cli_common import emit, fail, key_arg, read, utcnow
+from controller.settings import Settings
+
+
+@click.command("export")
+@click.argument("workflow", metavar="ACCOUNT/NAME")
+@click.option("--with-dependencies", is_flag=True, help="Include the workflows it calls, transitively.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here, not stdout.")
+@click.pass_obj
+def export_command(settings: Settings, workflow: str, with_dependencies: bool, output: Path | None) -> None:
+    """Export a workflow as a document with every account reference made a binding."""
+    from controller import portable
+    from controller.portable import document
+
+    key = key_arg(workflow)
+    settings.config().require(portable.FLAG, key.split("/", 1)[0], "import and export are")
+    text = document.dumps(read(settings, lambda conn: portable.export_document(conn, key, with_dependencies)))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        click.echo(f"exported {key} to {output}", err=True)
+
+
+def _import_options(command: Any) -> Any:
+    for option in reversed([
+        click.option("--bind", "binds", multiple=True, metavar="NAME=KIND:ID", help="Resolve one binding."),
+        click.option("--bindings", "bindings_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="A YAML map NAME: KIND:ID (per environment)."),
+        click.option("--match", type=click.Choice(["name"]), default=None,
+                     help="Resolve open bindings to the target of the same kind whose name or address is the hint."),
+        click.option("--commit", "make_commit", is_flag=True, help="Commit the written files."),
+        click.option("--dry-run", is_flag=True, help="Print the plan only; exit 1 while a binding is open."),
+        click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON."),
+    ]):
+        command = option(command)
+    return command
+
+
+@click.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--account", required=True, help="The target account.")
+@click.option("--rename", "renames", multiple=True, metavar="OLD=NEW", help="Import a workflow under another name.")
+@_import_options
+@click.pass_obj
+def import_command(settings: Settings, file: Path, account: str, renames: tuple[str, ...], binds: tuple[str, ...],
+                   bindings_path: Path | None, match: str | None, make_commit: bool, dry_run: bool,
+                   as_json: bool) -> None:
+    """Import an exported document into ACCOUNT: files under <root>/ACCOUNT/, disabled until reviewed."""
+    from controller.portable import document
+
+    parsed = document.parse(file.read_text(encoding="utf-8"), str(file))
+    _import(settings, parsed, account, source=file.name, renames=renames, binds=binds, bindings_path=bindings_path,
+            match=match, make_commit=make_commit, dry_run=dry_run, as_json=as_json)
+
+
+@click.command("promote")
+@click.argument("workflow", metavar="SRC_ACCOUNT/NAME")
+@click.option("--to", "account", required=True, help="The target account.")
+@click.option("--with-dependencies", is_flag=True, help="Include the workflows it calls, transitively.")
+@_import_options
+@click.pass_obj
+def promote_command(settings: Settings, workflow: str, account: str, with_dependencies: bool, binds: tuple[str, ...],
+                    bindings_path: Path | None, match: str | None, make_commit: bool, dry_run: bool,
+                    as_json: bool) -> None:
+    """Export SRC_ACCOUNT/NAME and import it into --to in one step, in this repository."""
+    from controller import portable
+
+    key = key_arg(workflow)
+    settings.config().require(portable.FLAG, key.split("/", 1)[0], "import and export are")
+    parsed = read(settings, lambda conn: portable.export_document(conn, key, with_dependencies))
+    _import(settings, parsed, account, source=key, renames=(), binds=binds, bindings_path=bindings_path, match=match,
+            make_commit=make_commit, dry_run=dry_run, as_json=as_json)
+
+
+def _import(settings: Settings, parsed: dict[str, Any], account: str, *, source: str, renames: tuple[str, ...],
+            binds: tuple[str, ...], bindings_path: Path | None, match: str | None, make_commit: bool, dry_run: bool,
+            as_json: bool) -> None:
+    from controller import portable
+    from controller.model import yamlfile
+    from controller.portable import document, files
+
+    settings.config().require(portable.FLAG, account, "import and export are")
+    if "://" in settings.repo:
+        fail("import writes into a checkout: run it in the workflow repository (--repo PATH), not against a URL")
+    given: dict[str, tuple[str, str]] = {}
+    if bindings_path is not None:
+        given.update(portable.bindings_file(yamlfile.parse(bindings_path.read_text(encoding="utf-8"),
+                                                           str(bindings_path)), str(bindings_path)))
+    explicit = dict(portable.parse_binding(b, "--bind") for b in binds)
+    given.update(explicit)  # (a --bindings file is per environment: names this document lacks are fine)
+    rename_map = {}
+    for text in renames:
+        old, (new, _) = portable.parse_binding(text, "--rename")
+        rename_map[old] = new
+    folder = Path(settings.repo) / settings.root / account
+    entries, applied = read(settings, lambda conn: portable.target_state(conn, account))
+    existing = {**applied, **files.existing(folder)}
+    unknown = sorted(set(explicit) - {b["name"] for b in parsed["bindings"]})
+    if unknown:
+        fail(f"no binding {', '.join(unknown)} in the document (it has "
+             f"{', '.join(b['name'] for b in parsed['bindings']) or 'none'})")
+    plan = document.plan(parsed, account, entries=entries, existing=existing, given=given, match_names=match == "name",
+                         renames=rename_map)
+    if as_json:
+        emit(plan.view())
+    else:
+        _print(plan, folder)
+    if not plan.ok:
+        open_ = sum(1 for r in plan.resolutions if r.problem)
+        fail(f"not imported: {open_} binding(s) open or invalid, {len(plan.problems)} other problem(s); nothing was "
+             f"written", 1)
+    if dry_run:
+        return
+    written = files.write(plan, folder, source=source, now=utcnow())
+    for path in written:
+        click.echo(f"wrote {path} (disabled)", err=True)
+    if make_commit:
+        sha = files.commit(Path(settings.repo), written,
+                           f"Import {', '.join(sorted(n.removesuffix('.yaml') for n in plan.files))} into {account}\n\n"
+                           f"From {source} (a wfctl export); disabled until reviewed.")
+        click.echo(f"committed {sha[:12]}", err=True)
+
+
+def _print(plan: Any, folder: Path) -> None:
+    click.echo(f"import into {plan.account}:")
+    for r in plan.resolutions:
+        target = f"-> {r.target} ({r.how})" if r.target else ""
+        state = f"  PROBLEM: {r.problem}" if r.problem else ""
+        click.echo(f"  binding {r.name:<14} {r.kind:<11} {target}{state}  hint: {r.hint or '-'}")
+    for name in sorted(plan.files):
+        click.echo(f"  file {folder / name} (spec.enabled: false)")
+    for problem in plan.problems:
+        click.echo(f"  PROBLEM: {problem}")
+    if plan.ok:
+        click.echo("ok: every binding is resolved")
+
+
+def register(cli: click.Group) -> None:
+    """Add this module's commands to the `wfctl` group."""
+    for command in (export_command, import_command, promote_command):
+        cli.add_command(command)

@@ -1,0 +1,84 @@
+"""The I/O edges of export and import: the checkout's existing workflows, writing the plan, one commit.
+
+Where it sits: the CLI reads the target account's workflows from the checkout
+(:func:`existing`), plans with :func:`controller.portable.document.plan`, then writes the planned
+files under ``<root>/<account>/`` (:func:`write`) and, with ``--commit``, commits exactly them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from controller.errors import SourceError
+from controller.model import yamlfile
+from controller.portable.document import Plan
+from controller.reconcile.rules import call_sites
+
+
+def existing(folder: Path) -> dict[str, list[str]]:
+    """The workflows in ``folder`` (an account's folder of the checkout): name -> the names they call.
+
+    A file that does not parse still takes its name (it would clash); it calls nothing.
+    """
+    found: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        if path.name.endswith(".tests.yaml"):
+            continue
+        try:
+            content = yamlfile.parse(path.read_text(encoding="utf-8"), str(path))
+        except Exception:  # noqa: BLE001 - an invalid file is the reconciler's to report; here it only has a name
+            content = None
+        found[path.stem] = [t for _, t in call_sites(content)] if isinstance(content, dict) else []
+    return found
+
+
+def render(content: Mapping[str, Any], header: str) -> str:
+    """A definition as a workflow file, with ``header`` as its opening comment."""
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.width = 4096
+    out = io.StringIO()
+    yaml.dump(_plain(content), out)
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    return comment + out.getvalue()
+
+
+def write(plan: Plan, folder: Path, *, source: str, now: datetime) -> list[Path]:
+    """Write the plan's files into ``folder``; the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in sorted(plan.files.items()):
+        header = (f"Imported from {source} (a wfctl export) on {now.date().isoformat()}.\n"
+                  f"Disabled until reviewed: set spec.enabled: true to run it.")
+        path = folder / name
+        path.write_text(render(content, header), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def commit(checkout: Path, paths: list[Path], message: str) -> str:
+    """Commit exactly ``paths`` in the repository at ``checkout``; the new commit's sha."""
+    from git import InvalidGitRepositoryError, NoSuchPathError, Repo
+
+    try:
+        repo = Repo(checkout, search_parent_directories=True)
+    except (InvalidGitRepositoryError, NoSuchPathError):
+        raise SourceError(f"{checkout} is not in a git checkout; run the import in the workflow repository, or "
+                          f"leave out --commit") from None
+    top = Path(str(repo.working_tree_dir))
+    repo.index.add([str(p.resolve().relative_to(top.resolve())) for p in paths])
+    return repo.index.commit(message).hexsha
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
