@@ -9,6 +9,7 @@ written then. Exit 3 when the ``workflow_import_export`` flag is off.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ def _import_options(command: Any) -> Any:
         click.option("--commit", "make_commit", is_flag=True, help="Commit the written files."),
         click.option("--dry-run", is_flag=True, help="Print the plan only; exit 1 while a binding is open."),
         click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON."),
+        click.option("--interactive/--no-interactive", default=None,
+                     help="Ask for each open binding (default: when stdin is a terminal and no --bind is given)."),
     ]):
         command = option(command)
     return command
@@ -61,13 +64,13 @@ def _import_options(command: Any) -> Any:
 @click.pass_obj
 def import_command(settings: Settings, file: Path, account: str, renames: tuple[str, ...], binds: tuple[str, ...],
                    bindings_path: Path | None, match: str | None, make_commit: bool, dry_run: bool,
-                   as_json: bool) -> None:
+                   as_json: bool, interactive: bool | None) -> None:
     """Import an exported document into ACCOUNT: files under <root>/ACCOUNT/, disabled until reviewed."""
     from controller.portable import document
 
     parsed = document.parse(file.read_text(encoding="utf-8"), str(file))
     _import(settings, parsed, account, source=file.name, renames=renames, binds=binds, bindings_path=bindings_path,
-            match=match, make_commit=make_commit, dry_run=dry_run, as_json=as_json)
+            match=match, make_commit=make_commit, dry_run=dry_run, as_json=as_json, interactive=interactive)
 
 
 @click.command("promote")
@@ -78,7 +81,7 @@ def import_command(settings: Settings, file: Path, account: str, renames: tuple[
 @click.pass_obj
 def promote_command(settings: Settings, workflow: str, account: str, with_dependencies: bool, binds: tuple[str, ...],
                     bindings_path: Path | None, match: str | None, make_commit: bool, dry_run: bool,
-                    as_json: bool) -> None:
+                    as_json: bool, interactive: bool | None) -> None:
     """Export SRC_ACCOUNT/NAME and import it into --to in one step, in this repository."""
     from controller import portable
 
@@ -86,12 +89,12 @@ def promote_command(settings: Settings, workflow: str, account: str, with_depend
     settings.config().require(portable.FLAG, key.split("/", 1)[0], "import and export are")
     parsed = read(settings, lambda conn: portable.export_document(conn, key, with_dependencies))
     _import(settings, parsed, account, source=key, renames=(), binds=binds, bindings_path=bindings_path, match=match,
-            make_commit=make_commit, dry_run=dry_run, as_json=as_json)
+            make_commit=make_commit, dry_run=dry_run, as_json=as_json, interactive=interactive)
 
 
 def _import(settings: Settings, parsed: dict[str, Any], account: str, *, source: str, renames: tuple[str, ...],
             binds: tuple[str, ...], bindings_path: Path | None, match: str | None, make_commit: bool, dry_run: bool,
-            as_json: bool) -> None:
+            as_json: bool, interactive: bool | None) -> None:
     from controller import portable
     from controller.model import yamlfile
     from controller.portable import document, files
@@ -118,6 +121,12 @@ def _import(settings: Settings, parsed: dict[str, Any], account: str, *, source:
              f"{', '.join(b['name'] for b in parsed['bindings']) or 'none'})")
     plan = document.plan(parsed, account, entries=entries, existing=existing, given=given, match_names=match == "name",
                          renames=rename_map)
+    if interactive is None:
+        interactive = sys.stdin.isatty() and not binds and not (dry_run or as_json)
+    if interactive and not plan.ok:
+        given.update(_ask(plan, entries, existing))
+        plan = document.plan(parsed, account, entries=entries, existing=existing, given=given,
+                             match_names=match == "name", renames=rename_map)
     if as_json:
         emit(plan.view())
     else:
@@ -136,6 +145,28 @@ def _import(settings: Settings, parsed: dict[str, Any], account: str, *, source:
                            f"Import {', '.join(sorted(n.removesuffix('.yaml') for n in plan.files))} into {account}\n\n"
                            f"From {source} (a wfctl export); disabled until reviewed.")
         click.echo(f"committed {sha[:12]}", err=True)
+
+
+def _ask(plan: Any, entries: Any, existing: Any) -> dict[str, tuple[str, str]]:
+    """For each open or invalid binding, the target a person picks from the target account's candidates."""
+    picked: dict[str, tuple[str, str]] = {}
+    for r in plan.resolutions:
+        if not r.problem:
+            continue
+        if r.kind == "workflow":
+            options = sorted(existing)
+        else:
+            options = sorted(ref for ref, e in entries.items() if e.kind == r.kind and e.active)
+        if not options:
+            click.echo(f"{r.name} ({r.kind}, hint {r.hint or '-'}): no active {r.kind} in the target account", err=True)
+            continue
+        click.echo(f"{r.name}: a {r.kind} (hint: {r.hint or '-'}); {r.problem}", err=True)
+        for number, option in enumerate(options, 1):
+            label = entries[option].name if option in entries else option
+            click.echo(f"  {number}) {option}  {label}", err=True)
+        choice = click.prompt("  pick", type=click.IntRange(1, len(options)), err=True)
+        picked[r.name] = (options[choice - 1], "asked")
+    return picked
 
 
 def _print(plan: Any, folder: Path) -> None:

@@ -306,3 +306,27 @@ def test_export_and_validate_over_http(tmp_path: Path, sqlite_url: str) -> None:
         config.write_text("features: {workflow_import_export: false}\n")
         off = h.client.get("/api/v1/workflows/acme/inbox/export", headers=read)
         assert off.status_code == 403 and "feature flag workflow_import_export" in off.json["error"]["message"]
+
+
+def test_interactive_import_asks_for_each_open_binding(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d.json"
+    out.write_text(json.dumps(exported(repo, "--with-dependencies")))
+    base = ["--repo", str(repo), "--data-dir", str(repo.parent / "data"), "--db", f"sqlite:///{repo.parent / 'w.db'}"]
+    # mailbox: 1) mb_prod 2) mb_same (mb_old is not active); user: 1) u_pat; channel: 1) CP1; object type: 1) ot_42
+    result = CliRunner().invoke(cli, [*base, "import", str(out), "--account", "prod", "--interactive"],
+                                input="1\n1\n1\n1\n", catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "1) mailbox:mb_prod  Support" in result.stderr and "mailbox:mb_old" not in result.stderr
+    written = (repo / "workflows.d/prod/notify.yaml").read_text()
+    assert "mailbox:mb_prod" in written and "user:u_pat" in written
+
+
+def test_match_by_name_leaves_an_ambiguous_binding_open() -> None:
+    entries = {e.ref: e for e in (DirectoryEntry("channel", "C1", "oncall"), DirectoryEntry("channel", "C2", "oncall"))}
+    doc = {"format": document.FORMAT, "workflows": [{"apiVersion": "workflows/v1", "kind": "Workflow",
+                                                     "metadata": {"name": "w"}, "spec": {"actions": []}}],
+           "bindings": [{"name": "channel-1", "kind": "channel", "hint": "oncall", "used_by": []}]}
+    plan = document.plan(doc, "acme", entries=entries, existing={}, given={}, match_names=True)
+    assert not plan.ok
+    assert plan.resolutions[0].problem == ("'oncall' matches channel:C1, channel:C2; choose one with "
+                                           "--bind channel-1=...")
