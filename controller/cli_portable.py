@@ -30,7 +30,7 @@ def export_command(settings: Settings, workflow: str, with_dependencies: bool, o
     from controller.portable import document
 
     key = key_arg(workflow)
-    settings.config().require(portable.FLAG, key.split("/", 1)[0], "import and export are")
+    settings.config().require_portable(key.split("/", 1)[0])
     text = document.dumps(read(settings, lambda conn: portable.export_document(conn, key, with_dependencies)))
     if output is None:
         click.echo(text, nl=False)
@@ -86,7 +86,7 @@ def promote_command(settings: Settings, workflow: str, account: str, with_depend
     from controller import portable
 
     key = key_arg(workflow)
-    settings.config().require(portable.FLAG, key.split("/", 1)[0], "import and export are")
+    settings.config().require_portable(key.split("/", 1)[0])
     parsed = read(settings, lambda conn: portable.export_document(conn, key, with_dependencies))
     _import(settings, parsed, account, source=key, renames=(), binds=binds, bindings_path=bindings_path, match=match,
             make_commit=make_commit, dry_run=dry_run, as_json=as_json, interactive=interactive)
@@ -99,7 +99,7 @@ def _import(settings: Settings, parsed: dict[str, Any], account: str, *, source:
     from controller.model import yamlfile
     from controller.portable import document, files
 
-    settings.config().require(portable.FLAG, account, "import and export are")
+    settings.config().require_portable(account)
     if "://" in settings.repo:
         fail("import writes into a checkout: run it in the workflow repository (--repo PATH), not against a URL")
     given: dict[str, tuple[str, str]] = {}

@@ -188,6 +188,10 @@ class Config:
         """FeatureDisabled when the account's ``workflow_metrics`` flag is off (the rollups keep being written)."""
         self.require("workflow_metrics", account, "metrics are")
 
+    def require_portable(self, account: str) -> None:
+        """FeatureDisabled when the account's ``workflow_import_export`` flag is off."""
+        self.require("workflow_import_export", account, "import and export are")
+
     def rate_limit(self, account: str) -> Mapping[str, object] | None:
         """The default ``{max, per}`` for the account's workflows without ``spec.rateLimit``, or None."""
         return self.rate_limits.get(account) or self.rate_limits.get("")

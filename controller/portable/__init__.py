@@ -16,8 +16,6 @@ from controller.errors import NotFoundError, UsageError
 from controller.store import directory as store_directory
 from controller.store.tables import workflow_versions, workflows
 
-FLAG = "workflow_import_export"
-
 
 def definitions(conn: Connection, key: str, dependencies: bool) -> dict[str, dict[str, Any]]:
     """The applied definition of ``key`` (first), and with ``dependencies`` every workflow it calls,

@@ -76,7 +76,7 @@ def validate_import(account: str) -> Any:
     into the account, against its directory and applied workflows; nothing is written."""
     own(account)
     found = services()
-    found.settings.config().require(portable.FLAG, account, "import and export are")
+    found.settings.config().require_portable(account)
     body = json_object()
     parsed = portable_document.parse(json.dumps(field(body, "document", dict)), "document")
     given = portable.bindings_file(field(body, "bindings", dict, required=False) or {}, "bindings")
