@@ -20,6 +20,7 @@ from enginekit import Kit, kit
 from gitutil import commit_files
 from servers import http_server, smtp_server
 from sqlalchemy import func, select
+from test_admission import two  # noqa: F401 - the fixture of two engines over one store
 
 from controller.cli import cli
 from controller.config import Config, load_config
@@ -349,3 +350,61 @@ def test_an_open_suspension_is_notified_again_after_the_repeat_interval(tmp_path
         assert alert["notifications"] == 2 and len(deliveries(k)) == 2
         assert delivery.deliver_due(k.store, config, k.clock.now()) == 2
         assert hook_sink.requests[-1].json["subject"].startswith("still open since ")
+
+
+@pytest.mark.parametrize("kind", ["record", "inactivity", "email", "schedule", "webhook", "manual", "call", "retry"])
+def test_a_suspended_workflow_starts_nothing_whatever_the_trigger(two: Any, kind: str) -> None:  # noqa: F811
+    """Every way in (the eight kinds of test_admission, through their real paths) meets the suspension."""
+    from test_admission import KINDS
+
+    from controller.engine.starting import start_now
+    from controller.store.tables import workflow_suspensions, workflows
+
+    key, fire = KINDS[kind]
+    if kind == "retry":
+        fire(two, two.k.engine, 0)  # the failed execution, before the suspension
+    with two.k.store.tx() as conn:
+        workflow_id = conn.execute(select(workflows.c.id).where(workflows.c.key == key)).scalar_one()
+        conn.execute(workflow_suspensions.insert().values(workflow_id=workflow_id, ref="mailbox:mb_support",
+                                                          reason="mailbox:mb_support is disconnected",
+                                                          since=two.k.clock.now()))
+    before = two.count(key)
+    if kind == "call":
+        parent = start_now(two.k.engine, "acme/caller")
+        two.k.engine.run_until_idle()
+        assert "the call of acme/callee was refused: acme/callee is suspended" in two.k.show(parent)["error"]
+    else:
+        try:
+            assert fire(two, two.k.engine, 1) is False
+        except GuardError as e:
+            assert f"{key} is suspended: mailbox:mb_support is disconnected" in str(e)
+    assert two.count(key) == before
+    with two.k.store.read() as conn:
+        reasons = list(conn.execute(select(trigger_decisions.c.reason).where(
+            trigger_decisions.c.workflow_key == key, trigger_decisions.c.decision == "refused")).scalars())
+    assert reasons and all("is suspended" in r for r in reasons)
+
+
+def test_directory_load_and_put_suspend_too(tmp_path: Path, sqlite_url: str) -> None:
+    """The two ways to replace a directory (`wfctl directory load`, PUT …/directory) suspend like set-status."""
+    from httpkit import http_kit
+
+    with http_kit(tmp_path, sqlite_url) as h:
+        writer = h.auth(h.token("directory.write"))
+        without_support = {"users": [{"id": "u_alice", "name": "Alice", "email": "alice@acme.test"}],
+                           "mailboxes": [], "channels": [{"id": "C1", "name": "oncall",
+                                                          "webhook_url": "http://127.0.0.1:9/hook"}]}
+        put = h.client.put("/api/v1/accounts/acme/directory", json=without_support, headers=writer)
+        assert put.status_code == 200 and put.json["suspended"] == ["acme/inbox"]
+    repo = tmp_path / "cli"
+    from gitutil import make_repo
+
+    commit_files(make_repo(repo), {WF.format("pager"): wf("pager", POST)}, "add")
+    base = ["--repo", str(repo), "--data-dir", str(tmp_path / "d"), "--db", f"sqlite:///{tmp_path / 'c.db'}"]
+    (tmp_path / "full.yaml").write_text(DIRECTORY)
+    (tmp_path / "none.yaml").write_text(DIRECTORY.split("channels:")[0])
+    runner = CliRunner()
+    assert runner.invoke(cli, [*base, "directory", "load", str(tmp_path / "full.yaml"), "--account", "acme"]).exit_code == 0
+    assert runner.invoke(cli, [*base, "sync"]).exit_code == 0
+    loaded = runner.invoke(cli, [*base, "directory", "load", str(tmp_path / "none.yaml"), "--account", "acme"])
+    assert loaded.exit_code == 0 and "suspended acme/pager" in loaded.stdout
