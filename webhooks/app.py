@@ -15,7 +15,7 @@ from controller.security.intake import WebhookIntake
 from controller.security.secrets import KEY_ENV, SecretBox
 from controller.settings import Settings
 from controller.store import Store
-from webhooks import errors, health, hooks, metrics
+from webhooks import errors, health, hooks, metrics, ui
 from webhooks.api import blueprint as api_blueprint
 from webhooks.bodies import REQUEST_LIMIT
 from webhooks.context import EXTENSION, Services, SyncTrigger
@@ -46,6 +46,10 @@ def create_app(settings: Settings, store: Store, engine: Engine, *, controller: 
     app.register_blueprint(health.blueprint)
     app.register_blueprint(hooks.blueprint)
     app.register_blueprint(metrics.blueprint)
+    app.register_blueprint(ui.blueprint)
+    app.secret_key = box.derive("console session")
+    app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="wfctl_ui",
+                      SESSION_COOKIE_SECURE=env.get("WFC_CONSOLE_SECURE_COOKIE", "") == "1")
     app.register_blueprint(api_blueprint)
     return app
 

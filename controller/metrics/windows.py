@@ -289,3 +289,21 @@ def _versions(conn: Connection, w: Window, workflow_id: int) -> list[dict[str, A
         out.append({"version": number, **info, **_figures_of(periods, "current", workflow_id, number)})
     return out
 
+
+
+def daily_executions(conn: Connection, account: str, now: datetime, *, days: int = 30) -> dict[str, list[int]]:
+    """Finished executions per UTC day of each workflow of the account, oldest first, ``days`` long
+    (today included): the console's sparklines."""
+    today = dict(starts(now))[DAY]
+    first = today - SPANS[DAY] * (days - 1)
+    b = metric_buckets.c
+    rows = conn.execute(select(workflows.c.key, b.start, func.sum(b.executions))
+                        .join(workflows, workflows.c.id == b.workflow_id)
+                        .where(b.account == account, b.span == DAY, b.start >= first)
+                        .group_by(workflows.c.key, b.start))
+    found: dict[str, list[int]] = {}
+    for key, start, count in rows:
+        index = int((as_utc(start) - first).total_seconds() // SPANS[DAY].total_seconds())
+        if 0 <= index < days:
+            found.setdefault(key, [0] * days)[index] = int(count)
+    return found

@@ -24,6 +24,7 @@ Encryption
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
 import secrets as random
@@ -59,6 +60,7 @@ class SecretBox:
     """Encrypts and decrypts secrets under the controller's Fernet key (decryptions are cached)."""
 
     def __init__(self, key: bytes | str):
+        self._key = key.encode() if isinstance(key, str) else key
         try:
             self._fernet = Fernet(key)
         except (ValueError, TypeError):
@@ -77,6 +79,10 @@ class SecretBox:
         env = os.environ if environ is None else environ
         key = env.get(KEY_ENV)
         return cls.load(settings.data_dir if key else settings.data_path(), key)
+
+    def derive(self, purpose: str) -> bytes:
+        """A key for ``purpose`` (e.g. signing the console's session cookie), derived from this one."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, secret: str) -> str:
         return self._fernet.encrypt(secret.encode("utf-8")).decode("ascii")

@@ -1,0 +1,260 @@
+"""The web console under ``/ui/``: server-rendered pages over the same controller functions as the API.
+
+Sign-in takes an API token; the session cookie (signed, HttpOnly, SameSite=Strict) holds it encrypted
+under the controller's key, and every request verifies it again, so a revoked token signs out at
+once. Every page and button asks the token's permissions (a button is not shown without one, and a
+forced request gets the 403 page); every form carries a per-session CSRF token. The console reads
+and acts (retry, cancel) but never writes to git.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hmac
+import secrets as random
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Blueprint, abort, g, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+from controller.errors import AuthError, NotFoundError, WfcError
+from controller.metrics import windows
+from controller.security import tokens
+from controller.security.tokens import Token
+from controller.store import views
+from webhooks.context import services
+
+blueprint = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates")
+View = TypeVar("View", bound=Callable[..., Any])
+PAGE = 50
+
+
+def signed_in(view: View) -> View:
+    """The page needs a valid token in the session; otherwise the sign-in form."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        token = _token()
+        if token is None:
+            return redirect(url_for("ui.sign_in", next=request.path))
+        g.ui_token = token
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def allowed(permission: str) -> bool:
+    token: Token | None = g.get("ui_token")
+    return token is not None and token.allows(permission)
+
+
+def need(permission: str) -> None:
+    if not allowed(permission):
+        abort(403, description=f"this token lacks the permission {permission}")
+
+
+@blueprint.app_context_processor
+def _helpers() -> dict[str, Any]:
+    return {"allowed": allowed, "csrf": _csrf_token, "token": g.get("ui_token")}
+
+
+@blueprint.before_request
+def _check_csrf() -> None:
+    if request.method == "POST" and request.endpoint != "ui.sign_in":
+        sent = request.form.get("csrf", "")
+        if not sent or not hmac.compare_digest(sent, session.get("csrf", "")):
+            abort(400, description="the form expired or did not come from this console; reload the page")
+
+
+@blueprint.errorhandler(403)
+@blueprint.errorhandler(400)
+@blueprint.errorhandler(404)
+def _error(error: Any) -> Any:
+    return render_template("ui/error.html", code=error.code, message=error.description), error.code
+
+
+@blueprint.errorhandler(WfcError)
+def _wfc_error(error: WfcError) -> Any:
+    code = 404 if isinstance(error, NotFoundError) else 409
+    return render_template("ui/error.html", code=code, message=str(error)), code
+
+
+# -- sign-in ---------------------------------------------------------------------------------------
+
+
+@blueprint.route("/sign-in", methods=["GET", "POST"])
+def sign_in() -> Any:
+    error = None
+    if request.method == "POST":
+        bearer = request.form.get("token", "").strip()
+        try:
+            with services().store.read() as conn:
+                token = tokens.verify(conn, bearer)
+        except AuthError as e:
+            error = str(e)
+        else:
+            session.clear()
+            session["t"] = services().box.encrypt(bearer)
+            session["csrf"] = random.token_urlsafe(32)
+            target = request.args.get("next") or ""
+            return redirect(target if target.startswith("/ui/") else url_for("ui.workflows", account=token.account))
+    return render_template("ui/sign_in.html", error=error), 401 if error else 200
+
+
+@blueprint.post("/sign-out")
+def sign_out() -> Response:
+    session.clear()
+    return redirect(url_for("ui.sign_in"))
+
+
+@blueprint.get("/")
+@signed_in
+def home() -> Response:
+    return redirect(url_for("ui.workflows", account=g.ui_token.account))
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+
+@blueprint.get("/accounts/<account>/workflows")
+@signed_in
+def workflows(account: str) -> Any:
+    """Every workflow of the account: sync state, version, trigger, last execution, 24h success rate."""
+    _own(account)
+    need("workflow.read")
+    found = services()
+    wanted, query = request.args.get("state", ""), request.args.get("q", "").strip()
+    with found.store.read() as conn:
+        rows = [w for w in views.status(conn)["workflows"] if w["id"].split("/", 1)[0] == account]
+        last = {r["workflow"]: r for r in views.executions_list(conn, account=account, limit=500)}
+        day = windows.account_metrics(conn, account, "24h", found.now(), min_executions=1)
+        series = windows.daily_executions(conn, account, found.now(), days=30)
+    rates = {r["workflow"]: r["success_rate"] for r in day["worst"] + day["slowest"]}
+    shown = [w for w in rows if (not wanted or w["sync"] == wanted or (wanted == "Suspended" and w["suspended"]))
+             and (not query or query in w["id"])]
+    return render_template("ui/workflows.html", account=account, workflows=shown, last=last, rates=rates,
+                           series=series, state=wanted, q=query)
+
+
+@blueprint.get("/accounts/<account>/workflows/<name>")
+@signed_in
+def workflow(account: str, name: str) -> Any:
+    """One workflow, by tab: versions (with a diff of two), audit, metrics, executions."""
+    _own(account)
+    need("workflow.read")
+    key = f"{account}/{name}"
+    tab = request.args.get("tab", "versions")
+    found = services()
+    context: dict[str, Any] = {}
+    with found.store.read() as conn:
+        current = views.workflow(conn, key)
+        if tab == "versions":
+            history = views.history(conn, key)
+            context["versions"] = history
+            left, right = request.args.get("a", type=int), request.args.get("b", type=int)
+            if left and right:
+                a_text = views.version_content(conn, key, left)["source_text"]
+                b_text = views.version_content(conn, key, right)["source_text"]
+                context["diff"] = _diff(a_text, b_text, left, right)
+        elif tab == "audit":
+            context["events"] = views.audit(conn, key)
+        elif tab == "metrics":
+            window_name = request.args.get("window", "24h")
+            context["metrics"] = windows.workflow_metrics(conn, key, window_name, found.now(), by_version=True)
+        elif tab == "executions":
+            status = request.args.get("status") or None
+            before = request.args.get("before", type=int)
+            context["executions"] = views.executions_list(conn, workflow=key, status=status, limit=PAGE,
+                                                          before=before)
+            context["status"] = status
+        else:
+            abort(404, description=f"no tab {tab!r}")
+    return render_template("ui/workflow.html", account=account, name=name, key=key, tab=tab, w=current, **context)
+
+
+@blueprint.get("/executions/<int:execution_id>")
+@signed_in
+def execution(execution_id: int) -> Any:
+    """One execution: its steps as a timeline, with inputs, outputs and errors; Retry and Cancel."""
+    need("workflow.read")
+    with services().store.read() as conn:
+        shown = views.execution(conn, execution_id)
+    _own(shown["workflow"].split("/", 1)[0], f"no execution {execution_id}")
+    return render_template("ui/execution.html", e=shown)
+
+
+@blueprint.post("/executions/<int:execution_id>/retry")
+@signed_in
+def retry(execution_id: int) -> Response:
+    need("workflow.retry")
+    _execution_account(execution_id)
+    found = services()
+    with found.serial():
+        new_id = found.engine.retry(execution_id, latest=request.form.get("latest") == "1")
+    return redirect(url_for("ui.execution", execution_id=new_id))
+
+
+@blueprint.post("/executions/<int:execution_id>/cancel")
+@signed_in
+def cancel(execution_id: int) -> Response:
+    need("workflow.manage")
+    _execution_account(execution_id)
+    found = services()
+    with found.serial():
+        found.engine.cancel(execution_id)
+    return redirect(url_for("ui.execution", execution_id=execution_id))
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _token() -> Token | None:
+    sealed = session.get("t")
+    if not sealed:
+        return None
+    found = services()
+    try:
+        bearer = found.box.decrypt(sealed)
+        with found.store.read() as conn:
+            return tokens.verify(conn, bearer)
+    except WfcError:
+        session.clear()  # revoked, or its user deactivated: signed out at once
+        return None
+
+
+def _own(account: str, what: str | None = None) -> None:
+    if account != g.ui_token.account:
+        abort(404, description=what or f"no account {account!r} here")
+
+
+def _execution_account(execution_id: int) -> None:
+    with services().store.read() as conn:
+        shown = views.execution(conn, execution_id)
+    _own(shown["workflow"].split("/", 1)[0], f"no execution {execution_id}")
+
+
+def _csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = random.token_urlsafe(32)
+    return str(session["csrf"])
+
+
+def _diff(a: str, b: str, left: int, right: int) -> list[tuple[str, str, str, str]]:
+    """Side by side: (left line, right line, kind, marker) with kind equal, changed, added or removed."""
+    rows: list[tuple[str, str, str, str]] = []
+    a_lines, b_lines = a.splitlines(), b.splitlines()
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a_lines, b=b_lines).get_opcodes():
+        if op == "equal":
+            rows += [(x, x, "equal", " ") for x in a_lines[i1:i2]]
+        elif op == "replace":
+            left_part, right_part = a_lines[i1:i2], b_lines[j1:j2]
+            for k in range(max(len(left_part), len(right_part))):
+                rows.append((left_part[k] if k < len(left_part) else "", right_part[k] if k < len(right_part) else "",
+                             "changed", "~"))
+        elif op == "delete":
+            rows += [(x, "", "removed", "-") for x in a_lines[i1:i2]]
+        else:
+            rows += [("", x, "added", "+") for x in b_lines[j1:j2]]
+    return rows
