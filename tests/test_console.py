@@ -111,3 +111,84 @@ def test_execution_page_retry_and_cancel_follow_permissions_and_csrf(http: Http)
     assert cancel.status_code == 403  # no workflow.manage
     other = http.kit.run("globex/intake", {"type": "webhook", "body": {}})
     assert http.client.get(f"/ui/executions/{other}").status_code == 404
+
+
+def test_webhook_tab_rotates_and_shows_the_secret_once(http: Http) -> None:
+    sign_in(http, "workflow.read")
+    page = "/ui/accounts/acme/workflows/contact-form/webhook"
+    shown = http.client.get(page).text
+    assert "sha256:" in shown and "Rotate the secret" not in shown  # no workflow.manage: no button
+    assert http.client.post(page, data={"csrf": csrf(http, page)}).status_code == 403
+    sign_in(http, "workflow.read", "workflow.manage")
+    rotated = http.client.post(page, data={"csrf": csrf(http, page)})
+    assert rotated.status_code == 200 and rotated.headers["Cache-Control"] == "no-store"
+    secret = re.search(r'<code id="secret">([^<]+)</code>', rotated.text).group(1)  # type: ignore[union-attr]
+    assert secret.startswith("whsec_") and "X-Wfc-Signature: sha256=$sig" in rotated.text
+    assert secret not in http.client.get(page).text  # once
+    assert http.hook("acme/contact-form", {"name": "Ada"}, secret=secret).status_code == 202
+    assert http.client.get("/ui/accounts/acme/workflows/greet/webhook").status_code == 404
+
+
+def test_restore_tab_shows_the_plan_and_the_command_never_writing(http: Http) -> None:
+    http.kit.deploy({WF.format("acme", "slow"): wf("slow", "{type: manual, entities: [ticket]}",
+                                                   "    - {id: nap, type: wait, duration: 2d}\n")}, "longer nap")
+    waiting = http.kit.run("acme/slow")
+    sign_in(http, "workflow.read")
+    page = http.client.get("/ui/accounts/acme/workflows/slow/restore?to=1").text
+    assert "A restore would be held now" in page and f'href="/ui/executions/{waiting}"' in page
+    assert "wfctl restore acme/slow --to 1" in page and "git revert --no-edit " in page
+    assert 'class="changed"' in page and "duration: 1d" in page
+
+
+def test_dry_run_on_a_record_or_a_pasted_entity(http: Http) -> None:
+    from controller.engine.records import RecordService
+
+    ticket = RecordService(http.kit.engine).create("acme", "ticket", {"title": "Printer"})  # starts on-ticket
+    before = http.executions()
+    sign_in(http, "workflow.read")
+    assert http.client.get("/ui/accounts/acme/workflows/greet/dry-run").status_code == 403
+    sign_in(http, "workflow.read", "workflow.dry_run")
+    page = "/ui/accounts/acme/workflows/on-ticket/dry-run"
+    on_record = http.client.post(page, data={"csrf": csrf(http, page), "record_type": "ticket",
+                                             "record_id": str(ticket["id"])}).text
+    assert "Dry run: succeeded" in on_record and "Printer" in on_record
+    pasted = http.client.post(page, data={"csrf": csrf(http, page), "entity": '{"title": "Pasted one"}'}).text
+    assert "Dry run: succeeded" in pasted and "Pasted one" in pasted
+    bad = http.client.post(page, data={"csrf": csrf(http, page), "entity": "[1]"}).text
+    assert "the entity must be a JSON object" in bad
+    assert http.executions() == before  # zero side effects
+
+
+def test_record_page_runs_a_workflow_and_shows_the_timeline(http: Http) -> None:
+    from controller.engine.records import RecordService
+
+    ticket = RecordService(http.kit.engine).create("acme", "ticket", {"title": "Printer"})
+    sign_in(http, "workflow.read")
+    page = f"/ui/accounts/acme/records/ticket/{ticket['id']}"
+    shown = http.client.get(page).text
+    assert "greet" in shown and ">Run<" not in shown and "acme/on-ticket" in shown  # its timeline
+    sign_in(http, "workflow.read", "workflow.run_manual")
+    ran = http.client.post(f"{page}/run/greet", data={"csrf": csrf(http, page)})
+    assert ran.status_code == 302 and ran.headers["Location"].startswith("/ui/executions/")
+
+
+def test_account_overview_with_worst_performers_alerts_and_resume(http: Http) -> None:
+    from controller.config import Config
+    from controller.safeguards import suspension
+
+    for i in range(12):
+        http.hook("acme/limited", {"n": i})  # fails; the 3rd onwards are dropped
+    http.kit.engine.run_until_idle()
+    with http.kit.store.tx() as conn:
+        suspension.set_status(conn, Config(), "acme", "mailbox:mb_support", "deactivated", http.kit.clock.now())
+    sign_in(http, "workflow.read", "workflow.manage")
+    page = http.client.get("/ui/accounts/acme").text
+    assert "acme/limited" in page and "Most dropped" in page
+    assert "suspended · acme/inbox" in page and "Resume" in page
+    refused = http.client.post("/ui/accounts/acme/workflows/inbox/resume", data={"csrf": csrf(http, "/ui/accounts/acme")})
+    assert refused.status_code == 409 and "mailbox:mb_support is deactivated" in refused.text
+    with http.kit.store.tx() as conn:
+        suspension.set_status(conn, Config(), "acme", "mailbox:mb_support", "active", http.kit.clock.now())
+    resumed = http.client.post("/ui/accounts/acme/workflows/inbox/resume", data={"csrf": csrf(http, "/ui/accounts/acme")})
+    assert resumed.status_code == 302
+    assert "Suspended" not in http.client.get("/ui/accounts/acme").text

@@ -28,8 +28,9 @@ from controller.store import records as record_store
 
 
 def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
-            record: tuple[str, str] | None = None) -> CaseResult:
-    """Dry-run ``target``; raises DefinitionError when a PATH is not a valid workflow."""
+            record: tuple[str, str] | None = None, entity_data: dict[str, Any] | None = None) -> CaseResult:
+    """Dry-run ``target`` on a record of the store, an entity file or ``entity_data`` (pasted in the
+    console), else a made-up record; raises DefinitionError when a PATH is not a valid workflow."""
     store = _open_existing(settings) if record is not None or not _is_path(target) else None
     try:
         if store is not None and not store.is_current():
@@ -37,7 +38,7 @@ def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
         account, name, definition, definitions = (_from_path(settings, target) if _is_path(target)
                                                    else _from_store(store, target))  # type: ignore[arg-type]
         settings.config().require("workflow_dry_run", account, "dry run is")
-        data = _entity(entity) if entity else None
+        data = _entity(entity) if entity else entity_data
         if record is not None and store is not None:
             with store.read() as conn:
                 data = record_store.get(conn, account, record[0], record[1])
@@ -48,7 +49,8 @@ def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
         runner = DryRunner(account=account, directory=_directory(store, account), definitions=definitions,
                            now=SystemClock().now, read_record=_reader(store))
         case = synthetic_case(definition)[0].model_copy(update={"name": "dry-run"})  # made-up inbound mail
-        return run_case(runner, name, definition, case, record=data, synthetic=entity is None and record is None)
+        return run_case(runner, name, definition, case, record=data,
+                        synthetic=entity is None and record is None and entity_data is None)
     finally:
         if store is not None:
             store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hmac
+import json
 import secrets as random
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,9 +22,12 @@ from werkzeug.wrappers import Response
 
 from controller.errors import AuthError, NotFoundError, WfcError
 from controller.metrics import windows
-from controller.security import tokens
+from controller.safeguards import alerts as alert_store
+from controller.safeguards import suspension
+from controller.security import secrets, tokens
 from controller.security.tokens import Token
-from controller.store import views
+from controller.store import decisions, views
+from controller.store import records as record_store
 from webhooks.context import services
 
 blueprint = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates")
@@ -258,3 +262,153 @@ def _diff(a: str, b: str, left: int, right: int) -> list[tuple[str, str, str, st
         else:
             rows += [("", x, "added", "+") for x in b_lines[j1:j2]]
     return rows
+
+
+# -- more tabs and pages ---------------------------------------------------------------------------
+
+
+@blueprint.get("/accounts/<account>/workflows/<name>/webhook")
+@signed_in
+def webhook(account: str, name: str) -> Any:
+    """The signing secret's fingerprint and generation; Rotate (workflow.manage)."""
+    _own(account)
+    need("workflow.read")
+    key = f"{account}/{name}"
+    found = services()
+    with found.writing() as conn:
+        current = views.workflow(conn, key)
+        if current["trigger"] != "webhook":
+            abort(404, description=f"{key} is not a webhook workflow")
+        secrets.ensure_secrets(conn, found.box, [key], found.now())
+        info = secrets.describe(conn, key).view()
+    return render_template("ui/webhook.html", account=account, name=name, key=key, w=current, info=info,
+                           rotated=None)
+
+
+@blueprint.post("/accounts/<account>/workflows/<name>/webhook")
+@signed_in
+def rotate(account: str, name: str) -> Any:
+    """A new secret, shown on this answer only (no-store); the old one stops working now."""
+    _own(account)
+    need("workflow.manage")
+    key = f"{account}/{name}"
+    found = services()
+    token: Token = g.ui_token
+    with found.writing() as conn:
+        current = views.workflow(conn, key)
+        rotated = secrets.rotate(conn, found.box, key, actor=f"{token.user} (console, token {token.name or token.id})",
+                                 now=found.now()).view()
+    page = render_template("ui/webhook.html", account=account, name=name, key=key, w=current, info=rotated,
+                           rotated=rotated, base=request.host_url.rstrip("/"))
+    return page, 200, {"Cache-Control": "no-store"}
+
+
+@blueprint.get("/accounts/<account>/workflows/<name>/restore")
+@signed_in
+def restore(account: str, name: str) -> Any:
+    """For a chosen version: would a restore be held now, the diff it would apply, the command to run."""
+    _own(account)
+    need("workflow.read")
+    key = f"{account}/{name}"
+    wanted = request.args.get("to", type=int)
+    with services().store.read() as conn:
+        current = views.workflow(conn, key)
+        history = views.history(conn, key)
+        in_flight = [e for e in views.executions_list(conn, workflow=key, limit=200)
+                     if e["status"] in ("running", "waiting")]
+        diff = None
+        if wanted and current["version"]:
+            diff = _diff(views.version_content(conn, key, current["version"])["source_text"],
+                         views.version_content(conn, key, wanted)["source_text"], current["version"], wanted)
+    later = [v["commit"] for v in history if wanted and v["version"] > wanted]
+    return render_template("ui/restore.html", account=account, name=name, key=key, w=current, versions=history,
+                           wanted=wanted, diff=diff, in_flight=in_flight, later=later)
+
+
+@blueprint.route("/accounts/<account>/workflows/<name>/dry-run", methods=["GET", "POST"])
+@signed_in
+def dry_run(account: str, name: str) -> Any:
+    """Dry-run the applied version on a stored record or a pasted JSON entity: no side effects."""
+    from controller.check.target import dry_run as run_dry
+
+    _own(account)
+    need("workflow.dry_run")
+    key = f"{account}/{name}"
+    result, error = None, None
+    with services().store.read() as conn:
+        current = views.workflow(conn, key)
+    if request.method == "POST":
+        record_id, pasted = request.form.get("record_id", "").strip(), request.form.get("entity", "").strip()
+        record_type = request.form.get("record_type", "").strip()
+        try:
+            if pasted:
+                entity = json.loads(pasted)
+                if not isinstance(entity, dict):
+                    raise ValueError("the entity must be a JSON object")
+                result = run_dry(services().settings, key, entity_data=entity).view()
+            else:
+                record = (record_type, record_id) if record_id else None
+                result = run_dry(services().settings, key, record=record).view()
+        except (ValueError, WfcError) as e:
+            error = str(e)
+    return render_template("ui/dry_run.html", account=account, name=name, key=key, w=current, result=result,
+                           error=error, form=request.form)
+
+
+@blueprint.get("/accounts/<account>/records/<type_>/<record_id>")
+@signed_in
+def record(account: str, type_: str, record_id: str) -> Any:
+    """A record, the workflows that run on it ("Run workflow"), and its trigger timeline."""
+    _own(account)
+    need("workflow.read")
+    with services().store.read() as conn:
+        try:
+            data = record_store.get(conn, account, type_, record_id)
+        except NotFoundError:
+            data = None
+        offered = views.manual_workflows(conn, account, type_)
+        timeline = decisions.record_timeline(conn, account, type_, record_id)
+    return render_template("ui/record.html", account=account, type_=type_, record_id=record_id, data=data,
+                           offered=offered, timeline=timeline)
+
+
+@blueprint.post("/accounts/<account>/records/<type_>/<record_id>/run/<name>")
+@signed_in
+def run_on_record(account: str, type_: str, record_id: str, name: str) -> Response:
+    """The "Run workflow" button: start it now on this record."""
+    from controller.engine.starting import start_now
+
+    _own(account)
+    need("workflow.run_manual")
+    found = services()
+    with found.serial():
+        execution_id = start_now(found.engine, f"{account}/{name}", record=(type_, record_id))
+    return redirect(url_for("ui.execution", execution_id=execution_id))
+
+
+@blueprint.get("/accounts/<account>")
+@signed_in
+def account_overview(account: str) -> Any:
+    """The worst performers, open alerts and suspended workflows (with Resume) of the account."""
+    _own(account)
+    need("workflow.read")
+    found = services()
+    window_name = request.args.get("window", "7d")
+    with found.store.read() as conn:
+        overview = windows.account_metrics(conn, account, window_name, found.now())
+        open_alerts = alert_store.listing(conn, account=account, open_only=True)
+        suspended = [w for w in views.status(conn)["workflows"]
+                     if w["id"].split("/", 1)[0] == account and w["suspended"]]
+    return render_template("ui/account.html", account=account, m=overview, alerts=open_alerts, suspended=suspended)
+
+
+@blueprint.post("/accounts/<account>/workflows/<name>/resume")
+@signed_in
+def resume(account: str, name: str) -> Response:
+    _own(account)
+    need("workflow.manage")
+    found = services()
+    token: Token = g.ui_token
+    with found.writing() as conn:
+        suspension.resume(conn, f"{account}/{name}", actor=f"{token.user} (console)", now=found.now())
+    return redirect(url_for("ui.account_overview", account=account))
