@@ -85,6 +85,8 @@ def test_versions_diff_audit_metrics_and_executions_tabs(http: Http) -> None:
     assert "updated" in http.client.get(base + "?tab=audit").text
     metrics = http.client.get(base + "?tab=metrics&window=7d").text
     assert "Success rate" in metrics and "By version" in metrics
+    assert 'aria-label="executions per day over 30 days' in metrics and ": 1 executions, 0 failed</title>" in metrics
+    assert "<code>spec.actions[note].vars.who</code>" in http.client.get(base + "?tab=audit").text
     runs = http.client.get(base + "?tab=executions&status=succeeded").text
     assert 'href="/ui/executions/1"' in runs
     assert http.client.get(base + "?tab=nope").status_code == 404

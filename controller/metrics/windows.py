@@ -307,3 +307,20 @@ def daily_executions(conn: Connection, account: str, now: datetime, *, days: int
         if 0 <= index < days:
             found.setdefault(key, [0] * days)[index] = int(count)
     return found
+
+
+def daily_series(conn: Connection, key: str, now: datetime, *, days: int = 30) -> list[dict[str, Any]]:
+    """One workflow's finished executions per UTC day, oldest first, ``days`` long (the console's chart)."""
+    workflow_id = _workflow_id(conn, key)
+    today = dict(starts(now))[DAY]
+    first = today - SPANS[DAY] * (days - 1)
+    b = metric_buckets.c
+    found = {as_utc(start): (int(n), int(ok), int(bad)) for start, n, ok, bad in conn.execute(
+        select(b.start, func.sum(b.executions), func.sum(b.succeeded), func.sum(b.failed))
+        .where(b.workflow_id == workflow_id, b.span == DAY, b.start >= first).group_by(b.start))}
+    out = []
+    for i in range(days):
+        day = first + SPANS[DAY] * i
+        n, ok, bad = found.get(day, (0, 0, 0))
+        out.append({"day": day.date().isoformat(), "executions": n, "succeeded": ok, "failed": bad})
+    return out

@@ -167,6 +167,7 @@ def workflow(account: str, name: str) -> Any:
         elif tab == "metrics":
             window_name = request.args.get("window", "24h")
             context["metrics"] = windows.workflow_metrics(conn, key, window_name, found.now(), by_version=True)
+            context["series"] = windows.daily_series(conn, key, found.now(), days=30)
         elif tab == "executions":
             status = request.args.get("status") or None
             before = request.args.get("before", type=int)
