@@ -87,6 +87,13 @@ def test_versions_diff_audit_metrics_and_executions_tabs(http: Http) -> None:
     assert "Success rate" in metrics and "By version" in metrics
     assert 'aria-label="executions per day over 30 days' in metrics and ": 1 executions, 0 failed</title>" in metrics
     assert "<code>spec.actions[note].vars.who</code>" in http.client.get(base + "?tab=audit").text
+    http.kit.deploy({WF.format("acme", "greet"): wf("greet", "{type: manual, entities: [ticket, deal]}",
+                                                    "    - {id: note, type: set, vars: {who: '{{ nope.x }}'}}\n")},
+                    "break greet")
+    http.kit.run("acme/greet")
+    marked = http.client.get(base + "?tab=metrics").text
+    assert "since v3" in marked and "v3 <strong>← changed things</strong>" in marked
+    assert 'aria-label="Success rate per day over 30 days"' in marked
     runs = http.client.get(base + "?tab=executions&status=succeeded").text
     assert 'href="/ui/executions/1"' in runs
     assert http.client.get(base + "?tab=nope").status_code == 404
@@ -124,7 +131,7 @@ def test_webhook_tab_rotates_and_shows_the_secret_once(http: Http) -> None:
     sign_in(http, "workflow.read", "workflow.manage")
     rotated = http.client.post(page, data={"csrf": csrf(http, page)})
     assert rotated.status_code == 200 and rotated.headers["Cache-Control"] == "no-store"
-    secret = re.search(r'<code id="secret">([^<]+)</code>', rotated.text).group(1)  # type: ignore[union-attr]
+    secret = re.search(r'<code id="secret"[^>]*>([^<]+)</code>', rotated.text).group(1)  # type: ignore[union-attr]
     assert secret.startswith("whsec_") and "X-Wfc-Signature: sha256=$sig" in rotated.text
     assert secret not in http.client.get(page).text  # once
     assert http.hook("acme/contact-form", {"name": "Ada"}, secret=secret).status_code == 202

@@ -315,12 +315,13 @@ def daily_series(conn: Connection, key: str, now: datetime, *, days: int = 30) -
     today = dict(starts(now))[DAY]
     first = today - SPANS[DAY] * (days - 1)
     b = metric_buckets.c
-    found = {as_utc(start): (int(n), int(ok), int(bad)) for start, n, ok, bad in conn.execute(
-        select(b.start, func.sum(b.executions), func.sum(b.succeeded), func.sum(b.failed))
+    found = {as_utc(row[0]): row[1:] for row in conn.execute(
+        select(b.start, *(func.sum(getattr(b, n)) for n in SUMS), *(func.max(getattr(b, n)) for n in MAXES))
         .where(b.workflow_id == workflow_id, b.span == DAY, b.start >= first).group_by(b.start))}
     out = []
     for i in range(days):
         day = first + SPANS[DAY] * i
-        n, ok, bad = found.get(day, (0, 0, 0))
-        out.append({"day": day.date().isoformat(), "executions": n, "succeeded": ok, "failed": bad})
+        figures_of_day = brief(dict(zip((*SUMS, *MAXES), found[day], strict=True)) if day in found else None)
+        out.append({"day": day.date().isoformat(), **{k: figures_of_day[k] for k in (
+            "executions", "succeeded", "failed", "success_rate", "p95_active_seconds")}})
     return out

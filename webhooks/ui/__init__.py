@@ -13,6 +13,7 @@ import difflib
 import functools
 import hmac
 import json
+import re
 import secrets as random
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -168,6 +169,8 @@ def workflow(account: str, name: str) -> Any:
             window_name = request.args.get("window", "24h")
             context["metrics"] = windows.workflow_metrics(conn, key, window_name, found.now(), by_version=True)
             context["series"] = windows.daily_series(conn, key, found.now(), days=30)
+            context["changed_versions"] = {int(found_v.group(1)) for c in context["metrics"]["changes"]
+                                           if (found_v := re.match(r"since v(\d+) ", c))}
         elif tab == "executions":
             status = request.args.get("status") or None
             before = request.args.get("before", type=int)
