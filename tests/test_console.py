@@ -201,3 +201,14 @@ def test_account_overview_with_worst_performers_alerts_and_resume(http: Http) ->
     resumed = http.client.post("/ui/accounts/acme/workflows/inbox/resume", data={"csrf": csrf(http, "/ui/accounts/acme")})
     assert resumed.status_code == 302
     assert "Suspended" not in http.client.get("/ui/accounts/acme").text
+
+
+def test_every_page_needs_workflow_read(http: Http) -> None:
+    sign_in(http, "records.write")
+    for page in ("/ui/accounts/acme/workflows", "/ui/accounts/acme/workflows/greet", "/ui/accounts/acme",
+                 "/ui/accounts/acme/workflows/greet/restore", "/ui/accounts/acme/records/ticket/1",
+                 "/ui/accounts/acme/workflows/contact-form/webhook"):
+        answer = http.client.get(page)
+        assert answer.status_code == 403 and "workflow.read" in answer.text, page
+    sign_in(http, "workflow.read")
+    assert 'aria-label="executions per day of the account over 30 days' in http.client.get("/ui/accounts/acme").text

@@ -400,10 +400,13 @@ def account_overview(account: str) -> Any:
     window_name = request.args.get("window", "7d")
     with found.store.read() as conn:
         overview = windows.account_metrics(conn, account, window_name, found.now())
+        per_workflow = windows.daily_executions(conn, account, found.now(), days=30)
         open_alerts = alert_store.listing(conn, account=account, open_only=True)
         suspended = [w for w in views.status(conn)["workflows"]
                      if w["id"].split("/", 1)[0] == account and w["suspended"]]
-    return render_template("ui/account.html", account=account, m=overview, alerts=open_alerts, suspended=suspended)
+    days = [sum(counts[i] for counts in per_workflow.values()) for i in range(30)]
+    return render_template("ui/account.html", account=account, m=overview, alerts=open_alerts, suspended=suspended,
+                           days=days)
 
 
 @blueprint.post("/accounts/<account>/workflows/<name>/resume")
