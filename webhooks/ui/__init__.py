@@ -243,6 +243,12 @@ def _execution_account(execution_id: int) -> None:
     _own(shown["workflow"].split("/", 1)[0], f"no execution {execution_id}")
 
 
+def _actor() -> str:
+    """The audit trail's name for the person at the console."""
+    token: Token = g.ui_token
+    return f"{token.user} (console, token {token.name or token.id})"
+
+
 def _csrf_token() -> str:
     if "csrf" not in session:
         session["csrf"] = random.token_urlsafe(32)
@@ -297,11 +303,9 @@ def rotate(account: str, name: str) -> Any:
     need("workflow.manage")
     key = f"{account}/{name}"
     found = services()
-    token: Token = g.ui_token
     with found.writing() as conn:
         current = views.workflow(conn, key)
-        rotated = secrets.rotate(conn, found.box, key, actor=f"{token.user} (console, token {token.name or token.id})",
-                                 now=found.now()).view()
+        rotated = secrets.rotate(conn, found.box, key, actor=_actor(), now=found.now()).view()
     page = render_template("ui/webhook.html", account=account, name=name, key=key, w=current, info=rotated,
                            rotated=rotated, base=request.host_url.rstrip("/"))
     return page, 200, {"Cache-Control": "no-store"}
@@ -415,7 +419,6 @@ def resume(account: str, name: str) -> Response:
     _own(account)
     need("workflow.manage")
     found = services()
-    token: Token = g.ui_token
     with found.writing() as conn:
-        suspension.resume(conn, f"{account}/{name}", actor=f"{token.user} (console)", now=found.now())
+        suspension.resume(conn, f"{account}/{name}", actor=_actor(), now=found.now())
     return redirect(url_for("ui.account_overview", account=account))
