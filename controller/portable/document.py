@@ -43,7 +43,7 @@ def export(definitions: Mapping[str, Mapping[str, Any]], entries: Mapping[str, D
         metadata = content.setdefault("metadata", {})
         for key in DROPPED_METADATA:
             metadata.pop(key, None)
-        found = [(path, kind, ref_id) for path, kind, ref_id in iter_refs(Workflow.model_validate(definitions[wf_name]))]
+        found = list(iter_refs(Workflow.model_validate(definitions[wf_name])))
         found += [(_path(loc), "workflow", target) for loc, target in call_sites(definitions[wf_name])
                   if not dependencies or target not in definitions]
         for path, kind, ref_id in found:
@@ -52,7 +52,7 @@ def export(definitions: Mapping[str, Mapping[str, Any]], entries: Mapping[str, D
                 name = names[(kind, ref_id)] = f"{kind.replace('_', '-')}-{sum(k == kind for k, _ in names) + 1}"
                 bindings[name] = {"name": name, "kind": kind, "hint": _hint(kind, ref_id, entries), "used_by": []}
             bindings[name]["used_by"].append(f"{wf_name}: {path}")
-            _replace(content, parse_field_path(path), kind, ref_id, {"$binding": name})
+            _replace(content, parse_field_path(path), {"$binding": name})
         workflows.append(content)
     return {"format": FORMAT, "workflows": workflows, "bindings": list(bindings.values())}
 
@@ -197,31 +197,30 @@ def _resolve(binding: Mapping[str, Any], entries: Mapping[str, DirectoryEntry],
 
 def _bind(content: Any, bindings: Mapping[str, Resolution], final: Mapping[str, str]) -> None:
     """Replace every ``{"$binding": name}`` by its target (``kind:id``; a workflow name for calls)."""
+
+    def resolved(value: Any) -> Any:
+        if isinstance(value, dict) and set(value) == {"$binding"}:
+            resolution = bindings.get(value["$binding"])
+            return resolution.target if resolution and resolution.target else value
+        _bind(value, bindings, final)
+        return value
+
     if isinstance(content, dict):
         for key, value in list(content.items()):
-            if isinstance(value, dict) and set(value) == {"$binding"}:
-                resolution = bindings.get(value["$binding"])
-                content[key] = resolution.target if resolution and resolution.target else value
-            else:
-                _bind(value, bindings, final)
+            content[key] = resolved(value)
         if content.get("type") == "workflow.call" and isinstance(content.get("workflow"), str):
             content["workflow"] = final.get(content["workflow"], content["workflow"])
     elif isinstance(content, list):
         for index, value in enumerate(content):
-            if isinstance(value, dict) and set(value) == {"$binding"}:
-                resolution = bindings.get(value["$binding"])
-                content[index] = resolution.target if resolution and resolution.target else value
-            else:
-                _bind(value, bindings, final)
+            content[index] = resolved(value)
 
 
-def _replace(content: Any, loc: tuple[str | int, ...], kind: str, ref_id: str, binding: dict[str, str]) -> None:
-    """Put ``binding`` where ``loc`` points; a field holding ``kind:id`` or the bare id (a call)."""
+def _replace(content: Any, loc: tuple[str | int, ...], binding: dict[str, str]) -> None:
+    """Put ``binding`` where ``loc`` points (a field holding ``kind:id``, or a call's workflow name)."""
     parent = content
     for part in loc[:-1]:
         parent = parent[part]
-    last = loc[-1]
-    parent[last] = binding
+    parent[loc[-1]] = binding
 
 
 def _path(loc: tuple[str | int, ...]) -> str:
