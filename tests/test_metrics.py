@@ -190,6 +190,8 @@ def test_by_version_across_a_real_commit_says_what_the_change_did(k: Kit) -> Non
     assert v2["author"] and v2["failures"] == {"template": 3}
     assert found["changes"] == [f"since v2 (commit {heads[0][:7]}) the success rate fell from 100.0% to 0.0%"]
     assert found["current"]["executions"] == 7
+    plain = metrics(k, "acme/x", "24h")
+    assert (found["current"], found["previous"]) == (plain["current"], plain["previous"])  # the split sums back
 
 
 def test_drops_refusals_and_filters_are_counted_in_the_same_buckets(k: Kit) -> None:
@@ -341,3 +343,9 @@ def test_changes_name_the_version_that_made_it_worse() -> None:
     assert windows.changes([v(2, 0.995, 0.003), v(1, 1.0, 0.001)]) == []  # under a point, under 0.1 s: noise
     assert windows.changes([v(2, 1.0, 0.2), v(1, 0.5, 1.0)]) == [
         "since v2 the success rate rose from 50.0% to 100.0%", "since v2 the p95 active time shrank from 1 s to 0.2 s"]
+
+
+def test_the_cli_offers_the_windows_there_are() -> None:
+    from controller.cli_metrics import WINDOW_NAMES
+
+    assert WINDOW_NAMES == tuple(windows.WINDOWS)  # (a copy, so that `wfctl --help` imports no SQL)

@@ -29,7 +29,7 @@ from sqlalchemy import Connection, func, select
 
 from controller.errors import AuthError, StoreError
 from controller.metrics import rollup
-from controller.model.statuses import Decision, ExecutionStatus
+from controller.model.statuses import ACTIVE, IN_FLIGHT, Decision, ExecutionStatus, ordered
 from controller.store.db import after_commit
 from controller.store.loops import recent
 from controller.store.tables import DURATION_BOUNDS, executions, sources, workflows
@@ -168,20 +168,21 @@ class StoreGauges:
 
     def _read(self, conn: Connection) -> Iterator[Metric]:
         e, w = executions.c, workflows.c
-        blocked = select(w.id).where(w.sync == "Blocked")
-        counts: dict[str, int] = dict(conn.execute(select(e.status, func.count()).where(e.status.in_(
-            (ExecutionStatus.RUNNING, ExecutionStatus.WAITING))).group_by(e.status)).all())
-        queued = conn.execute(select(func.count()).where(e.status == ExecutionStatus.QUEUED,
-                                                         e.workflow_id.not_in(blocked))).scalar_one()
-        held = conn.execute(select(func.count()).where(e.status == ExecutionStatus.QUEUED,
-                                                       e.workflow_id.in_(blocked))).scalar_one()
+        held_back = e.workflow_id.in_(select(w.id).where(w.sync == "Blocked")).label("held")
+        counts: dict[tuple[str, bool], int] = {
+            (status, bool(held)): n for status, held, n in conn.execute(
+                select(e.status, held_back, func.count()).where(e.status.in_(ordered(ACTIVE)))
+                .group_by(e.status, held_back))}
+        queued = counts.get((ExecutionStatus.QUEUED, False), 0)
+        held = counts.get((ExecutionStatus.QUEUED, True), 0)
         depth = GaugeMetricFamily("wfctl_queue_depth", "Queued executions the workers may claim (not held)")
         depth.add_metric([], queued)
         yield depth
         flight = GaugeMetricFamily("wfctl_executions_in_flight", "Executions running, waiting, or queued but held "
                                    "by a restore", labels=["state"])
-        for state, value in (("running", counts.get(ExecutionStatus.RUNNING, 0)),
-                             ("waiting", counts.get(ExecutionStatus.WAITING, 0)), ("held", held)):
+        in_flight = {status: sum(n for (s, _), n in counts.items() if s == status) for status in IN_FLIGHT}
+        for state, value in (("running", in_flight[ExecutionStatus.RUNNING]),
+                             ("waiting", in_flight[ExecutionStatus.WAITING]), ("held", held)):
             flight.add_metric([state], value)
         yield flight
         info = GaugeMetricFamily("wfctl_source_info", "The commit each source last applied", labels=["source", "commit"])

@@ -154,12 +154,13 @@ def workflow_metrics(conn: Connection, key: str, name: str, now: datetime, *, by
     ``by_version`` adds the same figures per version, with its commit, author and summary."""
     w = window(name, now)
     workflow_id = _workflow_id(conn, key)
-    periods = _periods(conn, w, [workflow_id], per_version=False)
-    current, previous = (_figures_of(periods, period, workflow_id) for period in ("current", "previous"))
+    periods = _periods(conn, w, [workflow_id], per_version=by_version)
+    whole = _over_versions(periods) if by_version else periods  # the split, summed: no second round of queries
+    current, previous = (_figures_of(whole, period, workflow_id) for period in ("current", "previous"))
     result: dict[str, Any] = {"workflow": key, **w.view(), "current": current, "previous": previous,
                               "delta": delta(current, previous)}
     if by_version:
-        result["versions"] = _versions(conn, w, workflow_id)
+        result["versions"] = _versions(conn, periods, workflow_id)
         result["changes"] = changes(result["versions"])
     return result
 
@@ -168,6 +169,25 @@ def account_metrics(conn: Connection, account: str, name: str, now: datetime, *,
                     min_executions: int = MIN_EXECUTIONS) -> dict[str, Any]:
     """The account's totals over window ``name`` and its worst performers: the most failing, the
     slowest p95 and the most dropped workflows, each row with its delta against the previous window."""
+    w, rows, totals = account_rows(conn, account, name, now)
+    ranked = [r for r in rows if r["executions"] >= min_executions]
+    failing = sorted((r for r in ranked if r["failed"] or r["terminated"]),
+                     key=lambda r: (-(r["failed"] + r["terminated"]), r["success_rate"] if r["success_rate"] is not None
+                                    else 1.0, r["workflow"]))[:WORST]
+    slowest = sorted((r for r in ranked if r["p95_active_seconds"] is not None),
+                     key=lambda r: (-r["p95_active_seconds"], r["workflow"]))[:WORST]
+    drops = sorted((r for r in rows if r["dropped"]), key=lambda r: (-r["dropped"], r["workflow"]))[:WORST]
+    current, previous = brief(totals.get("current")), brief(totals.get("previous"))
+    return {"account": account, **w.view(), "min_executions": min_executions,
+            "totals": {**current, "workflows": sum(1 for r in rows if r["executions"])},
+            "delta": delta(current, previous),
+            "worst": failing, "slowest": slowest, "most_dropped": drops}
+
+
+def account_rows(conn: Connection, account: str, name: str, now: datetime
+                 ) -> tuple[Window, list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Every workflow of the account with figures in window ``name`` or the one before it (its ranked
+    figures and their delta), and the account's summed buckets per period; one query."""
     w = window(name, now)
     b = metric_buckets.c
     period = case((b.start >= w.start, literal("current")), else_=literal("previous")).label("period")
@@ -190,23 +210,17 @@ def account_metrics(conn: Connection, account: str, name: str, now: datetime, *,
         cur, prev = brief(periods.get("current")), brief(periods.get("previous"))
         if cur["executions"] or cur["dropped"] or prev["executions"]:
             rows.append({"workflow": keys[workflow_id], **_ranked(cur), "delta": delta(cur, prev)})
-    ranked = [r for r in rows if r["executions"] >= min_executions]
-    failing = sorted((r for r in ranked if r["failed"] or r["terminated"]),
-                     key=lambda r: (-(r["failed"] + r["terminated"]), r["success_rate"] if r["success_rate"] is not None
-                                    else 1.0, r["workflow"]))[:WORST]
-    slowest = sorted((r for r in ranked if r["p95_active_seconds"] is not None),
-                     key=lambda r: (-r["p95_active_seconds"], r["workflow"]))[:WORST]
-    drops = sorted((r for r in rows if r["dropped"]), key=lambda r: (-r["dropped"], r["workflow"]))[:WORST]
-    current, previous = brief(totals.get("current")), brief(totals.get("previous"))
-    return {"account": account, **w.view(), "min_executions": min_executions,
-            "totals": {**current, "workflows": sum(1 for r in rows if r["executions"])},
-            "delta": delta(current, previous),
-            "worst": failing, "slowest": slowest, "most_dropped": drops}
+    return w, rows, totals
 
 
 def changes(versions: list[dict[str, Any]]) -> list[str]:
     """Sentences for what a version changed against the one before it in the window (newest first):
     "since v3 (commit abc1234) the success rate fell from 99.0% to 71.0%"."""
+    return [sentence for _, sentence in change_points(versions)]
+
+
+def change_points(versions: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    """(version, sentence) for each change :func:`changes` reports."""
     out = []
     ordered = sorted((v for v in versions if v["version"]), key=lambda v: v["version"])
     for before, after in itertools.pairwise(ordered):
@@ -214,10 +228,12 @@ def changes(versions: list[dict[str, Any]]) -> list[str]:
             f"since v{after['version']}"
         a, b = before["success_rate"], after["success_rate"]
         if a is not None and b is not None and abs(a - b) >= 0.01:
-            out.append(f"{since} the success rate {'fell' if b < a else 'rose'} from {a:.1%} to {b:.1%}")
+            out.append((after["version"], (f"{since} the success rate {'fell' if b < a else 'rose'} from {a:.1%} to "
+                                          f"{b:.1%}")))
         a, b = before["p95_active_seconds"], after["p95_active_seconds"]
         if a and b and (b >= 1.5 * a or b <= a / 1.5) and abs(b - a) >= CHANGE_SECONDS:
-            out.append(f"{since} the p95 active time {'grew' if b > a else 'shrank'} from {a:g} s to {b:g} s")
+            out.append((after["version"], (f"{since} the p95 active time {'grew' if b > a else 'shrank'} from {a:g} s "
+                                          f"to {b:g} s")))
     return out
 
 
@@ -272,8 +288,32 @@ def _figures_of(periods: Mapping[tuple[Any, ...], dict[str, Any]], *key: Any) ->
     return figures(entry.get("sums"), entry.get("failures"), entry.get("actions", []))
 
 
-def _versions(conn: Connection, w: Window, workflow_id: int) -> list[dict[str, Any]]:
-    periods = _periods(conn, w, [workflow_id], per_version=True)
+def _over_versions(periods: Mapping[tuple[Any, ...], dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Per-version entries of :func:`_periods` summed per (period, workflow), as ``per_version=False`` gives."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for (period, workflow_id, _), entry in periods.items():
+        into = out.setdefault((period, workflow_id), {"sums": None, "failures": {}, "actions": {}})
+        if entry["sums"] is not None:
+            sums = into["sums"] = dict(into["sums"] or dict.fromkeys((*SUMS, *MAXES), 0))
+            for n in SUMS:
+                sums[n] += entry["sums"][n] or 0
+            for n in MAXES:
+                sums[n] = max(sums[n], entry["sums"][n] or 0)
+        for failure, count in entry["failures"].items():
+            into["failures"][failure] = into["failures"].get(failure, 0) + count
+        for action in entry["actions"]:
+            same = into["actions"].setdefault((action["action"], action["type"]), {
+                **action, "count": 0, "failures": 0, "duration_sum": 0.0, "duration_max": 0.0})
+            for n in ("count", "failures", "duration_sum"):
+                same[n] += action[n]
+            same["duration_max"] = max(same["duration_max"], action["duration_max"])
+    for into in out.values():
+        into["actions"] = list(into["actions"].values())
+    return out
+
+
+def _versions(conn: Connection, periods: Mapping[tuple[Any, ...], dict[str, Any]], workflow_id: int
+              ) -> list[dict[str, Any]]:
     numbers = sorted({key[2] for key in periods if key[0] == "current"}, reverse=True)
     v = workflow_versions.c
     meta = {row.version: row for row in conn.execute(

@@ -17,7 +17,7 @@ notification is a row in ``alerts``, a log line, ``wfctl_alerts_total`` and one
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -246,12 +246,8 @@ def _failures_text(alert: Mapping[str, Any], policy: AlertPolicy) -> tuple[str, 
 
 
 def _notify(conn: Connection, policy: AlertPolicy, row: Mapping[str, Any], title: str, body: str,
-            now: datetime, extra_sinks: tuple[Mapping[str, Any], ...] = ()) -> None:
-    message = {"subject": title, "text": body, "alert": view(row)}
-    sinks = [*policy.sinks, *extra_sinks]
-    if sinks:
-        conn.execute(insert(alert_deliveries), [{"alert_id": row["id"], "sink": dict(sink), "message": message,
-                                                 "attempts": 0, "next_at": now, "error": ""} for sink in sinks])
+            now: datetime) -> None:
+    notify_also(conn, row, title, body, now, policy.sinks)
     account, _, name = row["workflow_key"].partition("/")
 
     def announce() -> None:
@@ -263,12 +259,14 @@ def _notify(conn: Connection, policy: AlertPolicy, row: Mapping[str, Any], title
     after_commit(conn, announce)
 
 
-def notify_also(conn: Connection, policy: AlertPolicy, row: Mapping[str, Any], title: str, body: str,
-                now: datetime, sinks: tuple[Mapping[str, Any], ...]) -> None:
-    """Deliver an alert's notice to more recipients than the account's sinks (a workflow's author)."""
+def notify_also(conn: Connection, row: Mapping[str, Any], title: str, body: str, now: datetime,
+                sinks: Iterable[Mapping[str, Any]]) -> None:
+    """Queue an alert's notice for ``sinks`` (the account's, or a workflow's author besides them)."""
     message = {"subject": title, "text": body, "alert": view(row)}
-    conn.execute(insert(alert_deliveries), [{"alert_id": row["id"], "sink": dict(sink), "message": message,
-                                             "attempts": 0, "next_at": now, "error": ""} for sink in sinks])
+    rows = [{"alert_id": row["id"], "sink": dict(sink), "message": message, "attempts": 0, "next_at": now,
+             "error": ""} for sink in sinks]
+    if rows:
+        conn.execute(insert(alert_deliveries), rows)
 
 
 def _merge(old: Mapping[str, Any], new: Mapping[str, Any], weight: int) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def directory_changed(conn: Connection, config: Config, account: str, before: It
                               window_count=lambda: 1, details={"ref": ref, "reason": reason},
                               describe=_fixed(title, body))
         if alert is not None and author and "@" in author and config.smtp:
-            alerts.notify_also(conn, policy, alert, title, body, now, ({"type": "email", "to": [author]},))
+            alerts.notify_also(conn, alert, title, body, now, ({"type": "email", "to": [author]},))
         elif alert is not None and author:
             log.warning("%s suspended; its author %s is not notified: no notifications.smtp is configured", key,
                         author)

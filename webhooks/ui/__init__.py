@@ -13,7 +13,6 @@ import difflib
 import functools
 import hmac
 import json
-import re
 import secrets as random
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -30,6 +29,7 @@ from controller.security.tokens import Token
 from controller.store import decisions, views
 from controller.store import records as record_store
 from webhooks.context import services
+from webhooks.errors import status_of
 
 blueprint = Blueprint("ui", __name__, url_prefix="/ui", template_folder="templates")
 View = TypeVar("View", bound=Callable[..., Any])
@@ -82,7 +82,7 @@ def _error(error: Any) -> Any:
 
 @blueprint.errorhandler(WfcError)
 def _wfc_error(error: WfcError) -> Any:
-    code = 404 if isinstance(error, NotFoundError) else 409
+    code, _ = status_of(error)  # the API's mapping: a guard 409, a feature flag 403, ...
     return render_template("ui/error.html", code=code, message=str(error)), code
 
 
@@ -127,16 +127,19 @@ def home() -> Response:
 @signed_in
 def workflows(account: str) -> Any:
     """Every workflow of the account: sync state, version, trigger, last execution, 24h success rate."""
-    _own(account)
-    need("workflow.read")
+    _page(account)
     found = services()
     wanted, query = request.args.get("state", ""), request.args.get("q", "").strip()
+    metrics_on = found.settings.config().enabled("workflow_metrics", account)
+    rates: dict[str, Any] = {}
+    series: dict[str, list[int]] = {}
     with found.store.read() as conn:
         rows = [w for w in views.status(conn)["workflows"] if w["id"].split("/", 1)[0] == account]
         last = {r["workflow"]: r for r in views.executions_list(conn, account=account, limit=500)}
-        day = windows.account_metrics(conn, account, "24h", found.now(), min_executions=1)
-        series = windows.daily_executions(conn, account, found.now(), days=30)
-    rates = {r["workflow"]: r["success_rate"] for r in day["worst"] + day["slowest"]}
+        if metrics_on:  # (the flag hides them here as on the API; the rollups go on)
+            rates = {r["workflow"]: r["success_rate"] for r in windows.account_rows(conn, account, "24h",
+                                                                                     found.now())[1]}
+            series = windows.daily_executions(conn, account, found.now(), days=30)
     shown = [w for w in rows if (not wanted or w["sync"] == wanted or (wanted == "Suspended" and w["suspended"]))
              and (not query or query in w["id"])]
     return render_template("ui/workflows.html", account=account, workflows=shown, last=last, rates=rates,
@@ -147,9 +150,7 @@ def workflows(account: str) -> Any:
 @signed_in
 def workflow(account: str, name: str) -> Any:
     """One workflow, by tab: versions (with a diff of two), audit, metrics, executions."""
-    _own(account)
-    need("workflow.read")
-    key = f"{account}/{name}"
+    key = _page(account, name)
     tab = request.args.get("tab", "versions")
     found = services()
     context: dict[str, Any] = {}
@@ -166,11 +167,11 @@ def workflow(account: str, name: str) -> Any:
         elif tab == "audit":
             context["events"] = views.audit(conn, key)
         elif tab == "metrics":
+            found.settings.config().require_metrics(account)
             window_name = request.args.get("window", "24h")
             context["metrics"] = windows.workflow_metrics(conn, key, window_name, found.now(), by_version=True)
             context["series"] = windows.daily_series(conn, key, found.now(), days=30)
-            context["changed_versions"] = {int(found_v.group(1)) for c in context["metrics"]["changes"]
-                                           if (found_v := re.match(r"since v(\d+) ", c))}
+            context["changed_versions"] = {v for v, _ in windows.change_points(context["metrics"]["versions"])}
         elif tab == "executions":
             status = request.args.get("status") or None
             before = request.args.get("before", type=int)
@@ -232,6 +233,13 @@ def _token() -> Token | None:
         return None
 
 
+def _page(account: str, name: str | None = None, permission: str = "workflow.read") -> str:
+    """A page of ``account`` (404 for another's) that needs ``permission`` (403 without); the workflow's key."""
+    _own(account)
+    need(permission)
+    return f"{account}/{name}" if name else account
+
+
 def _own(account: str, what: str | None = None) -> None:
     if account != g.ui_token.account:
         abort(404, description=what or f"no account {account!r} here")
@@ -281,9 +289,7 @@ def _diff(a: str, b: str, left: int, right: int) -> list[tuple[str, str, str, st
 @signed_in
 def webhook(account: str, name: str) -> Any:
     """The signing secret's fingerprint and generation; Rotate (workflow.manage)."""
-    _own(account)
-    need("workflow.read")
-    key = f"{account}/{name}"
+    key = _page(account, name)
     found = services()
     with found.writing() as conn:
         current = views.workflow(conn, key)
@@ -299,9 +305,7 @@ def webhook(account: str, name: str) -> Any:
 @signed_in
 def rotate(account: str, name: str) -> Any:
     """A new secret, shown on this answer only (no-store); the old one stops working now."""
-    _own(account)
-    need("workflow.manage")
-    key = f"{account}/{name}"
+    key = _page(account, name, "workflow.manage")
     found = services()
     with found.writing() as conn:
         current = views.workflow(conn, key)
@@ -315,9 +319,7 @@ def rotate(account: str, name: str) -> Any:
 @signed_in
 def restore(account: str, name: str) -> Any:
     """For a chosen version: would a restore be held now, the diff it would apply, the command to run."""
-    _own(account)
-    need("workflow.read")
-    key = f"{account}/{name}"
+    key = _page(account, name)
     wanted = request.args.get("to", type=int)
     with services().store.read() as conn:
         current = views.workflow(conn, key)
@@ -339,9 +341,7 @@ def dry_run(account: str, name: str) -> Any:
     """Dry-run the applied version on a stored record or a pasted JSON entity: no side effects."""
     from controller.check.target import dry_run as run_dry
 
-    _own(account)
-    need("workflow.dry_run")
-    key = f"{account}/{name}"
+    key = _page(account, name, "workflow.dry_run")
     result, error = None, None
     with services().store.read() as conn:
         current = views.workflow(conn, key)
@@ -367,8 +367,7 @@ def dry_run(account: str, name: str) -> Any:
 @signed_in
 def record(account: str, type_: str, record_id: str) -> Any:
     """A record, the workflows that run on it ("Run workflow"), and its trigger timeline."""
-    _own(account)
-    need("workflow.read")
+    _page(account)
     with services().store.read() as conn:
         try:
             data = record_store.get(conn, account, type_, record_id)
@@ -386,8 +385,7 @@ def run_on_record(account: str, type_: str, record_id: str, name: str) -> Respon
     """The "Run workflow" button: start it now on this record."""
     from controller.engine.starting import start_now
 
-    _own(account)
-    need("workflow.run_manual")
+    _page(account, permission="workflow.run_manual")
     found = services()
     with found.serial():
         execution_id = start_now(found.engine, f"{account}/{name}", record=(type_, record_id))
@@ -398,8 +396,7 @@ def run_on_record(account: str, type_: str, record_id: str, name: str) -> Respon
 @signed_in
 def account_overview(account: str) -> Any:
     """The worst performers, open alerts and suspended workflows (with Resume) of the account."""
-    _own(account)
-    need("workflow.read")
+    _page(account)
     found = services()
     window_name = request.args.get("window", "7d")
     with found.store.read() as conn:
@@ -416,8 +413,7 @@ def account_overview(account: str) -> Any:
 @blueprint.post("/accounts/<account>/workflows/<name>/resume")
 @signed_in
 def resume(account: str, name: str) -> Response:
-    _own(account)
-    need("workflow.manage")
+    _page(account, permission="workflow.manage")
     found = services()
     with found.writing() as conn:
         suspension.resume(conn, f"{account}/{name}", actor=_actor(), now=found.now())
