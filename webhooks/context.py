@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -46,17 +46,9 @@ class Services:
     def now(self) -> datetime:
         return self.clock.now()
 
-    @contextmanager
-    def writing(self) -> Iterator[Connection]:
-        """A write transaction, in turn with this process's other writers (see WebhookIntake)."""
-        with self.intake.writing() as conn:
-            yield conn
-
-    @contextmanager
-    def serial(self) -> Iterator[None]:
-        """Around engine calls that open their own write transaction."""
-        with self.intake.lock:
-            yield
+    def writing(self) -> AbstractContextManager[Connection]:
+        """A write transaction of the store (writers queue in :class:`controller.store.db.WriterLock`)."""
+        return self.store.tx()
 
 
 def services() -> Services:

@@ -28,7 +28,7 @@ from controller.store.tables import execution_steps, executions, workflow_versio
 if TYPE_CHECKING:
     from controller.engine.lifecycle import Transition
 
-__all__ = ["ExecutionRow", "StepRow", "claim", "enqueue", "load", "lock_workflow", "save",
+__all__ = ["ExecutionRow", "StepRow", "claim", "enqueue", "load", "load_many", "lock_workflow", "save",
            "taken_slots"]
 
 
@@ -51,12 +51,12 @@ class StepRow:
     idempotency_key: str | None = None  # sent with every attempt of an external effect
     attempt_log: list[dict[str, Any]] = field(default_factory=list)  # attempts that did not finish
     failure: str | None = None  # the class of its error (controller.model.statuses.Failure)
-    id: int | None = None
+    stored: bool = False  # its row exists (inserted once, updated after)
     dirty: bool = True  # changed since it was last written: any assignment to a field sets it
 
     def __setattr__(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)
-        if name != "dirty":
+        if name not in ("dirty", "stored"):
             object.__setattr__(self, "dirty", True)
 
 
@@ -103,6 +103,22 @@ def enqueue(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> 
     return [int(i) for i in result.scalars()]
 
 
+_held = select(workflows.c.id).where(workflows.c.sync == "Blocked")  # draining for a restore: start nothing new
+_FREE = or_(executions.c.lease_until.is_(None), executions.c.lease_until < bindparam("now"))
+_STARTABLE = and_(executions.c.status == ExecutionStatus.QUEUED, executions.c.workflow_id.not_in(_held))
+_RESUMABLE = or_(
+    and_(executions.c.status == ExecutionStatus.WAITING, executions.c.wake_at.is_not(None),
+         executions.c.wake_at <= bindparam("now")),
+    # released, or a dead worker's lease ran out
+    and_(executions.c.status == ExecutionStatus.RUNNING,
+         or_(executions.c.lease_until.is_(None), executions.c.lease_until < bindparam("now"))),
+)
+_CLAIM = select(executions.c.id).where(or_(_STARTABLE, _RESUMABLE), _FREE).order_by(executions.c.id).limit(
+    bindparam("limit"))
+_LEASE = (update(executions).where(executions.c.id.in_(bindparam("ids", expanding=True)))
+          .values(lease_owner=bindparam("owner"), lease_until=bindparam("until")))
+
+
 def claim(conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int) -> list[int]:
     """Take up to ``limit`` runnable executions under a lease for ``owner``; oldest first.
 
@@ -110,31 +126,24 @@ def claim(conn: Connection, owner: str, now: datetime, lease: timedelta, limit: 
     that workflow; the others stay queued and do not stand in the way of other workflows' work.
     """
     e = executions.c
-    held = select(workflows.c.id).where(workflows.c.sync == "Blocked")  # draining for a restore: start nothing new
-    free = or_(e.lease_until.is_(None), e.lease_until < now)
-    startable = and_(e.status == ExecutionStatus.QUEUED, e.workflow_id.not_in(held))
-    queued = startable
-    slots = _free_slots(conn, and_(startable, free), now)
-    if slots:
+    params = {"now": now, "limit": limit}
+    slots = _free_slots(conn, now)
+    if not slots:
+        query = _CLAIM
+    else:
         # The oldest queued executions of each limited workflow, as many as it has free slots; the rest of
         # its queue is left out of the batch, so the LIMIT below goes to work that may start.
         allowed: list[int] = []
         for workflow_id, room in sorted(slots.items()):
             if room > 0:
-                first = (select(e.id).where(startable, free, e.workflow_id == workflow_id)
+                first = (select(e.id).where(_STARTABLE, _FREE, e.workflow_id == workflow_id)
                          .order_by(e.id).limit(min(room, limit)))
-                allowed += conn.execute(_locking(conn, first)).scalars()
-        queued = and_(startable, or_(e.workflow_id.not_in(list(slots)), e.id.in_(allowed)))
-    runnable = or_(
-        queued,
-        and_(e.status == ExecutionStatus.WAITING, e.wake_at.is_not(None), e.wake_at <= now),
-        # released, or a dead worker's lease ran out
-        and_(e.status == ExecutionStatus.RUNNING, or_(e.lease_until.is_(None), e.lease_until < now)),
-    )
-    query = select(e.id).where(runnable, free).order_by(e.id).limit(limit)
-    ids = list(conn.execute(_locking(conn, query)).scalars())
+                allowed += conn.execute(_locking(conn, first), params).scalars()
+        queued = and_(_STARTABLE, or_(e.workflow_id.not_in(list(slots)), e.id.in_(allowed)))
+        query = select(e.id).where(or_(queued, _RESUMABLE), _FREE).order_by(e.id).limit(bindparam("limit"))
+    ids = list(conn.execute(_locking(conn, query), params).scalars())
     if ids:
-        conn.execute(update(executions).where(e.id.in_(ids)).values(lease_owner=owner, lease_until=now + lease))
+        conn.execute(_LEASE, {"ids": ids, "owner": owner, "until": now + lease})
     return ids
 
 
@@ -175,17 +184,22 @@ def taken_slots(conn: Connection, workflow_ids: Collection[int], now: datetime) 
     return {int(workflow_id): int(n) for workflow_id, n in rows}
 
 
-def _free_slots(conn: Connection, candidates: Any, now: datetime) -> dict[int, int]:
-    """Free slots of each workflow with a concurrency limit that has queued ``candidates``, counted under
-    its lock (0 when another transaction holds that one, see below); workflows without a limit are not in
-    the answer."""
-    e, w, v = executions.c, workflows.c, workflow_versions.c
-    # The limit of the workflow's current version, read in SQL (JSONB on PostgreSQL, JSON1 on SQLite).
-    limit = v.content[("spec", "concurrency", "limit")].as_integer()
-    with_work = select(e.workflow_id).where(candidates).distinct()
-    rows = conn.execute(select(w.id, limit).join(workflow_versions, and_(v.workflow_id == w.id, v.version == w.version))
-                        .where(w.id.in_(with_work), limit.is_not(None)).order_by(w.id))
-    limits = {int(workflow_id): int(n) for workflow_id, n in rows}
+# The limit of each workflow's current version, read in SQL (JSONB on PostgreSQL, JSON1 on SQLite), for the
+# workflows with queued work that could start.
+_limit = workflow_versions.c.content[("spec", "concurrency", "limit")].as_integer()
+_LIMITS = (select(workflows.c.id, _limit)
+           .join(workflow_versions, and_(workflow_versions.c.workflow_id == workflows.c.id,
+                                         workflow_versions.c.version == workflows.c.version))
+           .where(workflows.c.id.in_(select(executions.c.workflow_id).where(_STARTABLE, _FREE).distinct()),
+                  _limit.is_not(None))
+           .order_by(workflows.c.id))
+
+
+def _free_slots(conn: Connection, now: datetime) -> dict[int, int]:
+    """Free slots of each workflow with a concurrency limit that has queued work that could start, counted
+    under its lock (0 when another transaction holds that one, see below); workflows without a limit are not
+    in the answer."""
+    limits = {int(workflow_id): int(n) for workflow_id, n in conn.execute(_LIMITS, {"now": now})}
     # An admission may hold the locks of several workflows, taken in its own order: waiting for a second lock
     # while holding one could close a deadlock. So the claim waits only for its first (it holds no lock of
     # any kind yet) and merely tries the others: a workflow busy elsewhere starts nothing new in this batch
@@ -199,28 +213,46 @@ def _free_slots(conn: Connection, candidates: Any, now: datetime) -> dict[int, i
             for workflow_id, n in limits.items()}
 
 
+# Built once: a statement object keeps its compiled form's cache key, so executing it again costs
+# neither the construction nor the key (both were most of the engine's time per execution).
+_e, _s = executions.c, execution_steps.c
+_EXECUTIONS = select(executions).where(_e.id.in_(bindparam("ids", expanding=True)))
+_STEPS = (select(execution_steps).where(_s.execution_id.in_(bindparam("ids", expanding=True)))
+          .order_by(_s.execution_id, _s.seq))
+_INSERT_STEP = insert(execution_steps)
+_UPDATE_STEP = update(execution_steps).where(_s.execution_id == bindparam("b_execution"),
+                                             _s.action_id == bindparam("b_action"))
+_UPDATE_EXECUTION = update(executions).where(_e.id == bindparam("b_id"))
+
+
 def load(conn: Connection, execution_id: int) -> ExecutionRow:
-    row = conn.execute(select(executions).where(executions.c.id == execution_id)).mappings().one()
-    execution = ExecutionRow(
-        id=row["id"], workflow_id=row["workflow_id"], workflow_key=row["workflow_key"], version=row["version"],
-        status=row["status"], trigger=dict(row["trigger"] or {}), record_ref=row["record_ref"], depth=row["depth"],
-        parent_id=row["parent_id"], parent_step=row["parent_step"], retry_of=row["retry_of"],
-        cancel_requested=row["cancel_requested"], created_at=row["created_at"], started_at=row["started_at"],
-        output=row["output"], error=row["error"], wake_at=row["wake_at"], finished_at=row["finished_at"],
-        failure=row["failure"], waited_seconds=row["waited_seconds"], waiting_since=row["waiting_since"],
-    )
-    s = execution_steps.c
-    for step in conn.execute(select(execution_steps).where(s.execution_id == execution_id).order_by(s.seq)).mappings():
+    return load_many(conn, [execution_id])[0]
+
+
+def load_many(conn: Connection, execution_ids: Sequence[int]) -> list[ExecutionRow]:
+    """The executions with their steps, in the order of ``execution_ids`` (two queries for any number)."""
+    loaded: dict[int, ExecutionRow] = {}
+    for row in conn.execute(_EXECUTIONS, {"ids": list(execution_ids)}).mappings():
+        loaded[row["id"]] = ExecutionRow(
+            id=row["id"], workflow_id=row["workflow_id"], workflow_key=row["workflow_key"], version=row["version"],
+            status=row["status"], trigger=dict(row["trigger"] or {}), record_ref=row["record_ref"],
+            depth=row["depth"], parent_id=row["parent_id"], parent_step=row["parent_step"],
+            retry_of=row["retry_of"], cancel_requested=row["cancel_requested"], created_at=row["created_at"],
+            started_at=row["started_at"], output=row["output"], error=row["error"], wake_at=row["wake_at"],
+            finished_at=row["finished_at"], failure=row["failure"], waited_seconds=row["waited_seconds"],
+            waiting_since=row["waiting_since"],
+        )
+    for step in conn.execute(_STEPS, {"ids": list(loaded)}).mappings():
         output = step["output"]
         wake = output.pop("_wake_at", None) if isinstance(output, dict) else None
-        execution.steps[step["action_id"]] = StepRow(
-            id=step["id"], action_id=step["action_id"], type=step["type"], seq=step["seq"], status=step["status"],
+        loaded[step["execution_id"]].steps[step["action_id"]] = StepRow(
+            action_id=step["action_id"], type=step["type"], seq=step["seq"], status=step["status"],
             input=step["input"], output=output, error=step["error"], attempts=step["attempts"],
             started_at=step["started_at"], finished_at=step["finished_at"], wait_seconds=step["wait_seconds"],
             wake_at=datetime.fromisoformat(wake) if wake else None, idempotency_key=step["idempotency_key"],
-            attempt_log=list(step["attempt_log"] or []), failure=step["failure"], dirty=False,
+            attempt_log=list(step["attempt_log"] or []), failure=step["failure"], stored=True, dirty=False,
         )
-    return execution
+    return [loaded[i] for i in execution_ids]
 
 
 def save(conn: Connection, execution: ExecutionRow, now: datetime, *, release: bool) -> None:
@@ -229,39 +261,35 @@ def save(conn: Connection, execution: ExecutionRow, now: datetime, *, release: b
     Called by :meth:`controller.engine.lifecycle.Lifecycle.save`, which runs the hooks of the moves.
     """
     values: dict[str, Any] = {
-        "status": execution.status, "version": execution.version, "output": execution.output,
-        "error": execution.error, "wake_at": execution.wake_at, "started_at": execution.started_at,
-        "finished_at": execution.finished_at, "failure": execution.failure,
+        "b_id": execution.id, "status": execution.status, "version": execution.version,
+        "output": execution.output, "error": execution.error, "wake_at": execution.wake_at,
+        "started_at": execution.started_at, "finished_at": execution.finished_at, "failure": execution.failure,
         "waited_seconds": execution.waited_seconds, "waiting_since": execution.waiting_since, "updated_at": now,
     }
     if release:
         values.update(lease_owner=None, lease_until=None)
-    conn.execute(update(executions).where(executions.c.id == execution.id).values(values))
+    conn.execute(_UPDATE_EXECUTION, values)
     save_steps(conn, execution.id, [s for s in execution.steps.values() if s.dirty])
 
 
 def save_steps(conn: Connection, execution_id: int, steps: Iterable[StepRow]) -> None:
-    pending = list(steps)
-    new: list[tuple[StepRow, dict[str, Any]]] = []
+    new: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
-    for step in pending:
+    for step in steps:
         output = step.output
         if step.wake_at is not None:
             output = {**(output or {}), "_wake_at": step.wake_at.isoformat()}
         row = {"status": step.status, "input": step.input, "output": output, "error": step.error,
                "attempts": step.attempts, "finished_at": step.finished_at, "wait_seconds": step.wait_seconds,
                "idempotency_key": step.idempotency_key, "attempt_log": step.attempt_log, "failure": step.failure}
-        if step.id is None:
-            new.append((step, {**row, "execution_id": execution_id, "seq": step.seq, "action_id": step.action_id,
-                               "type": step.type, "started_at": step.started_at}))
+        if not step.stored:
+            new.append({**row, "execution_id": execution_id, "seq": step.seq, "action_id": step.action_id,
+                        "type": step.type, "started_at": step.started_at})
+            step.stored = True
         else:
-            changed.append({**row, "b_id": step.id})
+            changed.append({**row, "b_execution": execution_id, "b_action": step.action_id})
         step.dirty = False
-    if new:
-        # Ids come back in parameter order, so later updates in the same segment find their row.
-        result = conn.execute(insert(execution_steps).returning(execution_steps.c.id, sort_by_parameter_order=True),
-                              [row for _, row in new])
-        for (step, _), step_id in zip(new, result.scalars()):
-            step.id = step_id
+    if new:  # one executemany: a step is found again by (execution, action id), unique per execution
+        conn.execute(_INSERT_STEP, new)
     if changed:
-        conn.execute(update(execution_steps).where(execution_steps.c.id == bindparam("b_id")), changed)
+        conn.execute(_UPDATE_STEP, changed)

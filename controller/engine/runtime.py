@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from controller.config import Config
 from controller.engine import concurrency, queue, unit
@@ -26,7 +26,7 @@ from controller.engine.admission import Admission, Request, Verdict
 from controller.engine.clock import Clock, SystemClock
 from controller.engine.directory import Directory
 from controller.engine.effects import Effects
-from controller.engine.interpreter import Interpreter, default_modules
+from controller.engine.interpreter import PURE, Interpreter, Segment, default_modules
 from controller.engine.lifecycle import Lifecycle, Transition, transition
 from controller.engine.live import cookieless_session
 from controller.engine.queue import ExecutionRow
@@ -45,6 +45,18 @@ from controller.store.tables import execution_steps, executions, workflows
 log = logging.getLogger(__name__)
 
 EffectsFactory = Callable[["Engine", ExecutionRow], Effects]
+
+_w = workflows.c
+_WORKFLOW_STATE = select(_w.deleted, _w.content_hash, _w.enabled, _w.version).where(_w.id == bindparam("id"))
+_CANCEL_REQUESTED = select(executions.c.cancel_requested).where(executions.c.id == bindparam("id"))
+
+
+def _pure(definition: Mapping[str, Any]) -> bool:
+    """Whether every action of ``definition`` (branches included) is ``set``, ``if`` or ``wait``."""
+    def pure(actions: list[dict[str, Any]]) -> bool:
+        return all(a["type"] in PURE and pure(a.get("then") or []) and pure(a.get("else") or []) for a in actions)
+
+    return pure(definition["spec"]["actions"])
 
 
 class Engine:
@@ -102,11 +114,22 @@ class Engine:
     # -- running ------------------------------------------------------------------------------
 
     def run_pending(self, limit: int = 10, stop: Callable[[], bool] = lambda: False) -> int:
-        """Claim up to ``limit`` runnable executions and advance each; returns how many ran."""
+        """Claim up to ``limit`` runnable executions and advance each; returns how many ran.
+
+        One transaction claims and loads the batch. An execution whose version has pure steps only
+        (``set``, ``if``, ``wait``) has nothing to repeat if it is lost, so its result waits to be
+        written with the others of the batch, in one transaction; before any execution with an effect
+        runs, what is pending is written first, so nothing the effect could depend on is unwritten.
+        """
         with self.store.tx() as conn:
             ids = queue.claim(conn, self.owner, self.clock.now(), self.lease, limit)
-        for execution_id in ids:
-            self.run_one(execution_id, stop)
+            batch = [(ex, *self._prepare(conn, ex)) for ex in queue.load_many(conn, ids)] if ids else []
+        pending: list[tuple[ExecutionRow, Segment | None]] = []
+        for ex, definition, scope in batch:
+            if definition is not None and not _pure(definition):
+                self._finish(pending)
+            pending.append((ex, self._advance(ex, definition, scope, stop)))
+        self._finish(pending)
         return len(ids)
 
     def run_until_idle(self, max_rounds: int = 10_000) -> int:
@@ -120,39 +143,52 @@ class Engine:
         raise RuntimeError(f"still runnable after {max_rounds} rounds; is an execution looping?")
 
     def run_one(self, execution_id: int, stop: Callable[[], bool] = lambda: False) -> None:
+        """Advance one execution (it must be claimed by this engine's owner)."""
         with self.store.read() as conn:
             ex = queue.load(conn, execution_id)
-            definition = self._prepare(conn, ex)
-            scope = self._scope(conn, ex) if definition is not None else {}
-        segment = None
-        if definition is not None:
-            segment = self.interpreter.run(ex, definition, scope, self._effects(self, ex), self._checkpoint, stop,
-                                           unit=self._unit)
-        with self.store.tx() as conn:
-            if ex.status not in FINAL and self._cancel_requested(conn, ex.id):
-                self._terminate(ex, "cancelled")
-            for action_id, workflow, payload in segment.calls if segment else []:
-                self._start_child(conn, ex, action_id, workflow, payload)
-            self.lifecycle.save(conn, ex, self.clock.now(), release=True)
-        log.info("execution %s of %s v%s: %s%s", ex.id, ex.workflow_key, ex.version, ex.status,
-                 f" ({ex.error})" if ex.error else "")
+            definition, scope = self._prepare(conn, ex)
+        self._finish([(ex, self._advance(ex, definition, scope, stop))])
 
-    def _prepare(self, conn: Connection, ex: ExecutionRow) -> Mapping[str, Any] | None:
-        """Pin a queued execution to the current version and start it; None when it must not run."""
-        if ex.status in FINAL:
+    def _advance(self, ex: ExecutionRow, definition: Mapping[str, Any] | None, scope: dict[str, Any],
+                 stop: Callable[[], bool]) -> Segment | None:
+        if definition is None:
             return None
+        return self.interpreter.run(ex, definition, scope, self._effects(self, ex), self._checkpoint, stop,
+                                    unit=self._unit)
+
+    def _finish(self, pending: list[tuple[ExecutionRow, Segment | None]]) -> None:
+        """Write the advanced executions (one transaction), start the workflows they call, release them."""
+        if not pending:
+            return
+        with self.store.tx() as conn:
+            for ex, segment in pending:
+                if ex.status not in FINAL and self._cancel_requested(conn, ex.id):
+                    self._terminate(ex, "cancelled")
+                for action_id, workflow, payload in segment.calls if segment else []:
+                    self._start_child(conn, ex, action_id, workflow, payload)
+                self.lifecycle.save(conn, ex, self.clock.now(), release=True)
+        for ex, _ in pending:
+            log.info("execution %s of %s v%s: %s%s", ex.id, ex.workflow_key, ex.version, ex.status,
+                     f" ({ex.error})" if ex.error else "")
+        pending.clear()
+
+    def _prepare(self, conn: Connection, ex: ExecutionRow) -> tuple[Mapping[str, Any] | None, dict[str, Any]]:
+        """Pin a queued execution to the current version and start it: its definition and scope, or
+        (None, {}) when it must not run."""
+        if ex.status in FINAL:
+            return None, {}
         if ex.cancel_requested:
             self._terminate(ex, "cancelled")
-            return None
+            return None, {}
         if ex.version is None:
-            row = conn.execute(select(workflows).where(workflows.c.id == ex.workflow_id)).mappings().one()
-            if row["deleted"] or row["content_hash"] is None or not row["enabled"]:
-                state = "deleted" if row["deleted"] else "disabled" if not row["enabled"] else "not valid"
+            row = conn.execute(_WORKFLOW_STATE, {"id": ex.workflow_id}).one()
+            if row.deleted or row.content_hash is None or not row.enabled:
+                state = "deleted" if row.deleted else "disabled" if not row.enabled else "not valid"
                 self._terminate(ex, f"{ex.workflow_key} is {state}; queued executions do not start", Failure.GUARD)
-                return None
-            ex.version = row["version"]
+                return None, {}
+            ex.version = row.version
         transition(ex, ExecutionStatus.RUNNING, self.clock.now())
-        return self.versions.content(conn, ex.workflow_id, ex.version)
+        return self.versions.content(conn, ex.workflow_id, ex.version), self._scope(conn, ex)
 
     def _scope(self, conn: Connection, ex: ExecutionRow) -> dict[str, Any]:
         account = ex.workflow_key.split("/", 1)[0]
@@ -205,8 +241,7 @@ class Engine:
 
     @staticmethod
     def _cancel_requested(conn: Connection, execution_id: int) -> bool:
-        return bool(conn.execute(select(executions.c.cancel_requested).where(executions.c.id == execution_id))
-                    .scalar())
+        return bool(conn.execute(_CANCEL_REQUESTED, {"id": execution_id}).scalar())
 
     # -- operator actions ---------------------------------------------------------------------
 

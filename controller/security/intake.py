@@ -8,19 +8,12 @@ rate-limit drop counted, a refusal noted) and a workflow's first secret when it 
 request is refused with 401). The checks run in the order the answers are documented: unknown or
 not a webhook workflow (404), bad, missing or stale signature (401), malformed JSON (400), no
 valid version or disabled (409), over the rate limit (429), a replayed delivery (401).
-
-On SQLite every writer takes the database's write lock; :attr:`WebhookIntake.lock` makes this
-process's writers queue for it in Python instead of in SQLite's busy handler, whose sleeps would
-add tens of milliseconds under load. Hand the same lock to other writers of the process.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, delete, null, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -48,26 +41,16 @@ _WORKFLOW = select(*_COLUMNS, null().label("ciphertext")).where(w.key == bindpar
 class WebhookIntake:
     """Receives signed webhooks for one engine."""
 
-    def __init__(self, engine: Engine, box: secrets.SecretBox, *, clock: Clock | None = None,
-                 lock: AbstractContextManager[Any] | None = None):
+    def __init__(self, engine: Engine, box: secrets.SecretBox, *, clock: Clock | None = None):
         self.engine = engine
         self.box = box
         self.clock = clock or engine.clock
-        if lock is None:
-            lock = threading.RLock() if engine.store.dialect == "sqlite" else nullcontext()
-        self.lock = lock
         self._purged = datetime.min.replace(tzinfo=UTC)  # when old deliveries were last forgotten
-
-    @contextmanager
-    def writing(self) -> Iterator[Connection]:
-        """A write transaction of the store, taken in turn with this process's other writers."""
-        with self.lock, self.engine.store.tx() as conn:
-            yield conn
 
     def receive(self, key: str, *, timestamp: str | None, signature: str | None, body: bytes) -> int:
         """Queue an execution of webhook workflow ``key`` with the JSON ``body``; returns its id."""
         refused: WfcError | None = None
-        with self.writing() as conn:
+        with self.engine.store.tx() as conn:
             now = self.clock.now()
             # One query on the common path; the secret row stays share-locked (PostgreSQL) until commit.
             row = conn.execute(_WITH_SECRET, {"key": key}).first() or conn.execute(_WORKFLOW, {"key": key}).first()

@@ -148,8 +148,7 @@ def run(account: str, name: str) -> Any:
         version = views.workflow(conn, key)["version"]
         trigger = views.version_content(conn, key, version)["content"]["spec"]["trigger"] if version else {}
     _check_compatible(key, trigger, record)
-    with found.serial():
-        execution_id = start_now(found.engine, key, record=record, payload=payload)
+    execution_id = start_now(found.engine, key, record=record, payload=payload)
     return {"execution_id": execution_id}, 202, {"Location": f"/api/v1/executions/{execution_id}"}
 
 

@@ -200,8 +200,7 @@ def retry(execution_id: int) -> Response:
     need("workflow.retry")
     _execution_account(execution_id)
     found = services()
-    with found.serial():
-        new_id = found.engine.retry(execution_id, latest=request.form.get("latest") == "1")
+    new_id = found.engine.retry(execution_id, latest=request.form.get("latest") == "1")
     return redirect(url_for("ui.execution", execution_id=new_id))
 
 
@@ -211,8 +210,7 @@ def cancel(execution_id: int) -> Response:
     need("workflow.manage")
     _execution_account(execution_id)
     found = services()
-    with found.serial():
-        found.engine.cancel(execution_id)
+    found.engine.cancel(execution_id)
     return redirect(url_for("ui.execution", execution_id=execution_id))
 
 
@@ -387,8 +385,7 @@ def run_on_record(account: str, type_: str, record_id: str, name: str) -> Respon
 
     _page(account, permission="workflow.run_manual")
     found = services()
-    with found.serial():
-        execution_id = start_now(found.engine, f"{account}/{name}", record=(type_, record_id))
+    execution_id = start_now(found.engine, f"{account}/{name}", record=(type_, record_id))
     return redirect(url_for("ui.execution", execution_id=execution_id))
 
 
