@@ -285,12 +285,24 @@ def mail_deliver(settings: Settings, file: Path, account: str, mailbox: str) -> 
 @click.option("--host", default="127.0.0.1", show_default=True, help="Where the HTTP service listens.")
 @click.option("--port", envvar="WFC_PORT", default=8080, show_default=True, type=int)
 @click.option("--interval", default=60.0, show_default=True, type=float, help="Seconds between reconcile passes.")
-@click.option("--workers", default=4, show_default=True, type=int)
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(min=1),
+              help="Worker threads (in each worker process, when there are any).")
+@click.option("--worker-processes", type=click.IntRange(min=0), default=None,
+              help="Processes that run the workers beside the HTTP service (0: threads of this process) "
+                   "[default: one per core beyond the first]")
 @click.option("--lease", default=60.0, show_default=True, type=float, help="Seconds a worker's claim lasts.")
 @click.pass_obj
-def serve(settings: Settings, host: str, port: int, interval: float, workers: int, lease: float) -> None:
+def serve(settings: Settings, host: str, port: int, interval: float, workers: int, worker_processes: int | None,
+          lease: float) -> None:
     """Run the controller: HTTP service, reconcile loop, scheduler and workers, until SIGTERM."""
     import signal
+
+    from controller import processes
+
+    if worker_processes is None:
+        worker_processes = processes.default_count()
+    if worker_processes:
+        processes.share_counters(settings.data_path())  # before the counters exist (prometheus_client's rule)
 
     from controller.reconcile.reconciler import Reconciler
     from controller.security.secrets import SecretBox, ensure_webhook_secrets
@@ -304,8 +316,9 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
     box = SecretBox.for_settings(settings)
     with settings.open_source() as source:
         options = ServeOptions.of(config, interval=interval, workers=workers)
+        children = processes.WorkerProcesses(settings, options, lease, worker_processes) if worker_processes else None
         controller = Controller(Reconciler(source, store, location=settings.repo), engine, options,
-                                after_sync=lambda: ensure_webhook_secrets(store, box))
+                                after_sync=lambda: ensure_webhook_secrets(store, box), processes=children)
         try:
             http = start_server(create_app(settings, store, engine, controller=controller), host, port)
         except (OSError, ValueError) as e:
@@ -319,8 +332,9 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         controller.start()
-        click.echo(f"wfctl serving {settings.repo} on {http.url} with {workers} worker(s); reconcile every "
-                   f"{interval:g}s", err=True)
+        where = f"in {worker_processes} worker process(es)" if worker_processes else "in this process"
+        click.echo(f"wfctl serving {settings.repo} on {http.url} with {workers} worker thread(s) {where}; "
+                   f"reconcile every {interval:g}s", err=True)
         while not stopping.wait(0.5):
             pass
         http.stop()

@@ -1,8 +1,8 @@
 """`wfctl serve`: the reconcile loop, the scheduler and the workers in one process.
 
 Any number of processes may serve one store: every one runs workers (executions are claimed
-under leases), but only the leader runs the reconciler, the schedule jobs and the inactivity
-scan. Leadership is a PostgreSQL session advisory lock, or a file lock beside a SQLite database.
+under leases; in the serve process or in worker processes, :mod:`controller.processes`), but only
+the leader runs the reconciler, the schedule jobs and the inactivity scan. Leadership is a PostgreSQL session advisory lock, or a file lock beside a SQLite database.
 SIGTERM stops taking work, lets in-flight steps finish, releases leases and exits. Every loop is
 supervised (:mod:`controller.supervision`): a pass that raises is logged, reported and retried after a
 back-off; it never ends its loop.
@@ -29,6 +29,7 @@ from controller.engine.scheduler import Schedules
 from controller.engine.triggers import inactivity
 from controller.errors import SourceError
 from controller.metrics import prom, rollup
+from controller.processes import WorkerProcesses
 from controller.reconcile.reconciler import Reconciler
 from controller.safeguards import alerts, delivery
 from controller.store import Store, decisions, retention
@@ -100,9 +101,12 @@ class ServeOptions:
 class Controller:
     """Runs until :meth:`stop`; build one per process."""
 
-    def __init__(self, reconciler: Reconciler, engine: Engine, options: ServeOptions,
-                 after_sync: Callable[[], object] | None = None):
+    def __init__(self, reconciler: Reconciler | None, engine: Engine, options: ServeOptions,
+                 after_sync: Callable[[], object] | None = None, processes: WorkerProcesses | None = None):
+        """Without a ``reconciler`` it runs the workers only (a worker process); with ``processes`` the
+        workers run there instead of in threads of this process."""
         self.reconciler = reconciler
+        self.processes = processes
         self.engine = engine
         self.options = options
         self.after_sync = after_sync  # e.g. give newly applied webhook workflows their signing secret
@@ -117,15 +121,20 @@ class Controller:
         self.supervisor = Supervisor(engine.store, engine.owner)
 
     def start(self) -> None:
-        for name in LEADER_LOOPS:
-            self.supervisor.loop(name, self.options.interval)
-        workers = [f"worker-{i}" for i in range(self.options.workers)]
-        for name in workers:
-            self.supervisor.loop(name, self.options.idle_poll)
-        self.supervisor.on_failure["reconcile"] = self._reconcile_failed
-        self._threads = [threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True)]
-        self._threads += [threading.Thread(target=self._work, args=(name,), name=name, daemon=True)
-                          for name in workers]
+        self._threads = []
+        if self.reconciler is not None:
+            for name in LEADER_LOOPS:
+                self.supervisor.loop(name, self.options.interval)
+            self.supervisor.on_failure["reconcile"] = self._reconcile_failed
+            self._threads.append(threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True))
+        if self.processes is not None:
+            self.processes.start()
+        else:
+            workers = [f"worker-{i}" for i in range(self.options.workers)]
+            for name in workers:
+                self.supervisor.loop(name, self.options.idle_poll)
+            self._threads += [threading.Thread(target=self._work, args=(name,), name=name, daemon=True)
+                              for name in workers]
         for thread in self._threads:
             thread.start()
 
@@ -133,6 +142,8 @@ class Controller:
         """Stop taking work; in-flight steps finish and their executions are released."""
         self._stop.set()
         self._kick.set()
+        if self.processes is not None:
+            self.processes.stop(timeout)
         for thread in self._threads:
             thread.join(timeout)
         self.schedules.shutdown()
@@ -161,6 +172,7 @@ class Controller:
         self.supervisor.report(force=True)
 
     def _reconcile(self) -> None:
+        assert self.reconciler is not None  # (the loop runs only with one)
         self._leading = self.leadership.held()
         if not self._leading:
             return
@@ -175,7 +187,7 @@ class Controller:
             self.after_sync()
 
     def _reconcile_failed(self, error: BaseException) -> None:
-        if not isinstance(error, SourceError):  # a git failure is on the source already
+        if not isinstance(error, SourceError) and self.reconciler is not None:  # a git failure is on the source
             self.reconciler.record_failure(error)
 
     def _schedule(self) -> None:

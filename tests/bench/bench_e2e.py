@@ -220,8 +220,9 @@ def main() -> None:
         with __import__("socket").socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
+        log = (tmp / "serve.log").open("w")  # (a pipe nobody reads would fill and block serve's logging)
         serve = subprocess.Popen([sys.executable, "-m", "controller", "serve", "--port", str(port),
-                                  *shlex.split(args.serve_args)], env=env, stderr=subprocess.PIPE, text=True)
+                                  *shlex.split(args.serve_args)], env=env, stderr=log, text=True)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -232,7 +233,7 @@ def main() -> None:
             except OSError:
                 pass
             if time.monotonic() > deadline or serve.poll() is not None:
-                sys.exit(f"wfctl serve did not get ready: {serve.stderr.read() if serve.stderr else ''}")
+                sys.exit(f"wfctl serve did not get ready: {(tmp / 'serve.log').read_text()}")
             time.sleep(0.2)
 
         signed = deliveries(secret, int(args.rate * args.seconds))

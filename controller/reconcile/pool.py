@@ -1,0 +1,52 @@
+"""Loading many workflow files over every core: what a cold sync and `wfctl validate` of a big tree use.
+
+Parsing (ruamel's C loader) and validating (pydantic) are CPU-bound and hold the GIL, so threads
+would not help: :func:`load_all` hands chunks of ``(path, bytes)`` to a pool of processes and
+returns the :class:`~controller.reconcile.loader.Loaded` results in the order it was given them,
+the same values :func:`~controller.reconcile.loader.load` gives in-process. Below
+:data:`PARALLEL_FROM` files, or on one core, it loads in-process: starting workers costs more than
+a few hundred files (a one-file sync never pays for a pool).
+
+The pool forks when this process runs a single thread (the CLI: the children start in
+milliseconds, with every module imported) and spawns otherwise (`wfctl serve`: forking a process
+that runs threads can copy a held lock). Either way the children run :func:`load` only and touch
+neither git nor the store.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from controller.reconcile.loader import Loaded, WorkflowPath, bulk_loading, load
+
+PARALLEL_FROM = 400  # files; fewer load in-process
+CHUNK = 200  # files per task: large enough that pickling the answers stays a small part of the work
+
+
+def workers() -> int:
+    """Processes for a pool: the cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def load_all(items: Sequence[tuple[WorkflowPath, bytes]]) -> list[Loaded]:
+    """:func:`load` of every ``(where, data)``, in order; over a process pool when there are many."""
+    processes = min(workers(), -(-len(items) // CHUNK))
+    if len(items) < PARALLEL_FROM or processes < 2:
+        with bulk_loading():
+            return [load(where, data) for where, data in items]
+    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(method)) as pool:
+        return [loaded for part in pool.map(_load_chunk, chunks) for loaded in part]
+
+
+def _load_chunk(items: Iterable[tuple[WorkflowPath, bytes]]) -> list[Loaded]:
+    with bulk_loading():
+        return [load(where, data) for where, data in items]
