@@ -98,9 +98,14 @@ def enqueue(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> 
     defaults = {"status": ExecutionStatus.QUEUED, "depth": 0, "record_ref": None, "version": None, "retry_of": None,
                 "parent_id": None, "parent_step": None, "created_at": now, "updated_at": now,
                 "cancel_requested": False, "state": {}}
-    result = conn.execute(insert(executions).returning(executions.c.id, sort_by_parameter_order=True),
-                          [{**defaults, **row} for row in rows])
+    if len(rows) == 1:  # the common case (one trigger): a plain INSERT ... RETURNING, built once
+        return [int(conn.execute(_ENQUEUE_ONE, {**defaults, **rows[0]}).scalar_one())]
+    result = conn.execute(_ENQUEUE_MANY, [{**defaults, **row} for row in rows])
     return [int(i) for i in result.scalars()]
+
+
+_ENQUEUE_ONE = insert(executions).returning(executions.c.id)
+_ENQUEUE_MANY = insert(executions).returning(executions.c.id, sort_by_parameter_order=True)
 
 
 _held = select(workflows.c.id).where(workflows.c.sync == "Blocked")  # draining for a restore: start nothing new

@@ -35,6 +35,8 @@ w, s = workflows.c, webhook_secrets.c
 _COLUMNS = (*TARGET_COLUMNS, w.trigger_type)
 _WITH_SECRET = (select(*_COLUMNS, s.ciphertext).join(webhook_secrets, s.workflow_id == w.id)
                 .where(w.key == bindparam("key"), w.deleted.is_(False)).with_for_update(read=True, of=webhook_secrets))
+_REMEMBER = {name: dialect_insert(webhook_deliveries).on_conflict_do_nothing().returning(webhook_deliveries.c.workflow_id)
+             for name, dialect_insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
 _WORKFLOW = select(*_COLUMNS, null().label("ciphertext")).where(w.key == bindparam("key"), w.deleted.is_(False))
 
 
@@ -87,10 +89,9 @@ class WebhookIntake:
             conn.execute(delete(webhook_deliveries).where(
                 webhook_deliveries.c.received_at < now - timedelta(seconds=2 * TOLERANCE_SECONDS)))
             self._purged = now
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        added = conn.execute(dialect_insert(webhook_deliveries).values(
-            workflow_id=workflow_id, signature=signature.strip()[:100], received_at=now).on_conflict_do_nothing()
-            .returning(webhook_deliveries.c.workflow_id)).first()  # rowcount is not reliable across drivers
+        added = conn.execute(_REMEMBER[conn.dialect.name], {
+            "workflow_id": workflow_id, "signature": signature.strip()[:100], "received_at": now,
+        }).first()  # (rowcount is not reliable across drivers)
         if added is None:
             raise AuthError(f"replayed request: this signed delivery to {key} was already accepted; sign each "
                             f"delivery with a fresh {TIMESTAMP_HEADER}", workflow=key)
