@@ -16,9 +16,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, select
 
 from controller.errors import ConflictError, Problem, SourceError, StoreError
-from controller.reconcile import conditions
+from controller.reconcile import conditions, pool
 from controller.reconcile.apply import SourceMeta, apply_plan
-from controller.reconcile.loader import Loaded, WorkflowPath, bulk_loading, classify, load
+from controller.reconcile.loader import Loaded, WorkflowPath, classify, load
 from controller.reconcile.plan import AppliedWorkflow, BlockedOp, Plan, Step, VersionOp, Walk
 from controller.reconcile.state import in_flight, read_applied, read_blocked, read_source, with_history
 from controller.source import Change, CommitInfo, GitSource, TreeEntry
@@ -93,8 +93,7 @@ class Reconciler:
         entries = self.source.entries(head.sha)
         wanted = _workflow_paths(entries, self.source.root)
         applied = read_applied(conn, None)
-        with bulk_loading():
-            loaded = {key: self._load_entry(head.sha, where, entries[where.path]) for key, where in wanted.items()}
+        loaded = self._load_entries(head.sha, wanted, entries)
         changed: dict[str, Loaded | None] = {
             key: item for key, item in loaded.items() if _differs(applied.get(key), item)
         }
@@ -172,11 +171,15 @@ class Reconciler:
                 files[key] = self._load(commit.sha, where)
         return Step(commit, files)
 
-    def _load_entry(self, commit: str, where: WorkflowPath, entry: TreeEntry) -> Loaded:
-        """Load from the blob id the tree listing gave, without looking the path up again."""
-        if entry.is_symlink:
-            return self._load(commit, where)
-        return load(where, self.source.read_blob(entry.sha))
+    def _load_entries(self, commit: str, wanted: dict[str, WorkflowPath], entries: dict[str, TreeEntry]
+                      ) -> dict[str, Loaded]:
+        """Load every wanted file of the commit: the blobs are read here (by the id the tree listing gave,
+        without looking each path up again) and parsed over every core when there are many."""
+        links = {key: self._load(commit, where) for key, where in wanted.items() if entries[where.path].is_symlink}
+        blobs = [(key, where) for key, where in wanted.items() if key not in links]
+        parsed = pool.load_all([(where, self.source.read_blob(entries[where.path].sha)) for _, where in blobs])
+        loaded = {key: item for (key, _), item in zip(blobs, parsed)}
+        return {key: links.get(key) or loaded[key] for key in wanted}
 
     def _load(self, commit: str, where: WorkflowPath) -> Loaded:
         try:

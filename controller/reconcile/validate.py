@@ -13,7 +13,8 @@ from pathlib import Path
 
 from controller.errors import Problem, SourceError, UsageError
 from controller.model.entries import DirectoryEntry
-from controller.reconcile.loader import SUFFIXES, Loaded, WorkflowPath, bulk_loading, classify, load
+from controller.reconcile import pool
+from controller.reconcile.loader import SUFFIXES, Loaded, WorkflowPath, classify
 from controller.reconcile.rules import call_problems, ref_problems
 from controller.source.paths import safe_worktree_path
 
@@ -54,9 +55,12 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = (),
     problems: list[Problem] = []
     everything: dict[str, Loaded] = {}
     wanted = set(chosen)
-    for account, members in sorted(accounts.items()):
-        with bulk_loading():
-            loaded = {f"{account}/{name}": _load(top, where) for name, where in members.items()}
+    files = [(account, name, where) for account, members in sorted(accounts.items()) for name, where in members.items()]
+    parsed = iter(_load_all(top, [where for _, _, where in files]))
+    by_account: dict[str, dict[str, Loaded]] = {}
+    for account, name, _ in files:
+        by_account.setdefault(account, {})[f"{account}/{name}"] = next(parsed)
+    for account, loaded in by_account.items():
         graph = {k.split("/", 1)[1]: tuple(sorted(v.workflow.calls())) if v.workflow else () for k, v in loaded.items()}
         cross = call_problems(account, graph, loaded)
         if directories is not None and account in directories:
@@ -108,15 +112,23 @@ def _loose(file: Path) -> WorkflowPath | None:
     return WorkflowPath(path=str(file), account=file.absolute().parent.name, name=file.stem)
 
 
-def _load(top: Path, where: WorkflowPath) -> Loaded:
+def _load_all(top: Path, wheres: list[WorkflowPath]) -> list[Loaded]:
+    """Read every file here, parse them over every core when there are many (:mod:`controller.reconcile.pool`)."""
+    read = [_read(top, where) for where in wheres]
+    readable = [(where, data) for where, data in zip(wheres, read) if isinstance(data, bytes)]
+    parsed = iter(pool.load_all(readable))
+    return [next(parsed) if isinstance(data, bytes) else data for data in read]
+
+
+def _read(top: Path, where: WorkflowPath) -> bytes | Loaded:
+    """The file's bytes, or the file as invalid when it cannot be read."""
     path = Path(where.path)
     path = path if path.is_absolute() else top / path
     try:
-        data = safe_worktree_path(top, path).read_bytes() if path.is_relative_to(top) else path.read_bytes()
+        return safe_worktree_path(top, path).read_bytes() if path.is_relative_to(top) else path.read_bytes()
     except SourceError as e:
         return Loaded(where, "", None, (Problem(where.path, 0, 0, str(e)),))
     except RuntimeError as e:  # pathlib's "Symlink loop from ..."
         return Loaded(where, "", None, (Problem(where.path, 0, 0, f"cannot read the file: {e}; fix the link"),))
     except OSError as e:
         return Loaded(where, "", None, (Problem(where.path, 0, 0, f"cannot read the file: {e.strerror}"),))
-    return load(where, data)
