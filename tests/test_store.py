@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
 from controller.errors import StoreError
-from controller.store import open_store
+from controller.store import db, open_store
 from controller.store.tables import metadata, workflow_versions, workflows
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -24,6 +25,7 @@ def test_migrations_create_exactly_the_tables(store_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
     assert diff == []
     assert store.is_current()
+    assert db.HEAD == ScriptDirectory(str(db.MIGRATIONS)).get_current_head()  # the constant is_current reads
     store.upgrade()  # idempotent
     store.close()
 

@@ -98,8 +98,14 @@ class Lifecycle:
 
     def save(self, conn: Connection, ex: ExecutionRow, now: datetime, *, release: bool) -> None:
         """Write the execution and its changed steps, then run the hooks of its pending moves."""
-        queue.save(conn, ex, now, release=release)
-        moves, ex.transitions = ex.transitions, []
-        for move in moves:
-            for hook in self.hooks:
-                hook(conn, ex, move)
+        self.save_all(conn, [ex], now, release=release)
+
+    def save_all(self, conn: Connection, batch: list[ExecutionRow], now: datetime, *, release: bool) -> None:
+        """Write the executions and their changed steps, then run the hooks of their pending moves (each
+        hook sees every row of the batch written)."""
+        queue.save_all(conn, batch, now, release=release)
+        for ex in batch:
+            moves, ex.transitions = ex.transitions, []
+            for move in moves:
+                for hook in self.hooks:
+                    hook(conn, ex, move)

@@ -28,7 +28,7 @@ from controller.store.tables import execution_steps, executions, workflow_versio
 if TYPE_CHECKING:
     from controller.engine.lifecycle import Transition
 
-__all__ = ["ExecutionRow", "StepRow", "claim", "enqueue", "load", "load_many", "lock_workflow", "save",
+__all__ = ["ExecutionRow", "StepRow", "claim", "enqueue", "load", "load_many", "lock_workflow", "save", "save_all",
            "taken_slots"]
 
 
@@ -261,26 +261,35 @@ def load_many(conn: Connection, execution_ids: Sequence[int]) -> list[ExecutionR
 
 
 def save(conn: Connection, execution: ExecutionRow, now: datetime, *, release: bool) -> None:
-    """Write the execution row and its changed steps; ``release`` gives the lease back.
+    """Write the execution row and its changed steps; ``release`` gives the lease back."""
+    save_all(conn, [execution], now, release=release)
+
+
+def save_all(conn: Connection, batch: Sequence[ExecutionRow], now: datetime, *, release: bool) -> None:
+    """Write the execution rows and their changed steps: three statements however many (executemany).
 
     Called by :meth:`controller.engine.lifecycle.Lifecycle.save`, which runs the hooks of the moves.
     """
-    values: dict[str, Any] = {
-        "b_id": execution.id, "status": execution.status, "version": execution.version,
-        "output": execution.output, "error": execution.error, "wake_at": execution.wake_at,
-        "started_at": execution.started_at, "finished_at": execution.finished_at, "failure": execution.failure,
-        "waited_seconds": execution.waited_seconds, "waiting_since": execution.waiting_since, "updated_at": now,
-    }
-    if release:
-        values.update(lease_owner=None, lease_until=None)
-    conn.execute(_UPDATE_EXECUTION, values)
-    save_steps(conn, execution.id, [s for s in execution.steps.values() if s.dirty])
+    rows = []
+    for execution in batch:
+        values: dict[str, Any] = {
+            "b_id": execution.id, "status": execution.status, "version": execution.version,
+            "output": execution.output, "error": execution.error, "wake_at": execution.wake_at,
+            "started_at": execution.started_at, "finished_at": execution.finished_at, "failure": execution.failure,
+            "waited_seconds": execution.waited_seconds, "waiting_since": execution.waiting_since, "updated_at": now,
+        }
+        if release:
+            values.update(lease_owner=None, lease_until=None)
+        rows.append(values)
+    conn.execute(_UPDATE_EXECUTION, rows)
+    save_steps(conn, [(execution.id, step) for execution in batch for step in execution.steps.values() if step.dirty])
 
 
-def save_steps(conn: Connection, execution_id: int, steps: Iterable[StepRow]) -> None:
+def save_steps(conn: Connection, steps: Iterable[tuple[int, StepRow]]) -> None:
+    """Write ``(execution id, step)`` pairs: new steps inserted, known ones updated."""
     new: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
-    for step in steps:
+    for execution_id, step in steps:
         output = step.output
         if step.wake_at is not None:
             output = {**(output or {}), "_wake_at": step.wake_at.isoformat()}

@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 EffectsFactory = Callable[["Engine", ExecutionRow], Effects]
 
 _w = workflows.c
-_WORKFLOW_STATE = select(_w.deleted, _w.content_hash, _w.enabled, _w.version).where(_w.id == bindparam("id"))
+_WORKFLOW_STATES = (select(_w.id, _w.deleted, _w.content_hash, _w.enabled, _w.version)
+                    .where(_w.id.in_(bindparam("ids", expanding=True))))
 _CANCEL_REQUESTED = select(executions.c.cancel_requested).where(executions.c.id == bindparam("id"))
 
 
@@ -123,7 +124,10 @@ class Engine:
         """
         with self.store.tx() as conn:
             ids = queue.claim(conn, self.owner, self.clock.now(), self.lease, limit)
-            batch = [(ex, *self._prepare(conn, ex)) for ex in queue.load_many(conn, ids)] if ids else []
+        if not ids:
+            return 0
+        with self.store.read() as conn:  # under the lease: no write lock needed to read them
+            batch = self._prepare(conn, queue.load_many(conn, ids))
         pending: list[tuple[ExecutionRow, Segment | None]] = []
         for ex, definition, scope in batch:
             if definition is not None and not _pure(definition):
@@ -145,8 +149,7 @@ class Engine:
     def run_one(self, execution_id: int, stop: Callable[[], bool] = lambda: False) -> None:
         """Advance one execution (it must be claimed by this engine's owner)."""
         with self.store.read() as conn:
-            ex = queue.load(conn, execution_id)
-            definition, scope = self._prepare(conn, ex)
+            [(ex, definition, scope)] = self._prepare(conn, [queue.load(conn, execution_id)])
         self._finish([(ex, self._advance(ex, definition, scope, stop))])
 
     def _advance(self, ex: ExecutionRow, definition: Mapping[str, Any] | None, scope: dict[str, Any],
@@ -166,29 +169,38 @@ class Engine:
                     self._terminate(ex, "cancelled")
                 for action_id, workflow, payload in segment.calls if segment else []:
                     self._start_child(conn, ex, action_id, workflow, payload)
-                self.lifecycle.save(conn, ex, self.clock.now(), release=True)
+            self.lifecycle.save_all(conn, [ex for ex, _ in pending], self.clock.now(), release=True)
         for ex, _ in pending:
             log.info("execution %s of %s v%s: %s%s", ex.id, ex.workflow_key, ex.version, ex.status,
                      f" ({ex.error})" if ex.error else "")
         pending.clear()
 
-    def _prepare(self, conn: Connection, ex: ExecutionRow) -> tuple[Mapping[str, Any] | None, dict[str, Any]]:
-        """Pin a queued execution to the current version and start it: its definition and scope, or
-        (None, {}) when it must not run."""
-        if ex.status in FINAL:
-            return None, {}
-        if ex.cancel_requested:
-            self._terminate(ex, "cancelled")
-            return None, {}
-        if ex.version is None:
-            row = conn.execute(_WORKFLOW_STATE, {"id": ex.workflow_id}).one()
-            if row.deleted or row.content_hash is None or not row.enabled:
-                state = "deleted" if row.deleted else "disabled" if not row.enabled else "not valid"
-                self._terminate(ex, f"{ex.workflow_key} is {state}; queued executions do not start", Failure.GUARD)
-                return None, {}
-            ex.version = row.version
-        transition(ex, ExecutionStatus.RUNNING, self.clock.now())
-        return self.versions.content(conn, ex.workflow_id, ex.version), self._scope(conn, ex)
+    def _prepare(self, conn: Connection, batch: list[ExecutionRow]
+                 ) -> list[tuple[ExecutionRow, Mapping[str, Any] | None, dict[str, Any]]]:
+        """Pin each queued execution to its workflow's current version and start it: each with its definition
+        and scope, or (None, {}) when it must not run."""
+        unpinned = list({ex.workflow_id for ex in batch if ex.version is None})
+        states = {row.id: row for row in conn.execute(_WORKFLOW_STATES, {"ids": unpinned})} if unpinned else {}
+        prepared: list[tuple[ExecutionRow, Mapping[str, Any] | None, dict[str, Any]]] = []
+        for ex in batch:
+            if ex.status in FINAL:
+                prepared.append((ex, None, {}))
+                continue
+            if ex.cancel_requested:
+                self._terminate(ex, "cancelled")
+                prepared.append((ex, None, {}))
+                continue
+            if ex.version is None:
+                row = states[ex.workflow_id]
+                if row.deleted or row.content_hash is None or not row.enabled:
+                    state = "deleted" if row.deleted else "disabled" if not row.enabled else "not valid"
+                    self._terminate(ex, f"{ex.workflow_key} is {state}; queued executions do not start", Failure.GUARD)
+                    prepared.append((ex, None, {}))
+                    continue
+                ex.version = row.version
+            transition(ex, ExecutionStatus.RUNNING, self.clock.now())
+            prepared.append((ex, self.versions.content(conn, ex.workflow_id, ex.version), self._scope(conn, ex)))
+        return prepared
 
     def _scope(self, conn: Connection, ex: ExecutionRow) -> dict[str, Any]:
         account = ex.workflow_key.split("/", 1)[0]

@@ -28,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from controller.model.statuses import Decision, ExecutionStatus, StepStatus
+from controller.store.db import gather
 from controller.store.tables import (
     DURATION_BOUNDS,
     HISTOGRAM,
@@ -87,9 +88,10 @@ def outcome_of(ex: ExecutionRow) -> Outcome:
 
 
 def on_transition(conn: Connection, ex: ExecutionRow, move: Transition) -> None:
-    """Lifecycle hook: fold a finished execution into the buckets, in the transaction of its move."""
+    """Lifecycle hook: fold a finished execution into the buckets, in the transaction of its move (with
+    the others that transaction finishes: a worker's batch is one fold)."""
     if move.final:
-        fold(conn, [outcome_of(ex)])
+        gather(conn, fold, outcome_of(ex))
 
 
 def starts(at: datetime) -> list[tuple[str, datetime]]:

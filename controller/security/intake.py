@@ -3,7 +3,8 @@
 One transaction reads the workflow and its secret (under a shared row lock on PostgreSQL, so a
 concurrent rotation waits for it), checks timestamp and signature, parses the body and hands the
 execution to admission (with the workflow row read here, so admission reads it no second time),
-like every other trigger. Anything refused writes nothing, except what admission keeps (a
+like every other trigger; deliveries arriving together share that transaction (group commit, see
+:mod:`controller.store.group`). Anything refused writes nothing, except what admission keeps (a
 rate-limit drop counted, a refusal noted) and a workflow's first secret when it had none yet (the
 request is refused with 401). The checks run in the order the answers are documented: unknown or
 not a webhook workflow (404), bad, missing or stale signature (401), malformed JSON (400), no
@@ -26,6 +27,7 @@ from controller.errors import AuthError, NotFoundError, WfcError
 from controller.security import secrets
 from controller.security.payloads import parse_json
 from controller.security.signing import TIMESTAMP_HEADER, TOLERANCE_SECONDS, check_signature, check_timestamp
+from controller.store.group import GroupCommit
 from controller.store.tables import webhook_deliveries, webhook_secrets, workflows
 
 if TYPE_CHECKING:
@@ -47,37 +49,45 @@ class WebhookIntake:
         self.engine = engine
         self.box = box
         self.clock = clock or engine.clock
+        self.group = GroupCommit(engine.store)
         self._purged = datetime.min.replace(tzinfo=UTC)  # when old deliveries were last forgotten
 
     def receive(self, key: str, *, timestamp: str | None, signature: str | None, body: bytes) -> int:
-        """Queue an execution of webhook workflow ``key`` with the JSON ``body``; returns its id."""
-        refused: WfcError | None = None
-        with self.engine.store.tx() as conn:
-            now = self.clock.now()
-            # One query on the common path; the secret row stays share-locked (PostgreSQL) until commit.
-            row = conn.execute(_WITH_SECRET, {"key": key}).first() or conn.execute(_WORKFLOW, {"key": key}).first()
-            if row is None:
-                raise NotFoundError(f"no workflow {key!r}; check the URL (/hooks/<account>/<name>) and `wfctl status`",
-                                    workflow=key)
-            if row.trigger_type != "webhook":
-                raise NotFoundError(f"{key} is not a webhook workflow (its trigger is "
-                                    f"{row.trigger_type or 'not valid yet'}); nothing was queued", workflow=key)
-            secret = None if row.ciphertext is None else self.box.decrypt(row.ciphertext)
-            if secret is None:  # never ensured (not wired after reconcile): make one, refuse this request
-                secrets.ensure_secrets(conn, self.box, [key], now)
-                refused = AuthError(f"{key} had no signing secret yet; make one with `wfctl webhook rotate {key}` "
-                                    f"and sign requests with it", workflow=key)
-            else:
-                check_timestamp(timestamp, now)
-                check_signature(secret, timestamp or "", body, signature)
-                payload = parse_json(body)
-                verdict = self.engine.admission.admit(conn, Request(key, webhook.TYPE, webhook.payload(payload)),
-                                                      Target.of(row))
-                if verdict.execution_id is not None:
-                    self._first_delivery(conn, row.id, key, signature or "", now)  # a replay rolls the queueing back
-                    return verdict.execution_id
-                refused = verdict.error()  # raised once the decision (a counted drop) is committed
-        raise refused
+        """Queue an execution of webhook workflow ``key`` with the JSON ``body``; returns its id.
+
+        Concurrent deliveries share a transaction (:class:`~controller.store.group.GroupCommit`); each
+        answer still waits for its own rows to be committed.
+        """
+        outcome = self.group.run(lambda conn: self._receive(conn, key, timestamp, signature, body))
+        if isinstance(outcome, WfcError):  # refused, with the decision (a counted drop) committed
+            raise outcome
+        return outcome
+
+    def _receive(self, conn: Connection, key: str, timestamp: str | None, signature: str | None,
+                 body: bytes) -> int | WfcError:
+        now = self.clock.now()
+        # One query on the common path; the secret row stays share-locked (PostgreSQL) until commit.
+        row = conn.execute(_WITH_SECRET, {"key": key}).first() or conn.execute(_WORKFLOW, {"key": key}).first()
+        if row is None:
+            raise NotFoundError(f"no workflow {key!r}; check the URL (/hooks/<account>/<name>) and `wfctl status`",
+                                workflow=key)
+        if row.trigger_type != "webhook":
+            raise NotFoundError(f"{key} is not a webhook workflow (its trigger is "
+                                f"{row.trigger_type or 'not valid yet'}); nothing was queued", workflow=key)
+        secret = None if row.ciphertext is None else self.box.decrypt(row.ciphertext)
+        if secret is None:  # never ensured (not wired after reconcile): make one, refuse this request
+            secrets.ensure_secrets(conn, self.box, [key], now)
+            return AuthError(f"{key} had no signing secret yet; make one with `wfctl webhook rotate {key}` "
+                             f"and sign requests with it", workflow=key)
+        check_timestamp(timestamp, now)
+        check_signature(secret, timestamp or "", body, signature)
+        payload = parse_json(body)
+        verdict = self.engine.admission.admit(conn, Request(key, webhook.TYPE, webhook.payload(payload)),
+                                              Target.of(row))
+        if verdict.execution_id is None:
+            return verdict.error()
+        self._first_delivery(conn, row.id, key, signature or "", now)  # a replay rolls the queueing back
+        return verdict.execution_id
 
     def _first_delivery(self, conn: Connection, workflow_id: int, key: str, signature: str, now: datetime) -> None:
         """Remember an accepted signature for the timestamp window; AuthError if it was accepted already.

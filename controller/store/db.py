@@ -22,7 +22,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
@@ -31,9 +31,11 @@ from controller.errors import StoreError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD = "0010"  # the newest migration's revision; tests/test_store.py checks it against Alembic's head
 # Arbitrary but fixed: the advisory lock id every wfctl writer takes on PostgreSQL.
 WRITE_LOCK_ID = 0x77666374  # "wfct"
 AFTER_COMMIT = "wfc_after_commit"  # conn.info key: callbacks of the open transaction
+GATHERED = "wfc_gathered"  # conn.info key: values gathered for one write just before the commit
 
 
 def default_url(data_dir: Path) -> str:
@@ -128,14 +130,17 @@ class Store:
         What :func:`after_commit` was given inside it runs once it has committed.
         """
         callbacks: list[Callable[[], None]] = []
+        gathered: dict[Callable[[Connection, list[Any]], None], list[Any]] = {}
         with self.writer, self._guard(), self.engine.connect() as raw:
             conn = raw.execution_options(wfc_write=True)
-            conn.info[AFTER_COMMIT] = callbacks
+            conn.info[AFTER_COMMIT], conn.info[GATHERED] = callbacks, gathered
             try:
                 with conn.begin():
                     yield conn
+                    for flush, values in gathered.items():
+                        flush(conn, values)
             finally:
-                del conn.info[AFTER_COMMIT]
+                del conn.info[AFTER_COMMIT], conn.info[GATHERED]
         for callback in callbacks:
             callback()
 
@@ -181,13 +186,12 @@ class Store:
             raise StoreError(f"cannot migrate store {self.safe_url}: {one_line(getattr(e, 'orig', None) or e)}") from None
 
     def is_current(self) -> bool:
-        """True when the schema is at the newest migration."""
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
-
-        head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-        with self.read() as conn:
-            return MigrationContext.configure(conn).get_current_revision() == head
+        """True when the schema is at the newest migration (:data:`HEAD`): one query, no Alembic import,
+        which every command would otherwise pay for before its first step."""
+        with self._guard(), self.engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):  # a new store
+                return False
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
 
     def close(self) -> None:
         self.engine.dispose()
@@ -229,6 +233,17 @@ def after_commit(conn: Connection, callback: Callable[[], None]) -> None:
         callback()
     else:
         pending.append(callback)
+
+
+def gather(conn: Connection, flush: Callable[[Connection, list[Any]], None], value: Any) -> None:
+    """Add ``value`` to what ``flush(conn, values)`` writes once, in the transaction of ``conn`` (one of
+    :meth:`Store.tx`), just before it commits: many small writes of one kind become one. Outside such a
+    transaction, ``flush(conn, [value])`` runs now."""
+    pending = conn.info.get(GATHERED)
+    if pending is None:
+        flush(conn, [value])
+    else:
+        pending.setdefault(flush, []).append(value)
 
 
 def one_line(error: object) -> str:

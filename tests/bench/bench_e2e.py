@@ -283,6 +283,9 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             serve.kill()
 
+        log.close()
+        if os.environ.get("BENCH_KEEP_LOG"):  # serve's log, for a look afterwards
+            shutil.copy(tmp / "serve.log", os.environ["BENCH_KEEP_LOG"])
         with store.read() as conn:
             e, s = executions.c, execution_steps.c
             by_status = dict(conn.execute(select(e.status, func.count()).group_by(e.status)).all())
