@@ -299,6 +299,7 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
 
     from controller import processes
 
+    processes.tune()
     if worker_processes is None:
         worker_processes = processes.default_count()
     if worker_processes:
@@ -320,7 +321,8 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
         controller = Controller(Reconciler(source, store, location=settings.repo), engine, options,
                                 after_sync=lambda: ensure_webhook_secrets(store, box), processes=children)
         try:
-            http = start_server(create_app(settings, store, engine, controller=controller), host, port)
+            http = start_server(create_app(settings, store, engine, controller=controller), host, port,
+                                threads=processes.HTTP_THREADS)
         except (OSError, ValueError) as e:
             fail(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}; pass --host or --port")
         stopping = threading.Event()

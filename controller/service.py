@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 
 LEADER_LOCK_ID = 0x77666375
 LEADER_LOOPS = ("reconcile", "scheduler", "inactivity", "purge", "alerts")
+# A worker claims up to this many at once: under load the write lock is the scarce thing, and a batch of
+# pure executions takes it twice (claim, results) however many it holds. Slow ones give the rest back
+# after CLAIM_BUDGET seconds, so a batch never keeps work from idle workers for long.
+CLAIM_BATCH = 25
+CLAIM_BUDGET = 1.0
 
 
 class Leadership:
@@ -240,7 +245,7 @@ class Controller:
 
         def claim_and_run() -> None:
             nonlocal ran
-            ran = self.engine.run_pending(limit=5, stop=self._stop.is_set)
+            ran = self.engine.run_pending(limit=CLAIM_BATCH, stop=self._stop.is_set, budget=CLAIM_BUDGET)
 
         while not self._stop.is_set():
             ran = 0

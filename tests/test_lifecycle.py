@@ -157,3 +157,14 @@ def test_no_code_sets_an_execution_status_but_the_lifecycle() -> None:
                             and "step" not in ast.unparse(element.value):
                         offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(element)}")
     assert offenders == []
+
+
+def test_a_batch_past_its_budget_gives_the_rest_back_unstarted(k: Kit, hook: Recorder) -> None:
+    """run_pending(budget=0) runs the first claimed execution and releases the others as they were."""
+    ids = [start_now(k.engine, "acme/ok") for _ in range(3)]
+    assert k.engine.run_pending(limit=3, budget=0) == 1
+    assert hook.finals(ids[0]) == ["succeeded"]
+    assert [k.show(i)["status"] for i in ids[1:]] == ["queued", "queued"]
+    assert not [m for m in hook.moves if m.execution_id in ids[1:]]  # no move of theirs was written
+    with k.store.tx() as conn:  # free for any worker at once
+        assert queue.claim(conn, "worker-x", k.clock.now(), k.engine.lease, 10) == ids[1:]

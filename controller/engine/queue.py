@@ -28,7 +28,7 @@ from controller.store.tables import execution_steps, executions, workflow_versio
 if TYPE_CHECKING:
     from controller.engine.lifecycle import Transition
 
-__all__ = ["ExecutionRow", "StepRow", "claim", "enqueue", "load", "load_many", "lock_workflow", "save", "save_all",
+__all__ = ["ExecutionRow", "StepRow", "claim", "enqueue", "load", "load_many", "lock_workflow", "release", "save", "save_all",
            "taken_slots"]
 
 
@@ -150,6 +150,14 @@ def claim(conn: Connection, owner: str, now: datetime, lease: timedelta, limit: 
     if ids:
         conn.execute(_LEASE, {"ids": ids, "owner": owner, "until": now + lease})
     return ids
+
+
+def release(conn: Connection, owner: str, execution_ids: Sequence[int]) -> None:
+    """Give back claimed executions that were not started (still as they were claimed)."""
+    if execution_ids:
+        conn.execute(update(executions).where(executions.c.id.in_(list(execution_ids)),
+                                              executions.c.lease_owner == owner)
+                     .values(lease_owner=None, lease_until=None))
 
 
 def _locking(conn: Connection, query: Any) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -114,22 +115,30 @@ class Engine:
 
     # -- running ------------------------------------------------------------------------------
 
-    def run_pending(self, limit: int = 10, stop: Callable[[], bool] = lambda: False) -> int:
+    def run_pending(self, limit: int = 10, stop: Callable[[], bool] = lambda: False,
+                    budget: float | None = None) -> int:
         """Claim up to ``limit`` runnable executions and advance each; returns how many ran.
 
-        One transaction claims and loads the batch. An execution whose version has pure steps only
-        (``set``, ``if``, ``wait``) has nothing to repeat if it is lost, so its result waits to be
-        written with the others of the batch, in one transaction; before any execution with an effect
-        runs, what is pending is written first, so nothing the effect could depend on is unwritten.
+        One transaction claims the batch; it is read outside the write lock (the lease holds it). An
+        execution whose version has pure steps only (``set``, ``if``, ``wait``) has nothing to repeat if
+        it is lost, so its result waits to be written with the others of the batch, in one transaction;
+        before any execution with an effect runs, what is pending is written first. Past ``budget``
+        seconds (slow effects), the executions not started yet are given back for other workers.
         """
         with self.store.tx() as conn:
             ids = queue.claim(conn, self.owner, self.clock.now(), self.lease, limit)
         if not ids:
             return 0
+        began = time.perf_counter()
         with self.store.read() as conn:  # under the lease: no write lock needed to read them
             batch = self._prepare(conn, queue.load_many(conn, ids))
         pending: list[tuple[ExecutionRow, Segment | None]] = []
-        for ex, definition, scope in batch:
+        for n, (ex, definition, scope) in enumerate(batch):
+            if n and budget is not None and time.perf_counter() - began > budget:
+                self._finish(pending)
+                with self.store.tx() as conn:
+                    queue.release(conn, self.owner, [rest.id for rest, _, _ in batch[n:]])
+                return n
             if definition is not None and not _pure(definition):
                 self._finish(pending)
             pending.append((ex, self._advance(ex, definition, scope, stop)))
