@@ -299,19 +299,19 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
 
     from controller import processes
 
-    processes.tune()
+    config = settings.config()  # a bad configuration stops serve before it starts anything
+    _check_host(host)
     if worker_processes is None:
         worker_processes = processes.default_count()
     if worker_processes:
         processes.share_counters(settings.data_path())  # before the counters exist (prometheus_client's rule)
+    processes.tune()
 
     from controller.reconcile.reconciler import Reconciler
     from controller.security.secrets import SecretBox, ensure_webhook_secrets
     from controller.service import Controller, ServeOptions
     from webhooks import create_app, start_server
 
-    config = settings.config()  # a bad configuration stops serve before it starts anything
-    _check_host(host)
     store = settings.open_store()
     engine = settings.engine(store, lease_seconds=lease, config=config)
     box = SecretBox.for_settings(settings)

@@ -58,6 +58,10 @@ def share_counters(data_dir: Path, environ: Any = os.environ) -> None:
     unless the operator chose a folder (call before :mod:`prometheus_client` is imported)."""
     if environ.get(MULTIPROC_ENV):
         return
+    if "prometheus_client" in sys.modules:  # too late to switch (serve called inside another program)
+        log.warning("the counters of the worker processes will not reach /metrics: prometheus_client was "
+                    "imported before serve could set %s; set it yourself", MULTIPROC_ENV)
+        return
     folder = data_dir / "prometheus"
     shutil.rmtree(folder, ignore_errors=True)  # counters of an earlier run of serve start again from 0
     folder.mkdir(parents=True)

@@ -279,7 +279,7 @@ def test_gunicorn_with_two_workers_sums_both_in_multiprocess_mode(tmp_path: Path
 def _answers(base: str) -> bool:
     try:
         return requests.get(f"{base}/healthz", timeout=2).status_code == 200
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # gunicorn accepts before its workers have booted
         return False
 
 

@@ -224,7 +224,8 @@ class Walk:
             elif name not in present:
                 present[name] = AppliedWorkflow(key=key, path=step.files[key].where.path)  # type: ignore[union-attr]
         graph = {name: self._calls_for(w.key, proposals) for name, w in present.items()}
-        mine = {k: v for k, v in proposals.items() if k in keys}
+        wanted = set(keys)  # (a list here made a cold sync of 10,000 files quadratic: ~2 s of it)
+        mine = {k: v for k, v in proposals.items() if k in wanted}
         cross = call_problems(account, graph, mine)
         if account in self._directories:
             for key, found in ref_problems(account, self._directories[account], mine).items():
