@@ -48,10 +48,11 @@ class FlakyReconciler(Reconciler):
 class FlakyEngine(Engine):
     broken = threading.Event()
 
-    def run_pending(self, limit: int = 10, stop: Callable[[], bool] = lambda: False) -> int:
+    def run_pending(self, limit: int = 10, stop: Callable[[], bool] = lambda: False,
+                    budget: float | None = None) -> int:
         if self.broken.is_set():
             raise KeyError("injected: a worker pass fell over")
-        return super().run_pending(limit, stop)
+        return super().run_pending(limit, stop, budget)
 
 
 @pytest.fixture
