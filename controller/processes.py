@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prom.MULTIPROC_ENV; importing prom would import prometheus_client
 _PR_SET_PDEATHSIG = 1
 HTTP_THREADS = 16  # the webhook threads of serve: more of them make bigger groups of one commit
 # Every SQLite call gives up the GIL; with Python's default 5 ms another thread's turn comes first, and the

@@ -1,8 +1,10 @@
-"""`wfctl serve`: the reconcile loop, the scheduler and the workers in one process.
+"""`wfctl serve`: the reconcile loop, the scheduler and the workers.
 
 Any number of processes may serve one store: every one runs workers (executions are claimed
-under leases; in the serve process or in worker processes, :mod:`controller.processes`), but only
-the leader runs the reconciler, the schedule jobs and the inactivity scan. Leadership is a PostgreSQL session advisory lock, or a file lock beside a SQLite database.
+under leases; in threads of the serve process or in its worker processes,
+:mod:`controller.processes`), but only the leader runs the reconciler, the schedule jobs and the
+inactivity scan. Leadership is a PostgreSQL session advisory lock, or a file lock beside a SQLite
+database.
 SIGTERM stops taking work, lets in-flight steps finish, releases leases and exits. Every loop is
 supervised (:mod:`controller.supervision`): a pass that raises is logged, reported and retried after a
 back-off; it never ends its loop.
