@@ -110,3 +110,62 @@ def test_sigterm_exits_zero_quickly(setup: tuple[list[str], str]) -> None:
     assert server.wait(10) == 0
     assert time.monotonic() - began < 10
     assert os.path.exists(db.removeprefix("sqlite:///"))
+
+
+def _worker_children(pid: int) -> list[int]:
+    """The worker processes of serve (not multiprocessing's resource tracker)."""
+    found, children = [], set()
+    for task in Path(f"/proc/{pid}/task").iterdir():  # each thread lists the children it started (restarted
+        try:                                           # ones come from the supervising thread)
+            children.update((task / "children").read_text().split())
+        except OSError:  # the thread ended meanwhile
+            pass
+    for child in children:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            found.append(int(child))
+    return found
+
+
+def _succeeded_total(port: int) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+               if sample.name == "wfctl_executions_total" and sample.labels.get("status") == "succeeded")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc (Linux)")
+def test_worker_processes_run_the_work_count_in_metrics_and_come_back_after_kill_9(
+        setup: tuple[list[str], str]) -> None:
+    """With --worker-processes 1 the executions run in the child (serve has no worker threads), their counters
+    reach serve's /metrics, a child killed with -9 is started again, and SIGTERM leaves no process behind."""
+    base, db = setup
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    server = subprocess.Popen([*base, "serve", "--interval", "0.5", "--workers", "1", "--worker-processes", "1",
+                               "--lease", "2", "--port", str(port)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, env=env)
+
+    def run_to_the_end() -> None:
+        started = subprocess.run([*base, "run", "acme/durable"], capture_output=True, text=True, check=True)
+        execution_id = int(started.stdout.strip())
+        until(lambda: _execution(db, execution_id)["status"] == "succeeded", timeout=60)
+
+    try:
+        until(lambda: _synced(db))
+        until(lambda: _healthy(port))
+        [child] = until(lambda: _worker_children(server.pid))
+        run_to_the_end()
+        assert until(lambda: _succeeded_total(port) == 1)
+        os.kill(child, signal.SIGKILL)
+        [again] = until(lambda: [c for c in _worker_children(server.pid) if c != child], timeout=30)
+        run_to_the_end()
+        assert until(lambda: _succeeded_total(port) == 2)  # the killed child's count stays in its file
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(20) == 0
+    assert not Path(f"/proc/{again}").exists() or b"zombie" in Path(f"/proc/{again}/status").read_bytes().lower()

@@ -119,9 +119,8 @@ def peak_rss_mb(pid: int) -> float:
     """VmHWM (peak resident set) of ``pid`` and of its children, in MB."""
     total = 0
     pids = [pid]
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        pids += [int(c) for c in children]
+    try:  # (each thread lists the children it started)
+        pids += [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
     except OSError:
         pass
     for p in pids:
