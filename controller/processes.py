@@ -50,7 +50,9 @@ def tune() -> None:
 
 def default_count() -> int:
     """One worker process per core beyond the first (that one serves HTTP and leads); none on one core."""
-    return max(0, min((os.cpu_count() or 1) - 1, 8))
+    from controller.reconcile.pool import cores
+
+    return max(0, min(cores() - 1, 8))
 
 
 def share_counters(data_dir: Path, environ: Any = os.environ) -> None:

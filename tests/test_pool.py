@@ -41,7 +41,7 @@ def forced(monkeypatch: pytest.MonkeyPatch) -> None:
     """A pool of two processes for a handful of files (the real threshold is hundreds)."""
     monkeypatch.setattr(pool, "PARALLEL_FROM", 2)
     monkeypatch.setattr(pool, "CHUNK", 3)
-    monkeypatch.setattr(pool, "workers", lambda: 2)
+    monkeypatch.setattr(pool, "cores", lambda: 2)
 
 
 def test_the_pool_answers_what_loading_in_process_answers_in_order(forced: None) -> None:

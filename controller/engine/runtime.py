@@ -27,7 +27,7 @@ from controller.engine.admission import Admission, Request, Verdict
 from controller.engine.clock import Clock, SystemClock
 from controller.engine.directory import Directory
 from controller.engine.effects import Effects
-from controller.engine.interpreter import PURE, Interpreter, Segment, default_modules
+from controller.engine.interpreter import Interpreter, Segment, default_modules
 from controller.engine.lifecycle import Lifecycle, Transition, transition
 from controller.engine.live import cookieless_session
 from controller.engine.queue import ExecutionRow
@@ -50,15 +50,8 @@ EffectsFactory = Callable[["Engine", ExecutionRow], Effects]
 _w = workflows.c
 _WORKFLOW_STATES = (select(_w.id, _w.deleted, _w.content_hash, _w.enabled, _w.version)
                     .where(_w.id.in_(bindparam("ids", expanding=True))))
-_CANCEL_REQUESTED = select(executions.c.cancel_requested).where(executions.c.id == bindparam("id"))
-
-
-def _pure(definition: Mapping[str, Any]) -> bool:
-    """Whether every action of ``definition`` (branches included) is ``set``, ``if`` or ``wait``."""
-    def pure(actions: list[dict[str, Any]]) -> bool:
-        return all(a["type"] in PURE and pure(a.get("then") or []) and pure(a.get("else") or []) for a in actions)
-
-    return pure(definition["spec"]["actions"])
+_CANCEL_REQUESTED = select(executions.c.id).where(executions.c.id.in_(bindparam("ids", expanding=True)),
+                                                  executions.c.cancel_requested.is_(True))
 
 
 class Engine:
@@ -139,7 +132,7 @@ class Engine:
                 with self.store.tx() as conn:
                     queue.release(conn, self.owner, [rest.id for rest, _, _ in batch[n:]])
                 return n
-            if definition is not None and not _pure(definition):
+            if definition is not None and not self.versions.pure(ex.workflow_id, ex.version or 0, definition):
                 self._finish(pending)
             pending.append((ex, self._advance(ex, definition, scope, stop)))
         self._finish(pending)
@@ -173,8 +166,10 @@ class Engine:
         if not pending:
             return
         with self.store.tx() as conn:
+            open_ = [ex.id for ex, _ in pending if ex.status not in FINAL]
+            cancelling = set(conn.execute(_CANCEL_REQUESTED, {"ids": open_}).scalars()) if open_ else set()
             for ex, segment in pending:
-                if ex.status not in FINAL and self._cancel_requested(conn, ex.id):
+                if ex.id in cancelling:
                     self._terminate(ex, "cancelled")
                 for action_id, workflow, payload in segment.calls if segment else []:
                     self._start_child(conn, ex, action_id, workflow, payload)
@@ -192,24 +187,29 @@ class Engine:
         states = {row.id: row for row in conn.execute(_WORKFLOW_STATES, {"ids": unpinned})} if unpinned else {}
         prepared: list[tuple[ExecutionRow, Mapping[str, Any] | None, dict[str, Any]]] = []
         for ex in batch:
-            if ex.status in FINAL:
+            version = self._start(ex, states.get(ex.workflow_id))
+            if version is None:
                 prepared.append((ex, None, {}))
-                continue
-            if ex.cancel_requested:
-                self._terminate(ex, "cancelled")
-                prepared.append((ex, None, {}))
-                continue
-            if ex.version is None:
-                row = states[ex.workflow_id]
-                if row.deleted or row.content_hash is None or not row.enabled:
-                    state = "deleted" if row.deleted else "disabled" if not row.enabled else "not valid"
-                    self._terminate(ex, f"{ex.workflow_key} is {state}; queued executions do not start", Failure.GUARD)
-                    prepared.append((ex, None, {}))
-                    continue
-                ex.version = row.version
-            transition(ex, ExecutionStatus.RUNNING, self.clock.now())
-            prepared.append((ex, self.versions.content(conn, ex.workflow_id, ex.version), self._scope(conn, ex)))
+            else:
+                prepared.append((ex, self.versions.content(conn, ex.workflow_id, version), self._scope(conn, ex)))
         return prepared
+
+    def _start(self, ex: ExecutionRow, state: Any) -> int | None:
+        """Move ``ex`` to running (pinned to ``state``'s version when it has none yet) and return its version;
+        None, with the execution terminated when it must not run, or left alone when it has ended already."""
+        if ex.status in FINAL:
+            return None
+        if ex.cancel_requested:
+            self._terminate(ex, "cancelled")
+            return None
+        if ex.version is None:
+            if state.deleted or state.content_hash is None or not state.enabled:
+                why = "deleted" if state.deleted else "disabled" if not state.enabled else "not valid"
+                self._terminate(ex, f"{ex.workflow_key} is {why}; queued executions do not start", Failure.GUARD)
+                return None
+            ex.version = state.version
+        transition(ex, ExecutionStatus.RUNNING, self.clock.now())
+        return ex.version
 
     def _scope(self, conn: Connection, ex: ExecutionRow) -> dict[str, Any]:
         account = ex.workflow_key.split("/", 1)[0]
@@ -259,10 +259,6 @@ class Engine:
 
     def _terminate(self, ex: ExecutionRow, reason: str, failure: str = Failure.CANCELLED) -> None:
         transition(ex, ExecutionStatus.TERMINATED, self.clock.now(), error=reason, failure=failure)
-
-    @staticmethod
-    def _cancel_requested(conn: Connection, execution_id: int) -> bool:
-        return bool(conn.execute(_CANCEL_REQUESTED, {"id": execution_id}).scalar())
 
     # -- operator actions ---------------------------------------------------------------------
 

@@ -27,8 +27,8 @@ PARALLEL_FROM = 400  # files; fewer load in-process
 CHUNK = 200  # files per task: large enough that pickling the answers stays a small part of the work
 
 
-def workers() -> int:
-    """Processes for a pool: the cores this process may run on."""
+def cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container may narrow)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -37,7 +37,7 @@ def workers() -> int:
 
 def load_all(items: Sequence[tuple[WorkflowPath, bytes]]) -> list[Loaded]:
     """:func:`load` of every ``(where, data)``, in order; over a process pool when there are many."""
-    processes = min(workers(), -(-len(items) // CHUNK))
+    processes = min(cores(), -(-len(items) // CHUNK))
     if len(items) < PARALLEL_FROM or processes < 2:
         with bulk_loading():
             return [load(where, data) for where, data in items]

@@ -18,8 +18,6 @@ three steps: no delivery executed twice, none lost. Not part of the default test
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import http.client
 import json
 import multiprocessing
@@ -96,11 +94,9 @@ end
 """
 
 
-def sign(secret: str, timestamp: int, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
 def deliveries(secret: str, count: int) -> list[tuple[int, str, bytes]]:
+    from controller.security.signing import sign
+
     now = int(time.time())
     out = []
     for n in range(count):
