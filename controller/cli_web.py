@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -82,7 +82,7 @@ def token_create(settings: Settings, account: str, user: str, permissions: str, 
     click.echo(made.bearer)
     label = f" {made.token.name!r}" if made.token.name else ""
     click.echo(f"token {made.token.id}{label} of account {account} for {user}: "
-               f"{', '.join(sorted(made.token.permissions))}; it is shown only this once", err=True)
+               f"{_permissions(made.token.view())}; it is shown only this once", err=True)
 
 
 @token.command("revoke")
@@ -114,8 +114,15 @@ def token_list(settings: Settings, account: str, as_json: bool) -> None:
         return
     for row in rows:
         state = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
-        click.echo(f"{row['id']:>5} {row['name'] or '-':<20} {row['user']:<16} {state:<10} "
-                   f"{','.join(row['permissions'])}")
+        click.echo(f"{row['id']:>5} {row['name'] or '-':<20} {row['user']:<16} {state:<10} {_permissions(row)}")
+
+
+def _permissions(token: dict[str, Any]) -> str:
+    """The effective permissions, and what the directory took away from the granted ones."""
+    shown = ",".join(token["permissions"]) or "(none)"
+    if token["granted"] != token["permissions"]:
+        shown += f" (granted {','.join(token['granted'])}; the user's directory entry holds no more)"
+    return shown
 
 
 def register(cli: click.Group) -> None:

@@ -42,7 +42,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 ACCOUNT = "acme"
 DIRECTORY = """\
 users:
-  - {id: u_alice, name: Alice, email: alice@acme.test}
+  - {id: u_alice, name: Alice, email: alice@acme.test, permissions: [admin]}
 mailboxes:
   - {id: mb_support, name: Support, address: support@acme.test, kind: outbox}
 channels:

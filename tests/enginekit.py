@@ -21,7 +21,7 @@ from controller.store import directory as store_directory
 
 DIRECTORY = """
 users:
-  - {id: u_alice, name: Alice, email: alice@acme.test, permissions: [workflow.run_manual]}
+  - {id: u_alice, name: Alice, email: alice@acme.test, permissions: [admin]}
 mailboxes:
   - {id: mb_support, name: Support, address: support@acme.test, kind: outbox}
 channels:

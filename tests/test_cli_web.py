@@ -72,7 +72,7 @@ def test_token_create_revoke_and_list(repo: Path) -> None:
     assert bearer.startswith("wfc_") and "shown only this once" in made.stderr
     as_json = json.loads(wfctl(repo, "token", "create", "--account", "acme", "--user", "u_bob", "--permissions",
                                "admin", "--json").stdout)
-    assert set(as_json) == {"id", "account", "user", "name", "permissions", "token"}
+    assert set(as_json) == {"id", "account", "user", "name", "permissions", "granted", "token"}
     listed = wfctl(repo, "token", "list", "--account", "acme", "--json")
     assert bearer not in listed.stdout and [t["name"] for t in json.loads(listed.stdout)] == [None, "ci"]
     assert wfctl(repo, "token", "revoke", "ci", "--account", "acme").exit_code == 0
@@ -87,3 +87,21 @@ def test_token_create_revoke_and_list(repo: Path) -> None:
             tokens.verify(conn, bearer)
     finally:
         store.close()
+
+
+def test_token_list_shows_what_the_directory_leaves_of_each_token(repo: Path, tmp_path: Path) -> None:
+    """`token list` prints the effective permissions (the user's directory entry applied) and what was granted."""
+    directory = tmp_path / "acme.yaml"
+    directory.write_text("users:\n  - {id: u_alice, email: alice@acme.test, permissions: [workflow.read]}\n"
+                         "  - {id: u_bob, email: bob@acme.test, status: deactivated}\n")
+    assert wfctl(repo, "directory", "load", str(directory), "--account", "acme").exit_code == 0
+    made = wfctl(repo, "token", "create", "--account", "acme", "--user", "u_alice", "--permissions",
+                 "workflow.read,workflow.run_manual", "--name", "ci")
+    assert made.exit_code == 0 and "workflow.read (granted workflow.read,workflow.run_manual;" in made.stderr
+    listed = json.loads(wfctl(repo, "token", "list", "--account", "acme", "--json").stdout)
+    assert [(t["permissions"], t["granted"]) for t in listed] == [
+        (["workflow.read"], ["workflow.read", "workflow.run_manual"])]
+    directory.write_text("users:\n  - {id: u_alice, email: alice@acme.test, status: deactivated}\n")
+    assert wfctl(repo, "directory", "load", str(directory), "--account", "acme").exit_code == 0
+    text = wfctl(repo, "token", "list", "--account", "acme")
+    assert text.exit_code == 0 and "(none) (granted workflow.read,workflow.run_manual;" in text.stdout

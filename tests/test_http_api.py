@@ -86,6 +86,36 @@ def test_a_missing_permission_is_403_naming_it(http: Http) -> None:
     assert http.client.post(f"{API}/accounts/acme/mail", json={}, headers=reader).status_code == 403
 
 
+def test_a_token_can_do_no_more_than_its_user_holds_in_the_directory(http: Http) -> None:
+    """Permissions have one source: the directory caps every token, on every request, at once."""
+    bob = "users:\n  - {id: u_alice, email: alice@acme.test, permissions: [admin]}\n  - {id: u_bob, email: bob@acme.test%s}\n"
+    http.kit.directory(bob % "")
+    RUN = f"{API}/workflows/acme/contact-form/run"  # noqa: N806
+    runner = http.auth(http.token("workflow.run_manual", "workflow.read", user="u_bob"))
+    refused = http.client.post(RUN, json={"payload": {"name": "Bo"}}, headers=runner)
+    assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
+    assert "user:u_bob does not hold the permission workflow.run_manual" in refused.json["error"]["message"]
+    assert http.client.get(f"{API}/workflows", headers=runner).status_code == 403
+    with http.kit.store.read() as conn:
+        before = conn.exec_driver_sql("SELECT count(*) FROM executions").scalar()
+    http.kit.directory(bob % ", permissions: [workflow.run_manual]")  # granted in the directory: works now
+    ran = http.client.post(RUN, json={"payload": {"name": "Bo"}}, headers=runner)
+    assert ran.status_code == 202, ran.json
+    assert http.client.get(f"{API}/workflows", headers=runner).status_code == 403  # read still not held
+    http.kit.directory(bob % ", permissions: [admin]")  # an admin user: the token's own grant is the cap
+    assert http.client.get(f"{API}/workflows", headers=runner).status_code == 200
+    assert http.client.patch(f"{API}/accounts/acme/directory/user/u_alice", json={"status": "deactivated"},
+                             headers=runner).status_code == 403  # never more than the token was granted
+    http.kit.directory(bob % ", permissions: []")  # taken away: refused on the very next request
+    assert http.client.post(RUN, json={"payload": {"name": "Bo"}}, headers=runner).status_code == 403
+    with http.kit.store.read() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM executions").scalar() == before + 1
+    admin_of_reader = http.auth(http.token("admin", user="u_bob"))
+    http.kit.directory(bob % ", permissions: [workflow.read]")  # an admin token of a reader can only read
+    assert http.client.get(f"{API}/workflows", headers=admin_of_reader).status_code == 200
+    assert http.client.post(RUN, json={"payload": {"name": "Bo"}}, headers=admin_of_reader).status_code == 403
+
+
 def test_tokens_of_another_account_see_nothing_of_this_one(http: Http, admin: dict[str, str]) -> None:
     """A globex admin token lists only globex, and every acme path answers 404 as if it did not exist."""
     acme_execution = http.hook("acme/contact-form", {"name": "Ada"}).json["execution_id"]
@@ -294,7 +324,8 @@ def test_inbound_mail_fires_email_triggers(http: Http) -> None:
 def test_directory_replace_and_status_change(http: Http) -> None:
     """PUT replaces the account's directory; PATCH changes one entry's status; bad input is located."""
     writer = http.auth(http.token("directory.write"))
-    directory = {"users": [{"id": "u_alice", "name": "Alice", "email": "alice@acme.test"},
+    directory = {"users": [{"id": "u_alice", "name": "Alice", "email": "alice@acme.test",
+                            "permissions": ["directory.write"]},
                            {"id": "u_bob", "name": "Bob", "email": "bob@acme.test"}],
                  "mailboxes": [{"id": "mb_support", "name": "Support", "address": "support@acme.test",
                                 "kind": "outbox"}]}

@@ -4,7 +4,11 @@
 the store keeps only its SHA-256, so a leaked database yields no usable token. A token acts for
 its user in its account and nowhere else: ``admin`` grants every permission, still in that one
 account only. When the account has a directory loaded, the user must be in it and active, at
-creation and on every use (deactivating a user in the host application shuts their tokens).
+creation and on every use (deactivating a user in the host application shuts their tokens), and
+the directory is the one source of what the user may do: a token's *effective* permissions are
+those it was granted that its user also holds (:func:`effective`), worked out on every request,
+so taking a permission from the user in the directory takes it from all their tokens at once.
+Without a directory loaded, the granted permissions are the effective ones.
 
 Permissions::
 
@@ -50,7 +54,8 @@ class Token:
     account: str
     user: str
     name: str | None
-    permissions: frozenset[str]
+    permissions: frozenset[str]  # effective: granted and held by the user (see effective())
+    granted: frozenset[str] = frozenset()
 
     def allows(self, permission: str) -> bool:
         return "admin" in self.permissions or permission in self.permissions
@@ -59,13 +64,18 @@ class Token:
         """PermissionDenied naming the missing permission unless the token has one of ``any_of``."""
         if not any(self.allows(p) for p in any_of):
             wanted = " or ".join(any_of)
+            if any(p in self.granted or "admin" in self.granted for p in any_of):
+                raise PermissionDenied(
+                    f"user:{self.user} does not hold the permission {wanted} in the directory of account "
+                    f"{self.account}, so this token cannot use it; give the user the permission in the directory",
+                    permission=any_of[0])
             raise PermissionDenied(
                 f"this token lacks the permission {wanted}; create a token with it (`wfctl token create --account "
                 f"{self.account} --user {self.user} --permissions {any_of[0]}`)", permission=any_of[0])
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "account": self.account, "user": self.user, "name": self.name,
-                "permissions": sorted(self.permissions)}
+                "permissions": sorted(self.permissions), "granted": sorted(self.granted)}
 
 
 @dataclass(frozen=True)
@@ -111,12 +121,12 @@ def create(conn: Connection, account: str, user: str, permissions: str | Iterabl
         if conn.execute(select(t.id).where(t.account == account, t.name == name, t.revoked_at.is_(None))).first():
             raise UsageError(f"account {account} already has a token named {name!r}; revoke it first "
                              f"(`wfctl token revoke {name} --account {account}`) or pick another name")
-    _check_user(conn, account, user, UsageError)
+    held = _check_user(conn, account, user, UsageError)
     bearer = PREFIX + random.token_urlsafe(32)
     row = {"account": account, "user_id": user, "name": name, "token_hash": hash_token(bearer),
            "permissions": list(granted), "created_at": now, "revoked_at": None}
     token_id = conn.execute(insert(api_tokens).values(row)).inserted_primary_key[0]  # type: ignore[index]
-    return NewToken(Token(int(token_id), account, user, name, frozenset(granted)), bearer)
+    return NewToken(_token({**row, "id": int(token_id)}, held), bearer)
 
 
 def revoke(conn: Connection, account: str, id_or_name: str, now: datetime) -> Token:
@@ -127,7 +137,7 @@ def revoke(conn: Connection, account: str, id_or_name: str, now: datetime) -> To
     if row is None:
         raise NotFoundError(f"account {account} has no active token {text!r} (an id or a name); nothing revoked")
     conn.execute(update(api_tokens).where(t.id == row["id"]).values(revoked_at=now))
-    return _token(row)
+    return _token(row, None)
 
 
 def verify(conn: Connection, bearer: str | None) -> Token:
@@ -141,27 +151,58 @@ def verify(conn: Connection, bearer: str | None) -> Token:
     if row["revoked_at"] is not None:
         raise AuthError(f"the bearer token was revoked at {row['revoked_at'].astimezone(UTC).isoformat()}; "
                         f"create a new one with `wfctl token create`")
-    _check_user(conn, row["account"], row["user_id"], AuthError)
-    return _token(row)
+    return _token(row, _check_user(conn, row["account"], row["user_id"], AuthError))
 
 
 def list_tokens(conn: Connection, account: str) -> list[dict[str, Any]]:
-    """The account's tokens (never the token strings), newest first."""
+    """The account's tokens (never the token strings), newest first, each with its effective permissions.
+
+    ``permissions`` is what the token can do now (its user's directory entry applied; none when the user is
+    missing or not active), ``granted`` what it was created with.
+    """
     rows = conn.execute(select(api_tokens).where(t.account == account).order_by(t.id.desc())).mappings()
-    return [{**_token(row).view(), "created_at": row["created_at"].isoformat(),
-             "revoked_at": row["revoked_at"].isoformat() if row["revoked_at"] else None} for row in rows]
+    listed = []
+    for row in rows:
+        try:
+            held = _check_user(conn, account, row["user_id"], AuthError)
+        except AuthError:
+            held = frozenset()
+        listed.append({**_token(row, held).view(), "created_at": row["created_at"].isoformat(),
+                       "revoked_at": row["revoked_at"].isoformat() if row["revoked_at"] else None})
+    return listed
 
 
-def _check_user(conn: Connection, account: str, user: str, error: type[UsageError | AuthError]) -> None:
+def effective(granted: Iterable[str], held: Iterable[str] | None) -> frozenset[str]:
+    """What a token granted ``granted`` may do for a user holding ``held`` (None: no directory, no cap).
+
+    ``admin`` on either side stands for every permission, so an admin token of a user holding
+    ``workflow.read`` can read, and a ``workflow.read`` token of an admin user can read.
+    """
+    mine = frozenset(granted)
+    if held is None:
+        return mine
+    theirs = frozenset(held)
+    if "admin" in theirs:
+        return mine
+    if "admin" in mine:
+        return theirs
+    return mine & theirs
+
+
+def _check_user(conn: Connection, account: str, user: str,
+                error: type[UsageError | AuthError]) -> frozenset[str] | None:
+    """The permissions ``user`` holds in the account's directory (None when none is loaded); ``error`` if not active."""
     if not store_directory.has_directory(conn, account):
-        return
+        return None
     entry = store_directory.get(conn, account, f"user:{user}")
     if entry is None:
         raise error(f"user:{user} is not in the directory of account {account}; add the user there first")
     if not entry.active:
         raise error(f"user:{user} is {entry.status} in the directory of account {account}; its tokens do not work "
                     f"until the user is active again")
+    return frozenset(str(p) for p in entry.data.get("permissions") or ())
 
 
-def _token(row: Any) -> Token:
-    return Token(row["id"], row["account"], row["user_id"], row["name"], frozenset(row["permissions"]))
+def _token(row: Any, held: Iterable[str] | None) -> Token:
+    granted = frozenset(row["permissions"])
+    return Token(row["id"], row["account"], row["user_id"], row["name"], effective(granted, held), granted)
