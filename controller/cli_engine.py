@@ -12,10 +12,11 @@ from typing import Any
 import click
 
 from controller.cli_common import actor, emit, fail, json_file, key_arg, open_engine, read, record_ref, utcnow
+from controller.model.ids import ID_MAX
 from controller.model.statuses import NAMES
 from controller.settings import Settings
 
-EXECUTION_ID = click.IntRange(1, 2**31 - 1)  # the store's ids are 32-bit integers
+EXECUTION_ID = click.IntRange(1, ID_MAX)
 
 
 @click.command()

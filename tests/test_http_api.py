@@ -349,6 +349,19 @@ def test_directory_replace_and_status_change(http: Http) -> None:
                              headers=writer).status_code == 422
 
 
+@pytest.mark.parametrize("huge", [str(2**31), str(2**63), str(2**64 + 1), "9" * 40])
+def test_ids_beyond_the_store_are_404_or_400_never_500(http: Http, admin: dict[str, str], huge: str) -> None:
+    """An execution or record id no column can hold names nothing: 404 (400 or 422 for a query parameter)."""
+    for method, path in [("GET", f"{API}/executions/{huge}"), ("POST", f"{API}/executions/{huge}/retry"),
+                         ("POST", f"{API}/executions/{huge}/cancel"), ("GET", f"/ui/acme/executions/{huge}"),
+                         ("DELETE", f"{API}/accounts/acme/records/ticket/{huge}")]:
+        answer = http.client.open(path, method=method, headers=admin)
+        assert answer.status_code == 404, (method, path, answer.status_code)
+    for query in (f"before={huge}", f"limit={huge}"):
+        assert http.client.get(f"{API}/executions?{query}", headers=admin).status_code == 400
+    assert http.client.get(f"{API}/accounts/acme/metrics?min_executions={huge}", headers=admin).status_code == 422
+
+
 def test_retry_and_cancel(http: Http) -> None:
     """Retry makes a linked execution of a failed one; cancel terminates; both refuse the wrong state with 409."""
     token = http.auth(http.token("workflow.retry", "workflow.manage", "workflow.run_manual"))

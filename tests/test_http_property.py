@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
-segment = st.text(string.ascii_letters + string.digits + "-_.:~%", min_size=1, max_size=12)
+segment = st.one_of(st.text(string.ascii_letters + string.digits + "-_.:~%", min_size=1, max_size=12),
+                    st.integers(min_value=2**31 - 2, max_value=2**70).map(str))  # ids at and beyond the store's
 header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=60)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),

@@ -7,10 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter, Map
 
 from controller.engine.clock import Clock
 from controller.engine.runtime import Engine
 from controller.metrics import prom
+from controller.model.ids import ID_MAX
 from controller.security.intake import WebhookIntake
 from controller.security.secrets import KEY_ENV, SecretBox
 from controller.settings import Settings
@@ -39,6 +41,7 @@ def create_app(settings: Settings, store: Store, engine: Engine, *, controller: 
                      controller=controller, git_secret=env.get(hooks.GIT_SECRET_ENV) or None, environ=env)
     prom.instrument(engine)
     app = Flask("webhooks", static_folder=None)
+    app.url_map.converters["id"] = RowId  # before the blueprints' rules are bound
     app.config["MAX_CONTENT_LENGTH"] = REQUEST_LIMIT
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions[EXTENSION] = found
@@ -52,6 +55,13 @@ def create_app(settings: Settings, store: Store, engine: Engine, *, controller: 
                       SESSION_COOKIE_SECURE=env.get("WFC_CONSOLE_SECURE_COOKIE", "") == "1")
     app.register_blueprint(api_blueprint)
     return app
+
+
+class RowId(IntegerConverter):
+    """``<id:name>``: a row id in a path, 1 to the store's ID_MAX; anything else matches no route (404)."""
+
+    def __init__(self, map: Map) -> None:
+        super().__init__(map, min=1, max=ID_MAX)
 
 
 def from_environ(environ: Mapping[str, str] | None = None) -> Flask:

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from controller.errors import AuthError, NotFoundError, PermissionDenied, UsageError
+from controller.model.ids import ID_MAX
 from controller.model.names import NAME_PATTERN
 from controller.model.permissions import PERMISSIONS
 from controller.store import directory as store_directory
@@ -132,7 +133,7 @@ def create(conn: Connection, account: str, user: str, permissions: str | Iterabl
 def revoke(conn: Connection, account: str, id_or_name: str, now: datetime) -> Token:
     """Revoke the account's token with this id or name; it stops working at once."""
     text = str(id_or_name).strip()
-    which = t.id == int(text) if text.isdigit() and int(text) < 2**31 else t.name == text
+    which = t.id == int(text) if text.isdigit() and int(text) <= ID_MAX else t.name == text
     row = conn.execute(select(api_tokens).where(t.account == account, t.revoked_at.is_(None), which)).mappings().first()
     if row is None:
         raise NotFoundError(f"account {account} has no active token {text!r} (an id or a name); nothing revoked")

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from controller.errors import NotFoundError, UsageError
 from controller.model.entities import ENTITY_TYPES
+from controller.model.ids import ID_MAX
 from controller.model.refs import RefField
 from controller.store.tables import as_utc, inactivity_marks, records
 
@@ -46,7 +47,6 @@ RESERVED_FIELDS = ("id", "type", "created_at", "updated_at", "last_activity_at")
 
 _OBJECT_TYPE = RefField("object_type")
 _TYPE_MAX = 32  # records.type is String(32)
-_ID_MAX = 2**31 - 1  # records.id is a 32-bit INTEGER on PostgreSQL
 r = records.c
 
 
@@ -125,7 +125,7 @@ def ever_existed(conn: Connection, account: str, type: str, record_id: str) -> b
     """Whether the record is or was (deleted since) in the built-in store."""
     check_type(type)
     text = str(record_id)
-    if not (text.isascii() and text.isdigit() and int(text) <= _ID_MAX):
+    if not (text.isascii() and text.isdigit() and int(text) <= ID_MAX):
         return False
     query = select(r.id).where(r.account == account, r.type == type, r.id == int(text))
     return conn.execute(query).first() is not None
@@ -197,7 +197,7 @@ def _live(account: str, type: str) -> Select[Any]:
 def _load(conn: Connection, account: str, type: str, record_id: str, *, lock: bool = False) -> dict[str, Any]:
     check_type(type)
     text = str(record_id)
-    if text.isascii() and text.isdigit() and int(text) <= _ID_MAX:
+    if text.isascii() and text.isdigit() and int(text) <= ID_MAX:
         query = _live(account, type).where(r.id == int(text))
         row = conn.execute(query.with_for_update() if lock else query).mappings().first()
         if row is not None:

@@ -18,6 +18,7 @@ from controller.engine.triggers import record as record_trigger
 from controller.errors import NotFoundError, PayloadError, UsageError
 from controller.metrics import windows
 from controller.model.directory import parse_directory
+from controller.model.ids import ID_MAX
 from controller.portable import document as portable_document
 from controller.safeguards import suspension
 from controller.security.payloads import parse_json
@@ -60,7 +61,7 @@ def metrics(account: str) -> Any:
     """The account's worst performers over ``?window=`` (default 7d); ``&min_executions=`` to be ranked."""
     own(account)
     least = request.args.get("min_executions", str(windows.MIN_EXECUTIONS))
-    if not least.isdigit() or int(least) < 1:
+    if not (least.isascii() and least.isdigit() and 1 <= int(least) <= ID_MAX):
         raise UsageError(f"min_executions must be a whole number of at least 1, not {least!r}")
     found = services()
     found.settings.config().require_metrics(account)

@@ -9,6 +9,7 @@ from flask import Blueprint, request
 from werkzeug.exceptions import Conflict
 
 from controller.errors import NotFoundError, PayloadError, UsageError
+from controller.model.ids import ID_MAX
 from controller.model.statuses import NAMES as STATUSES
 from controller.store import views
 from webhooks.auth import caller, own, requires
@@ -35,14 +36,14 @@ def list_executions() -> Any:
     if status is not None and status not in STATUSES:
         raise PayloadError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     limit = _int_arg("limit", 50, 1, MAX_PAGE) or 50
-    before = _int_arg("before", None, 1, 2**31 - 1)
+    before = _int_arg("before", None, 1, ID_MAX)
     with services().store.read() as conn:
         rows = views.executions_list(conn, workflow=workflow, status=status, since=_since(), limit=limit,
                                      before=before, account=account)
     return {"executions": rows, "next_before": rows[-1]["id"] if len(rows) == limit else None}
 
 
-@blueprint.get("/executions/<int:execution_id>")
+@blueprint.get("/executions/<id:execution_id>")
 @requires("workflow.read")
 def get_execution(execution_id: int) -> Any:
     """One execution with its per-action trace (as `wfctl executions show --json`)."""
@@ -51,7 +52,7 @@ def get_execution(execution_id: int) -> Any:
         return views.execution(conn, execution_id)
 
 
-@blueprint.post("/executions/<int:execution_id>/retry")
+@blueprint.post("/executions/<id:execution_id>/retry")
 @requires("workflow.retry")
 def retry(execution_id: int) -> Any:
     """A new execution linked to a failed or terminated one (``{"latest": true}``: on the newest version)."""
@@ -68,7 +69,7 @@ def retry(execution_id: int) -> Any:
     return {"execution_id": new_id, "retry_of": execution_id}, 202, {"Location": f"/api/v1/executions/{new_id}"}
 
 
-@blueprint.post("/executions/<int:execution_id>/cancel")
+@blueprint.post("/executions/<id:execution_id>/cancel")
 @requires("workflow.manage")
 def cancel(execution_id: int) -> Any:
     """Terminate a queued or waiting execution now, a running one at its next step."""

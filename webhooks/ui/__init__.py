@@ -183,7 +183,7 @@ def workflow(account: str, name: str) -> Any:
     return render_template("ui/workflow.html", account=account, name=name, key=key, tab=tab, w=current, **context)
 
 
-@blueprint.get("/executions/<int:execution_id>")
+@blueprint.get("/executions/<id:execution_id>")
 @signed_in
 def execution(execution_id: int) -> Any:
     """One execution: its steps as a timeline, with inputs, outputs and errors; Retry and Cancel."""
@@ -194,7 +194,7 @@ def execution(execution_id: int) -> Any:
     return render_template("ui/execution.html", e=shown)
 
 
-@blueprint.post("/executions/<int:execution_id>/retry")
+@blueprint.post("/executions/<id:execution_id>/retry")
 @signed_in
 def retry(execution_id: int) -> Response:
     need("workflow.retry")
@@ -204,7 +204,7 @@ def retry(execution_id: int) -> Response:
     return redirect(url_for("ui.execution", execution_id=new_id))
 
 
-@blueprint.post("/executions/<int:execution_id>/cancel")
+@blueprint.post("/executions/<id:execution_id>/cancel")
 @signed_in
 def cancel(execution_id: int) -> Response:
     need("workflow.manage")
