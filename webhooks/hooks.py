@@ -1,7 +1,7 @@
 """Incoming hooks: signed webhook triggers, and git pushes that start a reconcile pass.
 
-``POST /hooks/<account>/<name>`` (signed with the workflow's secret, see
-:mod:`controller.security.signing`) queues an execution with the JSON body as ``trigger.body``.
+``POST /hooks/<account>/<name>`` (signed with the workflow's secret, the ``X-Wfc-*`` way or the
+Standard Webhooks way, see :mod:`controller.security.signing`) queues an execution with the JSON body as ``trigger.body``.
 ``POST /hooks/git`` takes GitHub's ``X-Hub-Signature-256`` or GitLab's ``X-Gitlab-Token`` made
 with ``WFC_GIT_WEBHOOK_SECRET`` and asks the controller for a pass now; a burst of pushes
 coalesces into one pass.
@@ -18,6 +18,9 @@ from controller.errors import AuthError, NotFoundError
 from controller.metrics import prom
 from controller.security.signing import (
     SIGNATURE_HEADER,
+    STANDARD_ID_HEADER,
+    STANDARD_SIGNATURE_HEADER,
+    STANDARD_TIMESTAMP_HEADER,
     TIMESTAMP_HEADER,
     github_signature_ok,
     gitlab_token_ok,
@@ -42,8 +45,12 @@ def _count(response: Response) -> Response:
 def webhook(account: str, name: str) -> Any:
     """A signed webhook: 202 with the id of the execution it queued."""
     body = raw_body(HOOK_LIMIT)
-    execution_id = services().intake.receive(f"{account}/{name}", timestamp=request.headers.get(TIMESTAMP_HEADER),
-                                             signature=request.headers.get(SIGNATURE_HEADER), body=body)
+    headers = request.headers
+    standard = SIGNATURE_HEADER not in headers and STANDARD_SIGNATURE_HEADER in headers
+    execution_id = services().intake.receive(
+        f"{account}/{name}", body=body, standard=standard, message_id=headers.get(STANDARD_ID_HEADER),
+        timestamp=headers.get(STANDARD_TIMESTAMP_HEADER if standard else TIMESTAMP_HEADER),
+        signature=headers.get(STANDARD_SIGNATURE_HEADER if standard else SIGNATURE_HEADER))
     return {"execution_id": execution_id}, 202, {"Location": f"/api/v1/executions/{execution_id}"}
 
 

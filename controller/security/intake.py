@@ -13,6 +13,8 @@ valid version or disabled (409), over the rate limit (429), a replayed delivery 
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -26,7 +28,15 @@ from controller.engine.triggers import webhook
 from controller.errors import AuthError, NotFoundError, WfcError
 from controller.security import secrets
 from controller.security.payloads import parse_json
-from controller.security.signing import TIMESTAMP_HEADER, TOLERANCE_SECONDS, check_signature, check_timestamp
+from controller.security.signing import (
+    STANDARD_ID_HEADER,
+    STANDARD_TIMESTAMP_HEADER,
+    TIMESTAMP_HEADER,
+    TOLERANCE_SECONDS,
+    check_signature,
+    check_standard_signature,
+    check_timestamp,
+)
 from controller.store.group import GroupCommit
 from controller.store.tables import webhook_deliveries, webhook_secrets, workflows
 
@@ -52,19 +62,22 @@ class WebhookIntake:
         self.group = GroupCommit(engine.store)
         self._purged = datetime.min.replace(tzinfo=UTC)  # when old deliveries were last forgotten
 
-    def receive(self, key: str, *, timestamp: str | None, signature: str | None, body: bytes) -> int:
+    def receive(self, key: str, *, timestamp: str | None, signature: str | None, body: bytes,
+                message_id: str | None = None, standard: bool = False) -> int:
         """Queue an execution of webhook workflow ``key`` with the JSON ``body``; returns its id.
 
+        ``standard``: the request is signed the Standard Webhooks way (``message_id`` is its
+        ``webhook-id``), else the ``X-Wfc-*`` way (see :mod:`controller.security.signing`).
         Concurrent deliveries share a transaction (:class:`~controller.store.group.GroupCommit`); each
         answer still waits for its own rows to be committed.
         """
-        outcome = self.group.run(lambda conn: self._receive(conn, key, timestamp, signature, body))
+        signed = Signed(timestamp, signature, message_id if standard else None, standard)
+        outcome = self.group.run(lambda conn: self._receive(conn, key, signed, body))
         if isinstance(outcome, WfcError):  # refused, with the decision (a counted drop) committed
             raise outcome
         return outcome
 
-    def _receive(self, conn: Connection, key: str, timestamp: str | None, signature: str | None,
-                 body: bytes) -> int | WfcError:
+    def _receive(self, conn: Connection, key: str, signed: Signed, body: bytes) -> int | WfcError:
         now = self.clock.now()
         # One query on the common path; the secret row stays share-locked (PostgreSQL) until commit.
         row = conn.execute(_WITH_SECRET, {"key": key}).first() or conn.execute(_WORKFLOW, {"key": key}).first()
@@ -79,29 +92,55 @@ class WebhookIntake:
             secrets.ensure_secrets(conn, self.box, [key], now)
             return AuthError(f"{key} had no signing secret yet; make one with `wfctl webhook rotate {key}` "
                              f"and sign requests with it", workflow=key)
-        check_timestamp(timestamp, now)
-        check_signature(secret, timestamp or "", body, signature)
+        signed.check(secret, body, now)
         payload = parse_json(body)
         verdict = self.engine.admission.admit(conn, Request(key, webhook.TYPE, webhook.payload(payload)),
                                               Target.of(row))
         if verdict.execution_id is None:
             return verdict.error()
-        self._first_delivery(conn, row.id, key, signature or "", now)  # a replay rolls the queueing back
+        self._first_delivery(conn, row.id, key, signed.delivery(), now)  # a replay rolls the queueing back
         return verdict.execution_id
 
-    def _first_delivery(self, conn: Connection, workflow_id: int, key: str, signature: str, now: datetime) -> None:
-        """Remember an accepted signature for the timestamp window; AuthError if it was accepted already.
+    def _first_delivery(self, conn: Connection, workflow_id: int, key: str, delivery: str, now: datetime) -> None:
+        """Remember an accepted delivery for the timestamp window; AuthError if it was accepted already.
 
         A timestamp inside the window is not enough: the very same signed request sent again is a
-        replay. Only accepted deliveries are remembered, so a sender may resend after a 429 or 400.
+        replay (for Standard Webhooks, the same ``webhook-id``, even re-signed with a new timestamp).
+        Only accepted deliveries are remembered, so a sender may resend after a 429 or 400.
         """
         if now - self._purged > timedelta(seconds=60):
             conn.execute(delete(webhook_deliveries).where(
                 webhook_deliveries.c.received_at < now - timedelta(seconds=2 * TOLERANCE_SECONDS)))
             self._purged = now
         added = conn.execute(_REMEMBER[conn.dialect.name], {
-            "workflow_id": workflow_id, "signature": signature.strip()[:100], "received_at": now,
+            "workflow_id": workflow_id, "signature": delivery, "received_at": now,
         }).first()  # (rowcount is not reliable across drivers)
         if added is None:
             raise AuthError(f"replayed request: this signed delivery to {key} was already accepted; sign each "
-                            f"delivery with a fresh {TIMESTAMP_HEADER}", workflow=key)
+                            f"delivery with a fresh {TIMESTAMP_HEADER} (Standard Webhooks: a new "
+                            f"{STANDARD_ID_HEADER})", workflow=key)
+
+
+@dataclass(frozen=True)
+class Signed:
+    """How a delivery is signed: the ``X-Wfc-*`` headers, or Standard Webhooks' (``standard``)."""
+
+    timestamp: str | None
+    signature: str | None
+    message_id: str | None = None
+    standard: bool = False
+
+    def check(self, secret: str, body: bytes, now: datetime) -> None:
+        """AuthError unless the timestamp is fresh and a signature is ``secret``'s."""
+        if self.standard:
+            check_timestamp(self.timestamp, now, STANDARD_TIMESTAMP_HEADER)
+            check_standard_signature(secret, self.message_id, self.timestamp or "", body, self.signature)
+        else:
+            check_timestamp(self.timestamp, now)
+            check_signature(secret, self.timestamp or "", body, self.signature)
+
+    def delivery(self) -> str:
+        """What identifies this delivery among those accepted: the signature, or the Standard message id."""
+        if self.standard:
+            return "id:" + hashlib.sha256((self.message_id or "").encode("utf-8", "replace")).hexdigest()
+        return (self.signature or "").strip()[:100]

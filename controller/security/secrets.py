@@ -23,6 +23,7 @@ Encryption
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -137,8 +138,13 @@ def _read_key(path: Path) -> bytes:
 
 
 def new_secret() -> str:
-    """A fresh signing secret: ``whsec_`` and 256 random bits."""
-    return PREFIX + random.token_urlsafe(32)
+    """A fresh signing secret: ``whsec_`` and 256 random bits in standard base64.
+
+    That is the Standard Webhooks form, so the same text configures a sender that signs the
+    ``X-Wfc-*`` way (the whole text is the HMAC key) and one using a Standard Webhooks library
+    (the base64 part, decoded, is the key).
+    """
+    return PREFIX + base64.b64encode(random.token_bytes(32)).decode("ascii")
 
 
 def fingerprint(secret: str) -> str:
