@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from controller.datadir import PRIVATE_DIR, private_umask
+
 if TYPE_CHECKING:
     from controller.service import ServeOptions
     from controller.settings import Settings
@@ -44,8 +46,10 @@ SWITCH_INTERVAL = 0.02
 
 
 def tune() -> None:
-    """The GIL setting of serve and of its worker processes (see SWITCH_INTERVAL)."""
+    """The process settings of serve and of its worker processes: the GIL turn (see SWITCH_INTERVAL), and
+    private files (what they create lands in the data directory: counters, outboxes, clones)."""
     sys.setswitchinterval(float(os.environ.get("WFC_SWITCH_INTERVAL", SWITCH_INTERVAL)))
+    private_umask()
 
 
 def default_count() -> int:
@@ -66,7 +70,7 @@ def share_counters(data_dir: Path, environ: Any = os.environ) -> None:
         return
     folder = data_dir / "prometheus"
     shutil.rmtree(folder, ignore_errors=True)  # counters of an earlier run of serve start again from 0
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, mode=PRIVATE_DIR)
     environ[MULTIPROC_ENV] = str(folder)
 
 

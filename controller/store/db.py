@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -26,6 +27,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+from controller.datadir import PRIVATE_FILE, create_private, make_private
 from controller.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,9 @@ class WriterLock:
             if self._depth == 0 and self._path is not None:
                 if self._file is None:
                     try:
-                        self._file = open(self._path, "a+b")  # kept open for the store's life
+                        # Kept open for the store's life; private like the store it guards.
+                        self._file = os.fdopen(os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND,
+                                                       PRIVATE_FILE), "a+b")
                     except OSError:  # a read-only folder: SQLite's own lock still serialises writers
                         self._path = None
                 if self._file is not None:
@@ -208,6 +212,7 @@ def open_store(url: str, *, upgrade: bool = True) -> Store:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             _check_sqlite_path(Path(parsed.database))
+            _private_files(Path(parsed.database))
         engine = _sqlite_engine(url)
     else:
         try:
@@ -249,6 +254,19 @@ def gather(conn: Connection, flush: Callable[[Connection, list[Any]], None], val
 def one_line(error: object) -> str:
     """A driver's message on one line (psycopg's span several, with hints)."""
     return " ".join(str(error).split())
+
+
+def _private_files(database: Path) -> None:
+    """The SQLite file, created 0600 before SQLite creates it 0644: its -wal and -shm copy its mode.
+
+    Files of an earlier run are made private too. A folder SQLite cannot write in is SQLite's to report.
+    """
+    try:
+        create_private(database)
+    except OSError:
+        return
+    for companion in ("-wal", "-shm", "-wlock"):
+        make_private(Path(f"{database}{companion}"))
 
 
 def _check_sqlite_path(path: Path) -> None:
