@@ -65,18 +65,27 @@ class Group(click.Group):
 @click.option("--data-dir", envvar="WFC_DATA_DIR", default=".wfctl", show_default=True, type=click.Path(path_type=Path))
 @click.option("--config", "config_path", envvar="WFC_CONFIG", default=None, type=click.Path(path_type=Path),
               help="Controller configuration (feature flags); default <data-dir>/config.yaml.")
+@click.option("--verify-commits", envvar="WFC_VERIFY_COMMITS", type=click.Choice(["off", "head", "all"]),
+              default="off", show_default=True,
+              help="Apply only signed commits: the head, or every commit since the last applied one.")
+@click.option("--allowed-signers", envvar="WFC_ALLOWED_SIGNERS", default=None, type=click.Path(path_type=Path),
+              help="SSH keys to trust, in git's gpg.ssh.allowedSignersFile format.")
+@click.option("--gpg-home", envvar="WFC_GPG_HOME", default=None, type=click.Path(path_type=Path),
+              help="A GnuPG home whose public keys are trusted.")
 @click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
 @click.version_option(package_name="wfctl")
 @click.pass_context
 def cli(ctx: click.Context, repo: str, branch: str | None, root: str, database_url: str | None, data_dir: Path,
-        config_path: Path | None, verbose: int) -> None:
+        config_path: Path | None, verify_commits: str, allowed_signers: Path | None, gpg_home: Path | None,
+        verbose: int) -> None:
     """Reconcile workflow YAML in git into a runtime store, and run it."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if config_path is not None and not config_path.is_file():
         fail(f"--config {config_path}: no such file" + (" (it is a folder)" if config_path.is_dir() else ""))
     ctx.obj = Settings(repo=repo, branch=branch, root=root.strip("/") or ".", database_url=database_url,
-                       data_dir=data_dir, config_path=config_path)
+                       data_dir=data_dir, config_path=config_path, verify_commits=verify_commits,
+                       allowed_signers=allowed_signers, gpg_home=gpg_home)
 
 
 @cli.command()
@@ -103,12 +112,16 @@ def validate(settings: Settings, paths: tuple[Path, ...], fmt: str, directory: P
     report = replace(report, files=report.files + len(tests),
                      problems=report.problems + tuple(check_test_files(top.resolve(), tests)))
     if fmt == "json":
-        emit({"valid": report.ok, "files": report.files, "problems": [_problem(p) for p in report.problems]})
+        emit({"valid": report.ok, "files": report.files, "problems": [_problem(p) for p in report.problems],
+              "warnings": [_problem(p) for p in report.warnings]})
     elif fmt == "github":
-        for p in report.problems:
-            click.echo(f"::error file={p.path},line={max(p.line, 1)},col={max(p.column, 1)}::"
-                       f"{(p.field + ': ' if p.field else '') + p.message}")
+        for level, found in (("error", report.problems), ("warning", report.warnings)):
+            for p in found:
+                click.echo(f"::{level} file={p.path},line={max(p.line, 1)},col={max(p.column, 1)}::"
+                           f"{(p.field + ': ' if p.field else '') + p.message}")
     else:
+        for p in report.warnings:  # a refused-by-default URL: the configuration may allow it
+            click.echo(f"warning: {p}", err=True)
         for p in report.problems:
             click.echo(str(p))
         bad = len({p.path for p in report.problems})
@@ -219,6 +232,9 @@ def status(settings: Settings, as_json: bool) -> None:
     click.echo(f"source: {source['location'] or settings.repo} ({source['branch'] or '?'}) "
                f"applied {(source['last_applied_commit'] or 'nothing')[:12]}"
                + (f" - Ready={ready['status']} {ready['reason']}: {ready['message']}" if ready else ""))
+    verified = next((c for c in source["conditions"] if c["type"] == "SourceVerified"), None)
+    if verified:
+        click.echo(f"source: SourceVerified={verified['status']} {verified['reason']}: {verified['message']}")
     for loop in state["loops"]:
         if loop["status"] != "ok":
             click.echo(f"loop {loop['name']} of {loop['owner']}: {loop['status']}, {loop['failures']} failed pass(es) "
@@ -247,8 +263,9 @@ def history(settings: Settings, workflow: str, as_json: bool) -> None:
         return
     for r in rows:
         restored = f" (restored from v{r['restored_from']})" if r["restored_from"] else ""
+        signed = f"  signed by {r['signer']} ({r['signing_key']})" if r["signing_key"] else ""
         click.echo(f"v{r['version']:<4} {r['commit'][:7]} {r['committed_at']} {r['author']} <{r['author_email']}>  "
-                   f"{r['summary']}{restored}")
+                   f"{r['summary']}{restored}{signed}")
 
 
 @cli.command()
@@ -266,7 +283,8 @@ def audit(settings: Settings, workflow: str, as_json: bool) -> None:
     for r in rows:
         version = f"v{r['version']}" if r["version"] else "-"
         commit = (r["commit"] or "")[:7]
-        click.echo(f"{r['at']} {r['action']:<9} {version:<5} {commit} {r['actor']}  {r['message']}")
+        signed = f" (signed by {r['signer']}, {r['signing_key']})" if r["signing_key"] else ""
+        click.echo(f"{r['at']} {r['action']:<9} {version:<5} {commit} {r['actor']}{signed}  {r['message']}")
         for change in r["changes"]:
             click.echo(f"    {change['path']}: {json.dumps(change['old'])} -> {json.dumps(change['new'])}")
 

@@ -301,6 +301,7 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
     from controller import processes
 
     config = settings.config()  # a bad configuration stops serve before it starts anything
+    verification = settings.verification(config)
     _check_host(host)
     if worker_processes is None:
         worker_processes = processes.default_count()
@@ -319,7 +320,8 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
     with settings.open_source() as source:
         options = ServeOptions.of(config, interval=interval, workers=workers)
         children = processes.WorkerProcesses(settings, options, lease, worker_processes) if worker_processes else None
-        controller = Controller(Reconciler(source, store, location=settings.repo), engine, options,
+        reconciler = Reconciler(source, store, location=settings.repo, verification=verification)
+        controller = Controller(reconciler, engine, options,
                                 after_sync=lambda: ensure_webhook_secrets(store, box), processes=children)
         try:
             http = start_server(create_app(settings, store, engine, controller=controller), host, port,

@@ -30,6 +30,8 @@ A YAML file (``--config`` / ``WFC_CONFIG``, default ``<data-dir>/config.yaml`` w
       globex:
         features: {workflow_dry_run: false}
         limits: {rateLimit: {max: 60, per: 1h}}
+        signers: ["ssh-ed25519 AAAA... alice", "SHA256:..."]  # only these keys may change workflows.d/globex/
+                                            # (with --verify-commits; SSH keys or fingerprints, GPG fingerprints)
 
 Flags not named anywhere take their built-in default. Unknown flags and keys are errors, so a
 typo never silently leaves a feature or a limit in its default state. A workflow's own
@@ -40,7 +42,7 @@ workflow is not rate limited.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -126,6 +128,7 @@ class _Account(_Strict):
     features: dict[str, bool] = Field(default_factory=dict)
     limits: _Limits = Field(default_factory=_Limits)
     alerts: _Alerts = Field(default_factory=_Alerts)
+    signers: list[str] = Field(default_factory=list)  # checked by controller.source.verify
 
 
 class _File(_Strict):
@@ -169,6 +172,7 @@ class Config:
     alert_policies: Mapping[str, AlertPolicy] = field(default_factory=dict)  # "" is the global one
     smtp: Mapping[str, Any] | None = None  # the system mailbox: alert e-mails and author notifications
     mail_from: str = "wfctl@localhost"
+    account_signers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # account -> keys (--verify-commits)
 
     def alerts(self, account: str) -> AlertPolicy:
         return self.alert_policies.get(account) or self.alert_policies.get("") or AlertPolicy()
@@ -238,11 +242,12 @@ def load_config(path: Path | None) -> Config:
     smtp = parsed.notifications.smtp
     if smtp is None and any(s.get("type") == "email" for p in policies.values() for s in p.sinks):
         raise UsageError(f"{path}: an email alert sink needs notifications.smtp (the system mailbox)")
-    return Config(parsed.features, {name: a.features for name, a in parsed.accounts.items()},
+    config = Config(parsed.features, {name: a.features for name, a in parsed.accounts.items()},
                   {name: limit.model_dump() for name, limit in limits.items() if limit is not None},
                   parsed.timeline.retention, parsed.effects.idempotency_header, parsed.executions.retention,
                   parsed.metrics.retention, policies, smtp.model_dump() if smtp else None,
                   parsed.notifications.from_)
+    return replace(config, account_signers={name: tuple(a.signers) for name, a in parsed.accounts.items() if a.signers})
 
 
 def _policy(given: _Alerts, base: AlertPolicy) -> AlertPolicy:

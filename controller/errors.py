@@ -14,6 +14,7 @@ attributes, and its message says what went wrong and what to do about it::
     +-- GuardError          refused by a guard or a feature flag (exit 3)
     |   +-- RateLimited     over a workflow's spec.rateLimit: dropped and counted (HTTP 429)
     |   +-- FeatureDisabled a feature flag is off for the account (HTTP 403)
+    |   +-- UnverifiedCommit    a commit failed --verify-commits: not applied
     +-- AuthError           missing or invalid credentials: API token, webhook signature (HTTP 401)
     |   +-- PermissionDenied    valid credentials without the permission needed (HTTP 403)
     +-- ExecutionError      a step failed: bad template, failed call, timeout (fails the step)
@@ -91,6 +92,15 @@ class FeatureDisabled(GuardError):
     def __init__(self, message: str, *, flag: str):
         super().__init__(message)
         self.flag = flag
+
+
+class UnverifiedCommit(GuardError):
+    """A commit that ``--verify-commits`` refuses (unsigned, unknown key, not an account's signer); ``commit``
+    names it, ``reason`` is the ``SourceVerified`` condition's reason. Nothing of the pass is applied."""
+
+    def __init__(self, message: str, *, commit: str, reason: str):
+        super().__init__(message, commit=commit)
+        self.reason = reason
 
 
 class AuthError(WfcError):

@@ -29,7 +29,7 @@ from controller.config import Config
 from controller.engine.runtime import Engine
 from controller.engine.scheduler import Schedules
 from controller.engine.triggers import inactivity
-from controller.errors import SourceError
+from controller.errors import SourceError, UnverifiedCommit
 from controller.metrics import prom, rollup
 from controller.processes import WorkerProcesses
 from controller.reconcile.reconciler import Reconciler
@@ -186,6 +186,11 @@ class Controller:
         started = time.perf_counter()
         try:
             plan = self.reconciler.sync()
+        except UnverifiedCommit as e:  # not a failing loop: the source shows SourceVerified=False, the last
+            # verified state keeps running, and the next pass looks at the branch again
+            log.warning("not applied: %s", e)
+            prom.reconcile_pass("refused", time.perf_counter() - started)
+            return
         except Exception:
             prom.reconcile_pass("failed", time.perf_counter() - started)
             raise

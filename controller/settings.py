@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported where used: `wfctl --help` and `wfctl validate` lo
     from controller.engine.runtime import Engine
     from controller.reconcile.reconciler import Reconciler
     from controller.source import GitSource
+    from controller.source.verify import Policy
     from controller.store import Store
 
 
@@ -30,6 +31,9 @@ class Settings:
     database_url: str | None = None
     data_dir: Path = Path(".wfctl")
     config_path: Path | None = None  # feature flags; default <data-dir>/config.yaml when it exists
+    verify_commits: str = "off"  # off | head | all (controller.source.verify)
+    allowed_signers: Path | None = None  # SSH keys, in git's gpg.ssh.allowedSignersFile format
+    gpg_home: Path | None = None  # a GnuPG home holding the trusted public keys
 
     @property
     def db_url(self) -> str:
@@ -55,6 +59,14 @@ class Settings:
 
         return load_config(self.config_path or self.data_dir / "config.yaml")
 
+    def verification(self, config: Config | None = None) -> Policy | None:
+        """The commit verification policy of the options and the configuration's account signers (None: off)."""
+        from controller.source.verify import policy
+
+        where = str(self.config_path or self.data_dir / "config.yaml")
+        return policy(self.verify_commits, self.allowed_signers, self.gpg_home,
+                      (config or self.config()).account_signers, where)
+
     def open_store(self, *, upgrade: bool = True) -> Store:
         from controller.store import open_store
 
@@ -74,10 +86,11 @@ class Settings:
         """A reconciler over this source and store, closed afterwards."""
         from controller.reconcile.reconciler import Reconciler
 
+        verification = self.verification()  # a bad option fails before anything is opened
         store = self.open_store()
         try:
             with self.open_source() as source:
-                yield Reconciler(source, store, location=self.repo)
+                yield Reconciler(source, store, location=self.repo, verification=verification)
         finally:
             store.close()
 

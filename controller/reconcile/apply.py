@@ -20,6 +20,7 @@ from controller.reconcile import conditions
 from controller.reconcile.plan import BlockedOp, DeleteOp, InvalidOp, Plan, VersionOp
 from controller.reconcile.state import read_source
 from controller.source import CommitInfo
+from controller.source.verify import Outcome, Verdict
 from controller.store.tables import audit_events, sources, workflow_versions, workflows
 
 
@@ -31,8 +32,12 @@ class SourceMeta:
     root: str
 
 
-def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime) -> None:
-    """Write every version, audit event, workflow row and the source's state of ``plan``."""
+def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime, verified: Outcome | None = None) -> None:
+    """Write every version, audit event, workflow row and the source's state of ``plan``.
+
+    ``verified``: the pass's commits verified (``--verify-commits``): each version records its commit's
+    signer, and the source shows ``SourceVerified=True``.
+    """
     current = read_source(conn, meta.name)
     if current.last_attempted_commit != plan.base:
         raise ConflictError(
@@ -40,10 +45,11 @@ def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime) ->
             f"{plan.base}; run the pass again"
         )
     ids = _workflow_rows(conn, plan, now)
-    _insert_versions(conn, plan, ids, now)
+    _insert_versions(conn, plan, ids, now, verified.signers if verified else {})
     _insert_audit(conn, plan, ids)
     _update_workflows(conn, plan, ids, now)
-    _update_source(conn, meta, current.id, current.conditions, plan.head.sha, now)
+    _update_source(conn, meta, current.id, current.conditions, plan.head.sha, now,
+                   verified.summary() if verified else None)
 
 
 def _workflow_rows(conn: Connection, plan: Plan, now: datetime) -> dict[str, tuple[int, list[Any]]]:
@@ -74,17 +80,25 @@ def _ids(conn: Connection, keys: list[str]) -> dict[str, tuple[int, list[Any]]]:
     return found
 
 
-def _insert_versions(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]], now: datetime) -> None:
+def _insert_versions(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]], now: datetime,
+                     signers: Mapping[str, Verdict]) -> None:
     rows = [
         {"workflow_id": ids[op.key][0], "version": op.version, "commit": op.commit.sha, "author": op.commit.author,
          "author_email": op.commit.author_email, "committed_at": op.commit.committed_at, "summary": op.commit.summary,
          "path": op.path, "content": op.content, "content_hash": op.content_hash, "source_text": op.source_text,
-         "restored_from": op.restored_from, "created_at": now}
+         "restored_from": op.restored_from, "created_at": now, **_signer(signers.get(op.commit.sha))}
         for op in plan.ops
         if isinstance(op, VersionOp)
     ]
     if rows:
         conn.execute(insert(workflow_versions), rows)
+
+
+def _signer(verdict: Verdict | None) -> dict[str, str | None]:
+    """The version's signer columns: set only when its own commit was verified (with ``head``, the head's)."""
+    if verdict is None:
+        return {"signer": None, "signing_key": None}
+    return {"signer": verdict.signer or None, "signing_key": verdict.key or None}
 
 
 def _insert_audit(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]]) -> None:
@@ -127,15 +141,17 @@ def _update_workflows(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int,
 
 
 def _update_source(conn: Connection, meta: SourceMeta, source_id: int | None, previous: list[Any], head: str,
-                   now: datetime) -> None:
+                   now: datetime, verified: str | None) -> None:
     not_ready = [
         key for key, in conn.execute(
             select(workflows.c.key).where(workflows.c.deleted.is_(False), workflows.c.sync != "Synced").order_by(workflows.c.key)
         )
     ]
+    marked = conditions.for_source(previous, now, head, not_ready)
+    if verified is not None:
+        marked = conditions.verified(marked, now, verified)
     values = {"location": meta.location, "branch": meta.branch, "root": meta.root, "last_attempted_commit": head,
-              "last_applied_commit": head, "conditions": conditions.for_source(previous, now, head, not_ready),
-              "updated_at": now}
+              "last_applied_commit": head, "conditions": marked, "updated_at": now}
     if source_id is None:
         conn.execute(insert(sources).values(name=meta.name, **values))
     else:

@@ -5,23 +5,33 @@ is one :class:`Step`, so each commit that changes a workflow becomes one version
 commit's sha, author and subject. The first pass, or one after a force-push (the old commit is no
 longer an ancestor of head), compares the whole tree at head with the store instead. Reading is
 proportional to what changed: a one-file sync reads one diff, one file and one account's rows.
+
+With a verification policy (``--verify-commits head|all``) a pass first judges the new commits'
+signatures (:mod:`controller.source.verify`): ``head`` the head commit, which vouches for every account
+changed since the last applied commit; ``all`` every commit since then, merged ones included. The
+first pass, or one whose last applied commit is gone, judges head alone, for the whole tree (there is
+no "since" to walk from; the head's signer vouches for what it points at, as with Flux). A refused
+commit applies nothing: ``SourceVerified=False`` names it, and the store keeps the last verified state.
 """
+
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, insert, select
 
-from controller.errors import ConflictError, Problem, SourceError, StoreError
+from controller.errors import ConflictError, Problem, SourceError, StoreError, UnverifiedCommit
 from controller.reconcile import conditions, pool
 from controller.reconcile.apply import SourceMeta, apply_plan
 from controller.reconcile.loader import Loaded, WorkflowPath, classify, load
 from controller.reconcile.plan import AppliedWorkflow, BlockedOp, Plan, Step, VersionOp, Walk
 from controller.reconcile.state import in_flight, read_applied, read_blocked, read_source, with_history
 from controller.source import Change, CommitInfo, GitSource, TreeEntry
+from controller.source.verify import Outcome, Policy, judge_all
 from controller.store import Store
 from controller.store.directory import snapshot as directory_snapshot
 from controller.store.tables import sources, workflows
@@ -39,8 +49,9 @@ class Reconciler:
     """Reconciles one git source into one store; safe to run from several processes at once."""
 
     def __init__(self, source: GitSource, store: Store, *, name: str = "default", location: str = "",
-                 clock: Clock = utcnow, max_conflicts: int = 5):
+                 clock: Clock = utcnow, max_conflicts: int = 5, verification: Policy | None = None):
         self.source = source
+        self.verification = verification
         self.store = store
         self.name = name
         self.location = location
@@ -48,19 +59,53 @@ class Reconciler:
         self.max_conflicts = max_conflicts
 
     def plan(self, head: CommitInfo | None = None) -> Plan:
-        """What a pass would do now (reads git and the store, writes nothing)."""
-        head = head or self.source.resolve_head()
+        """What a pass would do now (reads git and the store, writes nothing).
+
+        Raises :class:`UnverifiedCommit` when a new commit fails the verification policy.
+        """
+        return self._plan(head or self.source.resolve_head())[0]
+
+    def _plan(self, head: CommitInfo) -> tuple[Plan, Outcome | None]:
         with self.store.read() as conn:
             base = read_source(conn, self.name).last_attempted_commit
-            if base is None or (base != head.sha and not self.source.is_ancestor(base, head.sha)):
+            moved = base != head.sha
+            outcome = self.verify(base, head.sha) if moved else None  # commits up to base were verified
+            if base is None or (moved and not self.source.is_ancestor(base, head.sha)):
                 if base is not None:
                     log.warning("commit %s is no longer an ancestor of %s (force-push?): comparing the whole tree",
                                 base[:12], head.sha[:12])
-                return self._full(conn, base, head)
+                return self._full(conn, base, head), outcome
             blocked = read_blocked(conn)
-            if base == head.sha and not blocked:
-                return Walk({}, base=base, head=head, full=False).plan()
-            return self._incremental(conn, base, head, blocked)
+            if not moved and not blocked:
+                return Walk({}, base=base, head=head, full=False).plan(), None
+            return self._incremental(conn, base, head, blocked), outcome
+
+    def verify(self, base: str | None, head: str) -> Outcome | None:
+        """The new commits judged by the verification policy (None without one); UnverifiedCommit when one fails."""
+        policy = self.verification
+        if policy is None:
+            return None
+        keys = {"allowed_signers": policy.allowed_signers, "gpg_home": policy.gpg_home}
+        since = base if base is not None and self._exists(base) else None
+        if policy.mode == "all" and since is not None:
+            signatures = self.source.signatures(since, head, **keys)
+        else:
+            changed = self.source.changed_paths(since, head)
+            paths = tuple(p for c in changed for p in (c.path, c.old_path) if p)
+            signatures = [replace(self.source.signature(head, **keys), paths=paths)]
+        outcome = judge_all(head, signatures, policy, self.source.root)
+        refused = outcome.refused
+        if refused is not None:
+            raise UnverifiedCommit(outcome.summary(), commit=refused.commit, reason=refused.reason)
+        return outcome
+
+    def _exists(self, commit: str) -> bool:
+        try:
+            self.source.commit(commit)
+        except SourceError:
+            log.warning("the last applied commit %s is gone (force-push and gc?): verifying head alone", commit[:12])
+            return False
+        return True
 
     def sync(self) -> Plan:
         """Plan and apply one pass; retried when another pass applied first."""
@@ -68,17 +113,22 @@ class Reconciler:
             try:
                 head = self.source.resolve_head()
                 self._mark_reconciling(head.sha)
-                plan = self.plan(head)
+                plan, outcome = self._plan(head)
+            except UnverifiedCommit as e:
+                self._record_unverified(head.sha, e)
+                raise
             except SourceError as e:
                 self.record_failure(e)
                 raise
+            if plan.empty and outcome is not None:
+                self._record_verified(outcome)
             if plan.empty:
                 if plan.full:  # a first pass (or one after a force-push) found nothing at all: a wrong --root?
                     self._check_root(head)
                 return plan
             try:
                 with self.store.write() as conn:
-                    apply_plan(conn, plan, self._meta(), self.clock())
+                    apply_plan(conn, plan, self._meta(), self.clock(), outcome)
             except ConflictError as e:
                 log.info("%s", e)
                 continue
@@ -204,12 +254,44 @@ class Reconciler:
     def _mark_reconciling(self, head: str) -> None:
         """Show ``Reconciling`` on the source while a pass over a new head runs."""
         with self.store.read() as conn:
-            if read_source(conn, self.name).last_attempted_commit == head:
-                return  # an idle pass: no write lock taken
+            state = read_source(conn, self.name)
+            if state.last_attempted_commit == head or conditions.refused_head(state.conditions, head):
+                return  # an idle pass, or a refused head again: no write lock taken
         with self.store.write() as conn:
             state = read_source(conn, self.name)
             if state.id is not None and state.last_attempted_commit != head:
                 marked = conditions.reconciling(state.conditions, self.clock(), head)
+                conn.execute(sources.update().where(sources.c.id == state.id).values(conditions=marked))
+
+    def _record_unverified(self, head: str, error: UnverifiedCommit) -> None:
+        """``SourceVerified=False`` on the source (made when this is the first pass), once per refused head."""
+        with self.store.read() as conn:
+            if conditions.refused_head(read_source(conn, self.name).conditions, head):
+                return
+        log.info("not applying %s: %s", head[:12], error)  # the caller says it: exit 3, or serve's warning
+        with self.store.write() as conn:
+            state = read_source(conn, self.name)
+            refused = conditions.unverified(state.conditions, self.clock(), error.reason, error.message,
+                                            state.last_applied_commit)
+            if state.id is None:
+                meta = self._meta()
+                conn.execute(insert(sources).values(name=meta.name, location=meta.location, branch=meta.branch,
+                                                    root=meta.root, conditions=refused, updated_at=self.clock()))
+            else:
+                conn.execute(sources.update().where(sources.c.id == state.id).values(conditions=refused))
+
+    def _record_verified(self, outcome: Outcome) -> None:
+        """``SourceVerified=True`` for a pass that verified but had nothing to apply; written when it changes."""
+        message = outcome.summary()
+        with self.store.read() as conn:
+            state = read_source(conn, self.name)
+        if state.id is None or any(c["type"] == "SourceVerified" and c["status"] == "True" and c["message"] == message
+                                   for c in state.conditions):
+            return
+        with self.store.write() as conn:
+            state = read_source(conn, self.name)
+            if state.id is not None:
+                marked = conditions.verified(state.conditions, self.clock(), message)
                 conn.execute(sources.update().where(sources.c.id == state.id).values(conditions=marked))
 
     def record_failure(self, error: BaseException) -> None:

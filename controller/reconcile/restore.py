@@ -4,6 +4,10 @@ The commit is what the controller acts on: pushed or opened as a pull request, i
 like any other and recognised as a restore (its content equals that earlier version's). Refused
 while the workflow has executions running or waiting, so nobody prepares a rollback that would be
 held back anyway without knowing it.
+
+The commit is made by ``git commit``, so it is signed the way the checkout's git configuration says
+(``commit.gpgsign``, ``gpg.format``, ``user.signingkey``); with a signing key but no ``commit.gpgsign``
+it is signed too (``-S``): a controller that verifies commits would refuse an unsigned restore.
 """
 
 from __future__ import annotations
@@ -58,10 +62,26 @@ def restore(checkout: Path, key: str, version: int, note: str | None = None, *, 
     message = f"Restore {key} to version {version}\n\n" + (f"{note}\n\n" if note else "") + f"Restores: {key}@{version}\n"
     try:
         repo.git.add("--", target["path"])
-        repo.git.commit("-m", message, "--", target["path"])
+        repo.git.commit(*_sign(repo), "-m", message, "--", target["path"])
     except GitCommandError as e:
         raise SourceError(f"git could not commit the restore in {top}: {e.stderr.strip()}") from None
     return Restored(repo.head.commit.hexsha, target["path"], message)
+
+
+def _sign(repo: Repo) -> list[str]:
+    """``-S`` when git has a signing key and ``commit.gpgsign`` is unset (true signs anyway, false is respected)."""
+    if _config(repo, "commit.gpgsign", "--type=bool") is None and _config(repo, "user.signingkey"):
+        return ["-S"]
+    return []
+
+
+def _config(repo: Repo, key: str, *options: str) -> str | None:
+    try:
+        return str(repo.git.config("--get", *options, key)).strip()
+    except GitCommandError as e:
+        if e.status == 1:  # git's "not set"
+            return None
+        raise SourceError(f"git config --get {key} failed: {e.stderr.strip()}") from None
 
 
 class Live(Protocol):

@@ -9,9 +9,12 @@ are those processes): use one per thread.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import posixpath
 import re
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
@@ -28,15 +31,19 @@ from controller.source.paths import is_under, normalize_path, normalize_root, re
 from controller.source.records import (
     GITLINK_MODE,
     LOG_FORMAT,
+    SIGNATURE_FORMAT,
     Change,
     CommitInfo,
     TreeEntry,
     commit_info,
     iter_log_records,
+    iter_records,
     parse_diff_tree,
     parse_ls_tree,
+    parse_signature,
 )
 from controller.source.remote import fetch, is_remote, open_clone, redact
+from controller.source.verify import Signature
 
 __all__ = ["Change", "CommitInfo", "GitSource", "TreeEntry", "safe_worktree_path"]
 
@@ -149,6 +156,34 @@ class GitSource:
                 if len(found) == len(wanted):
                     break
         return found
+
+    # -- signatures (see controller.source.verify for what they count for) -------------------
+
+    def signatures(self, since: str, until: str, *, allowed_signers: Path | None,
+                   gpg_home: Path | None) -> list[Signature]:
+        """The signature of every commit reachable from ``until`` but not from ``since``, oldest first, merged
+        ones included, each with the paths it changed itself (a merge: those that differ from every parent).
+        """
+        revisions = f"{self._resolve(since)}..{self._resolve(until)}"
+        return self._signature_log(["--reverse", revisions], allowed_signers, gpg_home, paths=True)
+
+    def signature(self, commit: str, *, allowed_signers: Path | None, gpg_home: Path | None) -> Signature:
+        """The signature of one commit, without paths."""
+        return self._signature_log(["-1", self._resolve(commit)], allowed_signers, gpg_home, paths=False)[0]
+
+    def _signature_log(self, revisions: list[str], allowed_signers: Path | None, gpg_home: Path | None, *,
+                       paths: bool) -> list[Signature]:
+        # Always an allowed-signers file (an empty one when none is given), so that an SSH signature reads as
+        # "unknown key" rather than as unsigned; always a GnuPG home of ours (an empty one when none is given),
+        # so that the user's own keyring never decides.
+        config = [f"gpg.ssh.allowedSignersFile={allowed_signers or os.devnull}"]
+        names = ["--name-only", "-c", "--no-renames"] if paths else []
+        with contextlib.ExitStack() as stack:
+            home = gpg_home or stack.enter_context(tempfile.TemporaryDirectory(prefix="wfctl-gnupg-"))
+            output = runner.run(self._repo, "log", "-z", "--no-show-signature", "--no-color", *names,
+                                f"--format={SIGNATURE_FORMAT}", *revisions, "--", where=self._where, config=config,
+                                env={"GNUPGHOME": str(home)})
+        return [parse_signature(fields, files) for fields, files in iter_records(output.split(b"\0"), 6)]
 
     # -- trees and files -------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 
 from controller.errors import SourceError
+from controller.source.verify import Signature
 
 SYMLINK_MODE = "120000"
 GITLINK_MODE = "160000"  # a submodule: a commit of another repository, never a workflow file
@@ -21,6 +22,8 @@ GITLINK_MODE = "160000"  # a submodule: a commit of another repository, never a 
 # file names and shas are never empty, so the marker cannot be confused with either.
 LOG_FORMAT = "%x00%H%x00%P%x00%an%x00%ae%x00%ct%x00%B"
 _LOG_FIELDS = 6
+# What git says about a commit's signature (see controller.source.verify), one field after each NUL.
+SIGNATURE_FORMAT = "%x00%H%x00%G?%x00%GK%x00%GF%x00%GP%x00%GS"
 
 # How diff-tree statuses map onto the four the reconciler knows. A type change (file <-> symlink)
 # is a modification of the same path; copies only appear with -C, which is never passed.
@@ -133,22 +136,35 @@ def iter_tokens(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 def iter_log_records(tokens: Iterable[bytes]) -> Iterator[tuple[CommitInfo, list[str]]]:
     """Parse ``git log -z --format=LOG_FORMAT [--name-only]`` into (commit, touched paths)."""
+    for fields, files in iter_records(tokens, _LOG_FIELDS):
+        yield _log_commit(fields), files
+
+
+def iter_records(tokens: Iterable[bytes], count: int) -> Iterator[tuple[list[bytes], list[str]]]:
+    """Parse ``git log -z [--name-only]`` with a format of ``count`` fields, each after a NUL, the first
+    never empty: (fields, touched paths) per commit."""
     fields: list[bytes] = []
     files: list[str] = []
     for token in tokens:
-        if len(fields) < _LOG_FIELDS:
+        if len(fields) < count:
             if fields or token:  # empty tokens before a record are its marker and separators
                 fields.append(token)
         elif token:
-            # --name-only puts a newline between the message and the first file name.
+            # --name-only puts a newline between the last field and the first file name.
             files.append(decode_path(token[1:] if not files and token.startswith(b"\n") else token))
         else:
-            yield _log_commit(fields), files
+            yield fields, files
             fields, files = [], []
-    if len(fields) == _LOG_FIELDS:
-        yield _log_commit(fields), files
+    if len(fields) == count:
+        yield fields, files
 
 
 def _log_commit(fields: list[bytes]) -> CommitInfo:
     sha, parents, author, email, timestamp, message = (f.decode("utf-8", "replace") for f in fields)
     return commit_info(sha, parents.split(), author, email, int(timestamp), message)
+
+
+def parse_signature(fields: list[bytes], paths: list[str]) -> Signature:
+    """One record of ``git log -z --format=SIGNATURE_FORMAT [--name-only]``."""
+    sha, status, key, fingerprint, primary, signer = (f.decode("utf-8", "replace").strip() for f in fields)
+    return Signature(sha, status, key, fingerprint, primary, signer, tuple(paths))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, cast
@@ -21,10 +21,15 @@ from controller.source.records import iter_tokens
 _READ_SIZE = 65536
 
 
-def run(repo: Repo, command: str, *args: str, where: str) -> bytes:
-    """The whole output of ``git COMMAND ARGS`` in ``repo``; ``where`` names the repo in errors."""
+def run(repo: Repo, command: str, *args: str, where: str, config: Sequence[str] = (),
+        env: Mapping[str, str] | None = None) -> bytes:
+    """The whole output of ``git COMMAND ARGS`` in ``repo``; ``where`` names the repo in errors.
+
+    ``config`` entries (``key=value``) go before the command as ``-c``; ``env`` is added to git's environment.
+    """
     try:
-        output = _command(repo, command)(*args, stdout_as_string=False, strip_newline_in_stdout=False)
+        output = _command(repo, command, config)(*args, stdout_as_string=False, strip_newline_in_stdout=False,
+                                                 **({"env": dict(env)} if env else {}))
     except GitCommandError as error:
         raise SourceError(f"git {command} failed in {where}: {stderr_text(error)}") from None
     return bytes(output)
@@ -68,6 +73,8 @@ def _stop(process: subprocess.Popen[bytes]) -> bool:
     return killed
 
 
-def _command(repo: Repo, command: str) -> Callable[..., Any]:
-    # GitPython maps diff_tree to `git diff-tree`, and runs the git executable it was configured with.
-    return cast(Callable[..., Any], getattr(repo.git, command.replace("-", "_")))
+def _command(repo: Repo, command: str, config: Sequence[str] = ()) -> Callable[..., Any]:
+    # GitPython maps diff_tree to `git diff-tree`, and runs the git executable it was configured with;
+    # options given by calling repo.git go before the command, for that one command only.
+    git = repo.git(c=list(config)) if config else repo.git
+    return cast(Callable[..., Any], getattr(git, command.replace("-", "_")))

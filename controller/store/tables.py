@@ -122,6 +122,10 @@ workflow_versions = Table(
     Column("source_text", Text, nullable=False),  # the file as committed, for `wfctl restore`
     Column("restored_from", Integer),
     Column("created_at", Timestamp(), nullable=False),
+    # Who signed the commit, when --verify-commits verified it: the principal (SSH) or user id (GPG), and the
+    # key's fingerprint. NULL: not verified (verification off, or with `head` a commit before the head).
+    Column("signer", Text),
+    Column("signing_key", String(128)),
     UniqueConstraint("workflow_id", "version"),
     Index(None, "workflow_id", "content_hash"),
 )

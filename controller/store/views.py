@@ -100,26 +100,32 @@ def history(conn: Connection, key: str) -> list[dict[str, Any]]:
     wid = workflow_id(conn, key)
     v = workflow_versions.c
     rows = conn.execute(
-        select(v.version, v.commit, v.author, v.author_email, v.committed_at, v.summary, v.restored_from, v.path)
+        select(v.version, v.commit, v.author, v.author_email, v.committed_at, v.summary, v.restored_from, v.path,
+               v.signer, v.signing_key)
         .where(v.workflow_id == wid)
         .order_by(v.version.desc())
     ).mappings()
     return [
         {"version": r["version"], "commit": r["commit"], "author": r["author"], "author_email": r["author_email"],
          "committed_at": iso(r["committed_at"]), "summary": r["summary"], "restored_from": r["restored_from"],
-         "path": r["path"]}
+         "path": r["path"], "signer": r["signer"], "signing_key": r["signing_key"]}
         for r in rows
     ]
 
 
 def audit(conn: Connection, key: str) -> list[dict[str, Any]]:
-    """Audit events of a workflow, newest first."""
+    """Audit events of a workflow, newest first; an event that made a version names its verified signer."""
     wid = workflow_id(conn, key)
-    a = audit_events.c
-    rows = conn.execute(select(audit_events).where(a.workflow_id == wid).order_by(a.id.desc())).mappings()
+    a, v = audit_events.c, workflow_versions.c
+    made = and_(v.workflow_id == a.workflow_id, v.version == a.version, v.commit == a.commit)
+    rows = conn.execute(
+        select(audit_events, v.signer, v.signing_key).outerjoin(workflow_versions, made)
+        .where(a.workflow_id == wid).order_by(a.id.desc())
+    ).mappings()
     return [
         {"at": iso(r["at"]), "actor": r["actor"], "action": r["action"], "version": r["version"],
-         "commit": r["commit"], "changes": list(r["changes"]), "message": r["message"]}
+         "commit": r["commit"], "changes": list(r["changes"]), "message": r["message"],
+         "signer": r["signer"], "signing_key": r["signing_key"]}
         for r in rows
     ]
 
