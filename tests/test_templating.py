@@ -138,7 +138,7 @@ def test_other_failures_are_template_errors(templates: Templates, scope: dict[st
     with pytest.raises(TemplateError, match="syntax error"):
         templates.render("{{ record.id }", scope)
     with pytest.raises(TemplateError, match="not data a step can hold"):
-        templates.render("{{ lipsum }}", scope)
+        templates.render("{{ namespace }}", scope)
 
 
 def test_error_inside_a_block_names_the_template(templates: Templates, scope: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Evaluating ``{{ … }}`` placeholders: a sandboxed, strict Jinja2 over the execution's scope.
+"""Evaluating ``{{ … }}`` placeholders: a sandboxed, strict, bounded Jinja2 over the execution's scope.
 
 The scope the interpreter passes holds ``record``, ``trigger``, ``steps``, ``vars``, ``workflow``,
 ``account`` and ``now``. Only the *definition* is a template: whatever the scope holds is data and
@@ -6,62 +6,489 @@ comes out as it went in, so a record whose title is ``{{ 7*7 }}`` stays ``{{ 7*7
 
 A string that is exactly one placeholder yields the expression's native value (``{{ record.tags }}``
 is a list, ``{{ record.amount > 10 }}`` a bool); any other string with ``{{`` renders to text. An
-undefined name, a blocked attribute or any other failure raises :class:`TemplateError` naming the
-placeholder.
+undefined name, a blocked attribute, a limit or any other failure raises :class:`TemplateError`
+naming the placeholder.
+
+What a template may reach: the scope's data, the globals ``range``, ``dict`` and ``namespace``,
+Jinja's filters (not ``pprint``), and a short list of methods of text, lists and maps
+(``_METHODS``). Underscore attributes, mutating methods and every other callable are refused.
+
+Limits, each a TemplateError naming it:
+
+- ``range()`` gives at most ``MAX_RANGE`` items; loops run at most ``MAX_ITERATIONS`` times in all per
+  render (one step's inputs, or one condition); recursive loops are refused.
+- A text or list a template *builds* (``~``, ``+``, ``*``, ``%``, ``str.format``, filters, methods,
+  list building in loops) is at most ``MAX_TEXT`` characters (a list measured as its text); what could
+  be huge is sized *before* it is built (``'a' * n``, ``replace``, ``center``, ``join``, format widths),
+  so no single C call can take the memory first. A rendered template, a captured block and a
+  placeholder's value are at most ``MAX_OUTPUT``.
+- Time: a render has a budget (``RENDER_BUDGET``; a step's own ``timeout`` when that is shorter), checked
+  at every loop iteration, call, filter, operator, attribute access and output piece.
+
+Why a cooperative budget and not a signal, a trace function or a process: the engine renders in
+worker threads (and HTTP threads render ``when``), and signals reach only the main thread;
+``sys.settrace`` slows every line of Python by several times, fights coverage and debuggers, and
+cannot stop a C call either; a process per render costs milliseconds on a path that takes
+microseconds. A compiled Jinja template spends its time only in the places above (its loops are
+rewritten at compile time to iterate through :meth:`_Sandbox.wfc_loop`, ``~`` to go through
+:meth:`_Sandbox.wfc_concat`), and the C calls that could run long are sized first, so checking a
+deadline there stops any template within about the budget, in any thread, and lets SIGTERM stop
+``wfctl serve`` well inside its grace period. The budget lives in a ``ContextVar``: per thread.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable, Mapping
+import string
+import time
+import types
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import TemplateError as JinjaError
+from jinja2.filters import make_attrgetter
+from jinja2.runtime import markup_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.utils import Namespace
+from jinja2.visitor import NodeTransformer
 
 from controller.errors import TemplateError
+from controller.model import parse_duration
 
 _CACHE_SIZE = 8192  # distinct template texts kept compiled; a repository holds a few thousand at most
 _SHOWN = 80  # characters of a long template quoted in a message
 _MAX_POWER = 1000  # larger exponents can take the worker down: 10 ** 10 ** 9
-_MAX_REPEAT = 1_000_000  # items or characters a ``*`` on a string or list may build
 _PLACEHOLDER = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 
+RENDER_BUDGET = 1.0  # seconds one render may take (a step's timeout, when shorter, instead)
+MAX_RANGE = 10_000  # items one range() may give
+MAX_ITERATIONS = 100_000  # loop iterations per render, all loops together
+MAX_TEXT = 256 * 1024  # characters of a text or list a template builds
+MAX_OUTPUT = 1024 * 1024  # characters of a rendered template, a captured block or a placeholder's value
+_REMEMBERED = 32  # sizes of recently built lists kept per render
+_SLOW_TEXT = 64 * 1024  # characters given to a filter that works in pure Python (wordwrap, urlize)
+
 Expression = Callable[[Mapping[str, Any]], Any]
+
+# Methods a template may call on data: reading, testing, splitting, case and padding. Others (translate,
+# expandtabs, encode, to_bytes, copy, ...) can build huge values in one C call or hand out non-data.
+_TEXT_METHODS = frozenset({
+    "lower", "upper", "strip", "lstrip", "rstrip", "title", "capitalize", "casefold", "swapcase", "startswith",
+    "endswith", "split", "rsplit", "splitlines", "partition", "rpartition", "find", "rfind", "index", "rindex",
+    "count", "isdigit", "isalpha", "isalnum", "isspace", "islower", "isupper", "istitle", "isdecimal",
+    "isnumeric", "isascii", "removeprefix", "removesuffix", "replace", "center", "ljust", "rjust", "zfill", "join",
+})
+_METHODS: dict[type, frozenset[str]] = {
+    str: _TEXT_METHODS, dict: frozenset({"get", "keys", "values", "items"}),
+    list: frozenset({"index", "count"}), tuple: frozenset({"index", "count"}),
+}
+_DROPPED_FILTERS = frozenset({"pprint"})  # a debugging aid that walks any structure in pure Python
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[#0\- +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)", re.DOTALL)
+_FORMAT_WIDTH = re.compile(r"\d+")
+
+
+class LimitError(SecurityError):
+    """A template went past one of the limits of the module docstring."""
 
 
 class _NotData(ValueError):
     """A placeholder gave a function, a class or another object that is not JSON data."""
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """The sandbox, plus limits on the two operators that can exhaust memory or CPU in one line."""
+class _Budget:
+    """The limits of one render: a deadline, a count of loop iterations, and the sizes already measured."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.deadline = time.monotonic() + seconds
+        self.iterations = 0
+        # id -> (list, size) of the lists built last (kept alive so that ids stay unique): a list built in
+        # a loop is measured once, not again at each step; few are kept, so memory stays small.
+        self.sizes: OrderedDict[int, tuple[Any, int]] = OrderedDict()
+
+    def remember(self, value: Any, size: int) -> None:
+        self.sizes[id(value)] = (value, size)
+        if len(self.sizes) > _REMEMBERED:
+            self.sizes.popitem(last=False)
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise LimitError(f"the template ran longer than its budget of {self.seconds:g} s (a step's templates "
+                             f"get at most {RENDER_BUDGET:g} s, or the step's timeout when shorter); make its loops "
+                             f"smaller")
+
+    def iterate(self) -> None:
+        self.iterations += 1
+        if self.iterations > MAX_ITERATIONS:
+            raise LimitError(f"loops ran more than {MAX_ITERATIONS} iterations in one render (the limit); "
+                             f"loop over less data")
+        self.tick()
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("wfctl_template_budget", default=None)
+
+
+def _tick() -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.tick()
+
+
+# -- sizes ------------------------------------------------------------------------------------------
+
+
+def text_size(value: Any, limit: int = MAX_OUTPUT) -> int:
+    """About how many characters ``value`` makes as text (or JSON); stops counting past ``limit``.
+
+    Shared references count each time they occur, as they would when printed: ``[big] * 1000`` is big.
+    """
+    budget = _budget.get()
+    sizes = budget.sizes if budget is not None else {}
+    total, stack = 0, [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif item is None or isinstance(item, bool | int | float | range):
+            total += 8
+        elif id(item) in sizes and sizes[id(item)][0] is item:
+            total += sizes[id(item)][1]
+        elif isinstance(item, Mapping):
+            total += 4 * len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset | type({}.keys()) | type({}.values())
+                        | type({}.items())):
+            total += 2 * len(item) + 2
+            stack.extend(item)
+        elif isinstance(item, Namespace):
+            stack.append(object.__getattribute__(item, "_Namespace__attrs"))
+        else:
+            total += 64  # a macro, a loop, a generator: its text is its short repr
+    return total
+
+
+def _limit(size: int, what: str, limit: int = MAX_TEXT) -> None:
+    if size > limit:
+        raise LimitError(f"{what} would reach {size:,} characters; the limit is {limit:,} ({limit // 1024} KiB)")
+
+
+def _built(value: Any, what: str, size: int | None = None) -> Any:
+    """``value`` when the text or list a template built is within MAX_TEXT; a list's size is remembered
+    (``size`` when the caller measured it already), so that building a list in a loop stays linear."""
+    if isinstance(value, str):
+        _limit(len(value), what)
+    elif isinstance(value, list | tuple | dict):
+        size = text_size(value, MAX_TEXT) if size is None else size
+        _limit(size, what)
+        budget = _budget.get()
+        if budget is not None:
+            budget.remember(value, size)
+    return value
+
+
+def _width(value: Any, what: str, limit: int = MAX_TEXT) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and value > limit:
+        raise LimitError(f"{what} is {value:,}; the limit is {limit:,}")
+
+
+def _replace_size(text: Any, old: Any, new: Any, count: Any = None) -> int:
+    text, old, new = str(text), str(old), str(new)
+    hits = text.count(old) if old else len(text) + 1
+    if isinstance(count, int) and count >= 0:
+        hits = min(hits, count)
+    return len(text) + hits * max(0, len(new) - len(old))
+
+
+def _join_size(separator: Any, items: list[Any]) -> int:
+    return len(str(separator)) * max(0, len(items) - 1) + sum(text_size(item, MAX_TEXT) for item in items)
+
+
+def _printf(template: str, values: Any) -> None:
+    """Refuse a ``%`` format whose widths, ``*`` or repeated fields could build more than MAX_TEXT."""
+    args = values if isinstance(values, tuple) else (values,)
+    if isinstance(values, Mapping):
+        args = tuple(values.values())
+    widest = max((text_size(arg, MAX_TEXT) for arg in args), default=0)
+    fields = 0
+    for width, precision, _ in _PRINTF.findall(template):
+        if "*" in (width, precision):
+            raise LimitError("a '*' width in a % format is not allowed in a template; write the width")
+        for number in (width, precision):
+            if number:
+                _width(int(number), "a width in a % format")
+                widest = max(widest, int(number))
+        fields += 1
+    _limit(len(template) + fields * widest, "the formatted text")
+
+
+def _format_method(template: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """The same check for ``str.format``: widths, nested ``{}`` in a spec, repeated big fields."""
+    widest = max((text_size(arg, MAX_TEXT) for arg in (*args, *kwargs.values())), default=0)
+    fields = 0
+    for _, name, spec, _ in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if spec and "{" in spec:
+            raise LimitError("a nested {} in a format spec is not allowed in a template; write the width")
+        for number in _FORMAT_WIDTH.findall(spec or ""):
+            _width(int(number), "a width in a format spec")
+            widest = max(widest, int(number))
+        fields += 1
+    _limit(len(template) + fields * widest, "the formatted text")
+
+
+# -- filters ----------------------------------------------------------------------------------------
+
+
+def _check_indent(s: Any, width: Any = 4, first: bool = False, blank: bool = False) -> None:
+    per_line = len(width) if isinstance(width, str) else width if isinstance(width, int) else 4
+    _width(per_line, "the indent width")
+    _limit(text_size(s, MAX_TEXT) + (str(s).count("\n") + 1) * per_line, "the indented text")
+
+
+def _check_replace(s: Any, old: Any, new: Any, count: Any = None) -> None:
+    _limit(_replace_size(s, old, new, count), "the text after replace")
+
+
+def _check_slow(value: Any, *_: Any, **__: Any) -> None:
+    _limit(text_size(value, _SLOW_TEXT), "the text given to a filter that works word by word", _SLOW_TEXT)
+
+
+def _check_sum(iterable: Any, attribute: Any = None, start: Any = 0) -> None:
+    if isinstance(start, bool) or not isinstance(start, int | float):
+        raise LimitError("sum adds numbers only in a template (start must be a number); use join for text")
+
+
+# Filters whose result can be much larger than what they are given: checked before they run, their
+# result measured after. (Filters that only reorder or pick from their input need neither.)
+_FILTER_CHECKS: dict[str, Callable[..., None]] = {
+    "center": lambda value, width=80: _width(width, "the width of center"),
+    "indent": _check_indent,
+    "replace": _check_replace,
+    "wordwrap": _check_slow,
+    "urlize": _check_slow,
+    "format": lambda value, *args, **kwargs: _printf(str(value), kwargs or args),
+    "batch": lambda value, linecount, fill_with=None: _width(linecount, "the size of a batch", MAX_RANGE),
+    "slice": lambda value, slices, fill_with=None: _width(slices, "the number of slices", MAX_RANGE),
+    "sum": _check_sum,
+    "truncate": lambda s, length=255, *_, **__: None,
+}
+_AMPLIFYING = frozenset({*_FILTER_CHECKS, "join", "tojson", "urlencode", "xmlattr", "string", "e", "escape",
+                         "forceescape"})
+# Filters that turn any value into text: a list of shared references could print as gigabytes.
+_STRINGIFYING = frozenset({"string", "e", "escape", "forceescape", "upper", "lower", "title", "capitalize", "trim",
+                           "center", "indent", "wordwrap", "truncate", "striptags", "urlize", "wordcount",
+                           "urlencode", "replace", "tojson", "safe", "format", "xmlattr"})
+
+
+def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` with the budget's clock, the size checks above, and its result measured when it can grow."""
+    check = _FILTER_CHECKS.get(name)
+    skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0  # the context Jinja passes first
+
+    @functools.wraps(func)  # (keeps jinja_pass_arg, so Jinja still passes the context)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _tick()
+        given = args[skip:]
+        if name in _STRINGIFYING and given:
+            _limit(text_size(given[0], MAX_OUTPUT), f"the value given to the {name} filter", MAX_OUTPUT)
+        if check is not None:
+            check(*given, **kwargs)
+        result = func(*args, **kwargs)
+        return _built(result, f"the result of the {name} filter") if name in _AMPLIFYING else result
+
+    return bounded
+
+
+def _join_filter(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``join`` that counts what it would build before building it (its input may be a generator)."""
+
+    def join(eval_ctx: Any, value: Iterable[Any], d: str = "", attribute: Any = None) -> Any:
+        items = list(value)
+        if attribute is not None:
+            items = list(map(make_attrgetter(eval_ctx.environment, attribute), items))
+        _limit(_join_size(d, items), "the joined text")
+        return original(eval_ctx, items, d)
+
+    join.jinja_pass_arg = original.jinja_pass_arg  # type: ignore[attr-defined]  # Jinja's pass_eval_context
+    return join
+
+
+# -- the environment --------------------------------------------------------------------------------
+
+
+class _Bounded(NodeTransformer):
+    """Rewrites a parsed template so that every loop and every ``~`` goes through the sandbox's checks."""
+
+    def visit_For(self, node: nodes.For) -> nodes.Node:
+        self.generic_visit(node)
+        if node.recursive:
+            raise TemplateSyntaxError("recursive loops are not allowed in workflow templates", node.lineno)
+        node.iter = _call("wfc_loop", [node.iter], node)  # type: ignore[list-item]  # (an Expr: the loop's iterable)
+        return node
+
+    def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
+        self.generic_visit(node)
+        return _call("wfc_concat", list(node.nodes), node)
+
+
+def _call(method: str, args: list[nodes.Expr], where: nodes.Node) -> nodes.Call:
+    call = nodes.Call(nodes.EnvironmentAttribute(method, lineno=where.lineno), args, [], None, None,
+                      lineno=where.lineno)
+    if where.environment is not None:
+        call.set_environment(where.environment)
+    return call
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox, with data-only globals, allowed methods and the limits of this module."""
+
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(finalize=_finalize, **options)
+        self.globals = {"range": _range, "dict": dict, "namespace": Namespace}  # no lipsum, cycler, joiner
+        filters = {name: func for name, func in self.filters.items() if name not in _DROPPED_FILTERS}
+        filters["join"] = _join_filter(filters["join"])
+        self.filters = {name: _bounded_filter(name, func) for name, func in filters.items()}
+
+    def compile(self, source: Any, name: str | None = None, filename: str | None = None, raw: bool = False,
+                defer_init: bool = False) -> Any:
+        if isinstance(source, str):
+            source = self.parse(source, name, filename)
+        return super().compile(_Bounded().visit(source), name, filename, raw, defer_init)  # type: ignore[call-overload]
+
+    def concat(self, pieces: Iterable[str]) -> str:  # type: ignore[override]  # (Jinja's is "".join)
+        """The rendered output, a captured block or a macro's text, counted piece by piece."""
+        kept, total = [], 0
+        for piece in pieces:
+            _tick()
+            total += len(piece)
+            _limit(total, "the rendered text", MAX_OUTPUT)
+            kept.append(piece)
+        return "".join(kept)
+
+    def wfc_loop(self, iterable: Iterable[Any]) -> Iterator[Any]:
+        """What every ``{% for %}`` iterates: the items, counted against the budget."""
+        budget = _budget.get()
+        for item in iterable:
+            if budget is not None:
+                budget.iterate()
+            yield item
+
+    def wfc_concat(self, *items: Any) -> str:
+        """``a ~ b``: measured before it is built."""
+        _limit(sum(len(item) if isinstance(item, str) else text_size(item, MAX_TEXT) for item in items),
+               "the text built with ~")
+        if any(hasattr(item, "__html__") for item in items):
+            return str(markup_join(items))
+        return "".join(map(str, items))
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _tick()
         if operator == "**" and isinstance(right, int) and abs(right) > _MAX_POWER:
             raise SecurityError(f"the exponent {right} is too large (at most {_MAX_POWER})")
-        if operator == "*" and _repeat_size(left, right) > _MAX_REPEAT:
-            raise SecurityError(f"repeating a string or list to more than {_MAX_REPEAT} items is not allowed")
-        return super().call_binop(context, operator, left, right)
+        size = None
+        if operator == "*":
+            size = _repeat_size(left, right)
+            _limit(size, "repeating a text or list")
+        if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+            size = text_size(left, MAX_TEXT) + text_size(right, MAX_TEXT)
+            _limit(size, "the text or list built with +")
+        if operator == "%" and isinstance(left, str):
+            _printf(left, right)
+        return _built(super().call_binop(context, operator, left, right), f"the result of {operator}", size)
+
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _tick()
+        owner = getattr(obj, "__self__", None)
+        if isinstance(obj, types.BuiltinMethodType) and owner is not None and not isinstance(owner, types.ModuleType):
+            args = _checked_args(owner, obj.__name__, args)
+        return _built(super().call(context, obj, *args, **kwargs), "the result of a call")
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        _tick()
         # Records are data: ``record.items`` is the record's field "items" when it has one, not
         # dict.items (Jinja's default order tries the attribute first).
         if isinstance(obj, Mapping) and attribute in obj:
             return obj[attribute]
         return super().getattr(obj, attribute)
 
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _tick()
+        return super().getitem(obj, argument)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        template = str(value.__self__)
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            _tick()
+            if value.__name__ == "format_map":
+                _format_method(template, (), args[0] if args and isinstance(args[0], Mapping) else {})
+            else:
+                _format_method(template, args, kwargs)
+            return str(_built(wrapped(*args, **kwargs), "the formatted text"))
+
+        return bounded
+
+
+def _checked_args(owner: Any, name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The arguments for a method of data, once it is on the allowed list and would not build too much."""
+    allowed = next((methods for kind, methods in _METHODS.items() if isinstance(owner, kind)), frozenset())
+    if name not in allowed:
+        raise SecurityError(f"calling {type(owner).__name__}.{name}() is not allowed in a template")
+    if name in ("center", "ljust", "rjust", "zfill") and args:
+        _width(args[0], f"the width of {name}")
+    elif name == "replace" and len(args) >= 2:
+        _check_replace(owner, *args[:3])
+    elif name == "join" and args:
+        items = list(args[0])  # (a generator can be read once: the call gets the list)
+        _limit(_join_size(owner, items), "the joined text")
+        return (items, *args[1:])
+    return args
+
+
+def _finalize(value: Any) -> Any:
+    """What ``{{ x }}`` prints, once its text is known to fit."""
+    _tick()
+    if not isinstance(value, str):
+        _limit(text_size(value, MAX_OUTPUT), "a printed value", MAX_OUTPUT)
+    return value
+
+
+def _range(*args: int) -> range:
+    _tick()
+    items = range(*args)
+    if len(items) > MAX_RANGE:
+        raise LimitError(f"range() of {len(items)} items is more than the limit of {MAX_RANGE}")
+    return items
+
 
 def _repeat_size(left: Any, right: Any) -> int:
-    """How long ``left * right`` would be when it repeats a sequence, else 0."""
+    """How long ``left * right`` would be as text when it repeats a text or list, else 0."""
     for seq, count in ((left, right), (right, left)):
-        if isinstance(seq, str | list | tuple) and isinstance(count, int) and not isinstance(count, bool):
-            return len(seq) * count
+        if isinstance(count, int) and not isinstance(count, bool):
+            if isinstance(seq, str):
+                return len(seq) * count
+            if isinstance(seq, list | tuple):
+                return text_size(seq, MAX_TEXT) * count
     return 0
+
+
+def step_budget(timeout: Any) -> float:
+    """The seconds a step's templates may take: RENDER_BUDGET, or the step's ``timeout`` when shorter."""
+    if isinstance(timeout, str):
+        return min(RENDER_BUDGET, float(parse_duration(timeout)))
+    return RENDER_BUDGET
 
 
 class Templates:
@@ -71,9 +498,10 @@ class Templates:
     two threads may compile the same text once each, which is harmless).
     """
 
-    def __init__(self, cache_size: int = _CACHE_SIZE) -> None:
+    def __init__(self, cache_size: int = _CACHE_SIZE, budget: float = RENDER_BUDGET) -> None:
         # keep_trailing_newline: a YAML block body ends with a newline the author meant to keep.
         self._env = _Sandbox(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+        self.budget = budget
         self._template: Callable[[str], Template] = functools.lru_cache(maxsize=cache_size)(
             self._env.from_string
         )
@@ -81,18 +509,42 @@ class Templates:
             self._compile_expression
         )
 
+    @contextmanager
+    def limited(self, seconds: float | None = None) -> Iterator[None]:
+        """Every render inside shares one budget: ``seconds`` (at most this instance's budget).
+
+        Inside a budget already running (a render within a render) the outer one counts.
+        """
+        if _budget.get() is not None:
+            yield
+            return
+        token = _budget.set(_Budget(self.budget if seconds is None else min(seconds, self.budget)))
+        try:
+            yield
+        finally:
+            _budget.reset(token)
+
+    def render_step(self, value: Any, scope: Mapping[str, Any], timeout: Any = None) -> Any:
+        """A step's inputs rendered under one budget: :func:`step_budget` of the step's ``timeout``."""
+        with self.limited(step_budget(timeout)):
+            return self.render(value, scope)
+
     def render(self, value: Any, scope: Mapping[str, Any]) -> Any:
         """``value`` with every placeholder in its strings evaluated against ``scope``.
 
         Dicts (values only, keys are names and stay as written) and lists are walked; strings
-        without ``{{`` and non-strings come back unchanged.
+        without ``{{`` and non-strings come back unchanged. One budget covers the whole value.
         """
+        with self.limited():
+            return self._render(value, scope)
+
+    def _render(self, value: Any, scope: Mapping[str, Any]) -> Any:
         if isinstance(value, str):
             return self._render_text(value, scope) if "{{" in value else value
         if isinstance(value, dict):
-            return {key: self.render(item, scope) for key, item in value.items()}
+            return {key: self._render(item, scope) for key, item in value.items()}
         if isinstance(value, list):
-            return [self.render(item, scope) for item in value]
+            return [self._render(item, scope) for item in value]
         return value
 
     def evaluate(self, text: str, scope: Mapping[str, Any]) -> Any:
@@ -107,7 +559,9 @@ class Templates:
         try:
             expression = self._expression(text)
             if expression is not None:
-                return _json_ready(expression(scope))
+                value = expression(scope)
+                _limit(text_size(value, MAX_OUTPUT), "the value of the placeholder", MAX_OUTPUT)
+                return _json_ready(value)
             return self._template(text).render(scope)
         except TemplateError:
             raise
@@ -129,6 +583,8 @@ class Templates:
         stripped = text.strip()
         if self._expression_or_none(text) is not None:
             return f"placeholder {stripped}: {reason}"
+        if isinstance(error, LimitError):  # evaluating each placeholder again would spend the budget again
+            return f"template {_quote(stripped)}: {reason}"
         culprit = self._failing_placeholder(text, scope)
         if culprit is None:
             return f"template {_quote(stripped)}: {reason}"
