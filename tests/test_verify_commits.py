@@ -207,6 +207,17 @@ def test_all_refuses_an_unsigned_commit_in_the_middle_of_a_push_that_head_lets_t
     assert versions[0][2] == "alice@acme.test" and versions[1][2] is None  # only head was verified
 
 
+def test_all_judges_head_alone_when_the_branch_goes_back(env: Env) -> None:
+    """A branch reset to an older commit has no new commits to walk: its head is judged, and it applies."""
+    first = env.commit({A: workflow("a")}, "Add a", env.alice)
+    env.commit({A: workflow("a", subject="Two")}, "Two", env.alice)
+    env.sync("all")
+    git(env.path, "reset", "-q", "--hard", first)
+    env.sync("all")
+    assert env.source()["last_applied_commit"] == first
+    assert f"commit {first[:12]} verified" in env.condition("SourceVerified")["message"]
+
+
 def test_all_checks_the_commits_a_merge_brings_in(env: Env) -> None:
     """An unsigned commit on a merged branch does not slip through under a signed merge commit."""
     env.commit({A: workflow("a")}, "Add a", env.alice)
@@ -261,6 +272,8 @@ def test_the_options_and_their_environment_variables(env: Env) -> None:
     assert missing.exit_code == 2 and "nope: no such file" in missing.stderr
     refused = env.wfctl("sync", env={"WFC_VERIFY_COMMITS": "head", "WFC_ALLOWED_SIGNERS": str(env.allowed)})
     assert refused.exit_code == 3 and "is not signed" in refused.stderr
+    planned = env.wfctl("plan", env={"WFC_VERIFY_COMMITS": "all", "WFC_ALLOWED_SIGNERS": str(env.allowed)})
+    assert planned.exit_code == 3 and planned.stderr.count("\n") == 1 and "is not signed" in planned.stderr
     env.commit({A: workflow("a", subject="Signed")}, "Sign it", env.alice)
     applied = env.wfctl("sync", env={"WFC_VERIFY_COMMITS": "head", "WFC_ALLOWED_SIGNERS": str(env.allowed)})
     assert applied.exit_code == 0, applied.stderr

@@ -83,7 +83,7 @@ def unverified(previous: list[Condition], now: datetime, reason: str, message: s
 
     Not ``Stalled``: the controller keeps running the last verified state, and a signed push moves it on.
     """
-    kept = f"; still running {applied[:12]}, the last verified revision" if applied else "; nothing is applied yet"
+    kept = f"; still running {applied[:12]}, the last applied revision" if applied else "; nothing is applied yet"
     return merge(previous, now, Ready=(False, reason, message + kept), SourceVerified=(False, reason, message))
 
 

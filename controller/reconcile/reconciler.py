@@ -87,9 +87,10 @@ class Reconciler:
             return None
         keys = {"allowed_signers": policy.allowed_signers, "gpg_home": policy.gpg_home}
         since = base if base is not None and self._exists(base) else None
-        if policy.mode == "all" and since is not None:
-            signatures = self.source.signatures(since, head, **keys)
-        else:
+        # With all, the commits since the last applied one; none when the branch went back to an older commit
+        # (then head is judged alone, as with head).
+        signatures = self.source.signatures(since, head, **keys) if policy.mode == "all" and since else []
+        if not signatures:
             changed = self.source.changed_paths(since, head)
             paths = tuple(p for c in changed for p in (c.path, c.old_path) if p)
             signatures = [replace(self.source.signature(head, **keys), paths=paths)]
