@@ -26,10 +26,17 @@ A YAML file (``--config`` / ``WFC_CONFIG``, default ``<data-dir>/config.yaml`` w
       from: wfctl@example.com                  # alert e-mails and notices to workflow authors
     effects:
       idempotency_header: Idempotency-Key   # sent with non-GET calls and channel posts; "" for none
+    outbound:                               # http.request, channel.post and alert webhooks (security.outbound)
+      allow: ["intranet.example:8443", 10.0.0.0/8]  # hosts, addresses, CIDRs (optional :port) beyond the public
+      max_response_bytes: 10485760          # a larger response fails the step
+      timeout: 2m                           # one call, its redirects and its whole body
+      max_redirects: 5
+      allow_downgrade: false                # follow a redirect from https to http
     accounts:
       globex:
         features: {workflow_dry_run: false}
         limits: {rateLimit: {max: 60, per: 1h}}
+        outbound: {allow: [127.0.0.1]}      # the account's keys replace the global ones
         signers: ["ssh-ed25519 AAAA... alice", "SHA256:..."]  # only these keys may change workflows.d/globex/
                                             # (with --verify-commits; SSH keys or fingerprints, GPG fingerprints)
 
@@ -46,12 +53,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.errors import DefinitionError, FeatureDisabled, Problem, UsageError
 from controller.model import yamlfile
 from controller.model.durations import Duration, parse_duration
 from controller.model.workflow import RateLimit
+from controller.security.outbound import Allow, OutboundPolicy
 
 DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True, "workflow_metrics": True, "workflow_import_export": True}
 TIMELINE_RETENTION = "7d"
@@ -81,6 +89,21 @@ class _Metrics(_Strict):
 
 class _Effects(_Strict):
     idempotency_header: str = IDEMPOTENCY_HEADER
+
+
+class _Outbound(_Strict):
+    allow: list[str] | None = None
+    max_response_bytes: int | None = Field(default=None, ge=1)
+    timeout: Duration | None = None
+    max_redirects: int | None = Field(default=None, ge=0, le=20)
+    allow_downgrade: bool | None = None
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, allow: list[str] | None) -> list[str] | None:
+        for entry in allow or ():
+            Allow.parse(entry)  # ValueError names the entry
+        return allow
 
 
 class _Rule(_Strict):
@@ -128,6 +151,7 @@ class _Account(_Strict):
     features: dict[str, bool] = Field(default_factory=dict)
     limits: _Limits = Field(default_factory=_Limits)
     alerts: _Alerts = Field(default_factory=_Alerts)
+    outbound: _Outbound = Field(default_factory=_Outbound)
     signers: list[str] = Field(default_factory=list)  # checked by controller.source.verify
 
 
@@ -140,6 +164,7 @@ class _File(_Strict):
     metrics: _Metrics = Field(default_factory=_Metrics)
     alerts: _Alerts = Field(default_factory=_Alerts)
     notifications: _Notifications = Field(default_factory=_Notifications)
+    outbound: _Outbound = Field(default_factory=_Outbound)
     accounts: dict[str, _Account] = Field(default_factory=dict)
 
 
@@ -172,7 +197,13 @@ class Config:
     alert_policies: Mapping[str, AlertPolicy] = field(default_factory=dict)  # "" is the global one
     smtp: Mapping[str, Any] | None = None  # the system mailbox: alert e-mails and author notifications
     mail_from: str = "wfctl@localhost"
+    outbound_policies: Mapping[str, OutboundPolicy] = field(default_factory=dict)  # "" is the global one
     account_signers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # account -> keys (--verify-commits)
+
+    def outbound(self, account: str) -> OutboundPolicy:
+        """What ``account``'s HTTP calls and chat posts may reach (see controller.security.outbound)."""
+        return self.outbound_policies.get(account) or replace(self.outbound_policies.get("") or OutboundPolicy(),
+                                                              account=account)
 
     def alerts(self, account: str) -> AlertPolicy:
         return self.alert_policies.get(account) or self.alert_policies.get("") or AlertPolicy()
@@ -246,8 +277,23 @@ def load_config(path: Path | None) -> Config:
                   {name: limit.model_dump() for name, limit in limits.items() if limit is not None},
                   parsed.timeline.retention, parsed.effects.idempotency_header, parsed.executions.retention,
                   parsed.metrics.retention, policies, smtp.model_dump() if smtp else None,
-                  parsed.notifications.from_)
+                  parsed.notifications.from_, _outbound_policies(parsed))
     return replace(config, account_signers={name: tuple(a.signers) for name, a in parsed.accounts.items() if a.signers})
+
+
+def _outbound_policies(parsed: _File) -> dict[str, OutboundPolicy]:
+    """The global policy and each account's: the keys an account sets replace the global ones."""
+    def policy(given: _Outbound, base: OutboundPolicy, account: str) -> OutboundPolicy:
+        return replace(
+            base, account=account,
+            allow=base.allow if given.allow is None else tuple(Allow.parse(entry) for entry in given.allow),
+            max_response_bytes=given.max_response_bytes or base.max_response_bytes,
+            timeout=float(parse_duration(given.timeout)) if given.timeout else base.timeout,
+            max_redirects=base.max_redirects if given.max_redirects is None else given.max_redirects,
+            allow_downgrade=base.allow_downgrade if given.allow_downgrade is None else given.allow_downgrade)
+
+    base = policy(parsed.outbound, OutboundPolicy(), "")
+    return {"": base, **{name: policy(a.outbound, base, name) for name, a in parsed.accounts.items()}}
 
 
 def _policy(given: _Alerts, base: AlertPolicy) -> AlertPolicy:

@@ -10,6 +10,7 @@ from typing import Any
 
 from git import Repo
 from gitutil import commit_files, make_repo
+from servers import loopback_config
 
 from controller.engine.clock import ManualClock
 from controller.engine.runtime import Engine
@@ -74,6 +75,7 @@ def kit(tmp_path: Path, store_url: str, **engine_options: Any) -> Iterator[Kit]:
     store = open_store(store_url)
     clock = ManualClock()
     data_dir = tmp_path / "data"
+    engine_options.setdefault("config", loopback_config())  # the test servers are on 127.0.0.1
     engine = Engine(store, data_dir=data_dir, clock=clock, **engine_options)
     try:
         yield Kit(path, repo, store, engine, clock, data_dir)

@@ -20,6 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from controller.config import Config
 from controller.security import secrets, tokens
 from controller.security.signing import sign
 from controller.settings import Settings
@@ -53,9 +54,11 @@ WORKFLOWS = {
 
 
 @contextmanager
-def http_kit(tmp_path: Path, store_url: str, *, ensure: bool = True, **app_options: Any) -> Iterator[Http]:
-    """A synced repository of the WORKFLOWS, acme's directory loaded, and an app over it."""
-    with kit(tmp_path, store_url) as k:
+def http_kit(tmp_path: Path, store_url: str, *, ensure: bool = True, config: Config | None = None,
+             **app_options: Any) -> Iterator[Http]:
+    """A synced repository of the WORKFLOWS, acme's directory loaded, and an app over it (its engine
+    under ``config``, by default the kits' own: 127.0.0.1 allowed)."""
+    with kit(tmp_path, store_url, **({"config": config} if config is not None else {})) as k:
         k.commit({WF.format(account, name): text for (account, name), text in WORKFLOWS.items()}, "add workflows")
         k.sync()
         k.directory()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gitutil import commit_files, make_repo
-from servers import free_port, http_server
+from servers import ALLOW_LOOPBACK, free_port, http_server
 from sqlalchemy import func, select
 
 from controller.engine.records import RecordService
@@ -68,8 +68,10 @@ def run(tmp: Path, db: str, *, cycles: int, tickets_per_cycle: int, seed: int) -
         repo = tmp / "repo"
         commit_files(make_repo(repo), {"workflows.d/acme/effects.yaml": WORKFLOW.format(url=web.url)}, "add")
         (tmp / "acme.yaml").write_text(DIRECTORY)
+        (tmp / "config.yaml").write_text(ALLOW_LOOPBACK)  # the crm server is on 127.0.0.1
         data = tmp / "data"
-        base = [sys.executable, "-m", "controller", "--repo", str(repo), "--data-dir", str(data), "--db", db]
+        base = [sys.executable, "-m", "controller", "--repo", str(repo), "--data-dir", str(data), "--db", db,
+                "--config", str(tmp / "config.yaml")]
         subprocess.run([*base, "directory", "load", str(tmp / "acme.yaml"), "--account", "acme"], check=True,
                        capture_output=True, timeout=60)
         subprocess.run([*base, "sync"], check=True, capture_output=True, timeout=60)

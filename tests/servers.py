@@ -32,7 +32,20 @@ from typing import Any, cast
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from controller.config import Config
+from controller.security.outbound import OutboundPolicy
+
 HOST = "127.0.0.1"
+
+# The outbound-call guard refuses loopback unless the configuration allows it; these servers live
+# there, so the kits allow 127.0.0.1 (and only it) explicitly: as a policy, a Config, or config text.
+LOOPBACK = OutboundPolicy.of([HOST])
+ALLOW_LOOPBACK = f"outbound:\n  allow: ['{HOST}']\n"
+
+
+def loopback_config() -> Config:
+    """The default configuration, with calls to 127.0.0.1 allowed."""
+    return Config(outbound_policies={"": LOOPBACK})
 
 
 def free_port() -> int:

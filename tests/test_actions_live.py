@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from servers import HOST, HttpServer, SmtpServer, free_port, http_server, smtp_server
+from servers import HOST, LOOPBACK, HttpServer, SmtpServer, free_port, http_server, smtp_server
 
 from controller.engine.actions import channel_post, email_send, http_request, record_create, record_update
 from controller.engine.actions.base import ActionContext, Done, Outcome
@@ -20,6 +20,7 @@ from controller.engine.effects import HttpCall
 from controller.engine.live import LiveEffects
 from controller.errors import ExecutionError, NotFoundError, TransientError
 from controller.model.entries import DirectoryEntry
+from controller.security.outbound import OutboundClient
 
 ACCOUNT = "acme"
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -88,7 +89,7 @@ def records() -> MemoryRecords:
 
 @pytest.fixture
 def effects(tmp_path: Path, records: MemoryRecords) -> LiveEffects:
-    return LiveEffects(data_dir=tmp_path, records=records, environ={"ACME_SMTP_PASSWORD": SMTP_LOGIN[1]})
+    return LiveEffects(data_dir=tmp_path, records=records, http=OutboundClient(LOOPBACK), environ={"ACME_SMTP_PASSWORD": SMTP_LOGIN[1]})
 
 
 @pytest.fixture
@@ -156,7 +157,7 @@ def test_email_through_smtp_with_login(smtp: SmtpServer, ctx: ActionContext) -> 
 def test_email_wrong_password_is_permanent(smtp: SmtpServer, ctx: ActionContext, tmp_path: Path,
                                            records: MemoryRecords) -> None:
     """A refused login fails the step (no retry) and points at the password variable."""
-    wrong = LiveEffects(data_dir=tmp_path, records=records, environ={"ACME_SMTP_PASSWORD": "nope"})
+    wrong = LiveEffects(data_dir=tmp_path, records=records, http=OutboundClient(LOOPBACK), environ={"ACME_SMTP_PASSWORD": "nope"})
     with pytest.raises(ExecutionError, match=r"login as 'support' was refused \(535.*\$ACME_SMTP_PASSWORD") as caught:
         email_send.run(mail(), replace(ctx, effects=wrong))
     assert not isinstance(caught.value, TransientError)
@@ -166,7 +167,7 @@ def test_email_wrong_password_is_permanent(smtp: SmtpServer, ctx: ActionContext,
 def test_email_missing_password_variable(smtp: SmtpServer, ctx: ActionContext, tmp_path: Path,
                                          records: MemoryRecords) -> None:
     """A password variable that is not set is a step error naming the variable."""
-    bare = LiveEffects(data_dir=tmp_path, records=records, environ={})
+    bare = LiveEffects(data_dir=tmp_path, records=records, http=OutboundClient(LOOPBACK), environ={})
     with pytest.raises(ExecutionError, match="ACME_SMTP_PASSWORD .* is not set"):
         email_send.run(mail(), replace(ctx, effects=bare))
     assert smtp.messages == []

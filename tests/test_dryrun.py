@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner, Result
 from enginekit import Kit, kit
 from gitutil import commit_files, make_repo
-from servers import HttpServer, SmtpServer, http_server, smtp_server
+from servers import ALLOW_LOOPBACK, HttpServer, SmtpServer, http_server, smtp_server
 from sqlalchemy import inspect, text
 
 from controller.cli import cli
@@ -143,6 +143,8 @@ def world(tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.setenv("WFC_TEST_SMTP_PW", SMTP_LOGIN[1])
     with smtp_server(auth=SMTP_LOGIN) as smtp, http_server() as web, kit(tmp_path, store_url) as k:
         k.directory(directory(web.url, smtp.port))
+        k.data_dir.mkdir(parents=True, exist_ok=True)
+        (k.data_dir / "config.yaml").write_text(ALLOW_LOOPBACK)  # the CLI's; the servers are on 127.0.0.1
         k.deploy({ESCALATE: escalate(web.url), "workflows.d/acme/notify.yaml": notify(web.url),
                   "workflows.d/acme/nightly.yaml": nightly(web.url)})
         records = RecordService(k.engine)
@@ -406,11 +408,12 @@ def test_feature_flag_off_refuses_with_exit_3(world: World) -> None:
     """With workflow_dry_run off for acme, dry run refuses by name, for ACCOUNT/NAME and PATH alike."""
     config = world.k.data_dir / "config.yaml"
     config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text("accounts:\n  acme:\n    features: {workflow_dry_run: false}\n")
+    config.write_text(ALLOW_LOOPBACK + "accounts:\n  acme:\n    features: {workflow_dry_run: false}\n")
     for target in ("acme/escalate", str(world.k.path / ESCALATE)):
         result = world.wfctl("dry-run", target, "--record", f"ticket:{world.tickets['open']}")
         assert (result.exit_code, result.stdout, result.stderr) == (3, "", REFUSED)
-    config.write_text("features: {workflow_dry_run: false}\naccounts:\n  acme:\n    features: {workflow_dry_run: true}\n")
+    config.write_text(ALLOW_LOOPBACK + "features: {workflow_dry_run: false}\naccounts:\n  acme:\n"
+                      "    features: {workflow_dry_run: true}\n")
     assert world.wfctl("dry-run", "acme/notify").exit_code == 0
 
 

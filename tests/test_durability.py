@@ -10,7 +10,7 @@ attempt with the same idempotency key, logged in the step's trace.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -21,7 +21,6 @@ from enginekit import Kit, kit
 from servers import HttpServer, http_server
 from sqlalchemy import Connection
 
-from controller.config import Config
 from controller.engine.effects import Effects, HttpCall
 from controller.engine.lifecycle import Lifecycle
 from controller.engine.queue import ExecutionRow
@@ -114,7 +113,7 @@ class World:
             self.k.engine.run_until_idle()
         assert self.faults.at is None, f"the run never reached {at}"
         self.k.clock.advance(seconds=self.k.engine.lease.total_seconds() + 1)
-        healthy = Engine(self.k.store, data_dir=self.k.data_dir, clock=self.k.clock)
+        healthy = Engine(self.k.store, data_dir=self.k.data_dir, clock=self.k.clock, config=self.k.engine.config)
         healthy.run_until_idle()
         return execution
 
@@ -185,7 +184,7 @@ def test_a_record_update_is_in_the_steps_transaction_too(world: World) -> None:
         world.k.engine.run_until_idle()
     assert "seen" not in world.records("ticket")[0]  # rolled back with its step
     world.k.clock.advance(seconds=61)
-    Engine(world.k.store, data_dir=world.k.data_dir, clock=world.k.clock).run_until_idle()
+    Engine(world.k.store, data_dir=world.k.data_dir, clock=world.k.clock, config=world.k.engine.config).run_until_idle()
     assert world.records("ticket")[0]["seen"] is True
     assert world.k.steps(execution)["flag"]["attempts"] == 1
 
@@ -224,7 +223,7 @@ def test_keys_differ_per_step_and_the_header_name_is_configurable(tmp_path: Path
         k.run("acme/call")
         for header in ("X-Request-Key", ""):
             engine = Engine(k.store, data_dir=k.data_dir, clock=k.clock,
-                            config=Config(idempotency_header=header))
+                            config=replace(k.engine.config, idempotency_header=header))
             start_now(engine, "acme/call")
             engine.run_until_idle()
     sent = [r.headers for r in web.requests]

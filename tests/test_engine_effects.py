@@ -484,7 +484,7 @@ def test_a_restarted_engine_finishes_waiting_executions(k: Kit, web: HttpServer,
     assert k.show(execution_id)["status"] == "waiting"
     store = open_store(store_url)  # the restarted process: its own connection pool, its own engine
     try:
-        restarted = Engine(store, data_dir=k.data_dir, clock=k.clock)
+        restarted = Engine(store, data_dir=k.data_dir, clock=k.clock, config=k.engine.config)
         assert restarted.owner != k.engine.owner
         k.clock.advance(seconds=30)
         restarted.run_until_idle()

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from enginekit import Kit, kit
 from gitutil import commit_files
-from servers import http_server, smtp_server
+from servers import ALLOW_LOOPBACK, http_server, smtp_server
 from sqlalchemy import func, select
 from test_admission import two  # noqa: F401 - the fixture of two engines over one store
 
@@ -47,7 +47,7 @@ LIMITED = wf("limited", OK, extra="  rateLimit: {max: 10, per: 1m}\n")
 
 def configured(tmp_path: Path, text: str) -> Config:
     path = tmp_path / "config.yaml"
-    path.write_text(text)
+    path.write_text(ALLOW_LOOPBACK + text)  # the sinks are test servers on 127.0.0.1
     return load_config(path)
 
 

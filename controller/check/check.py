@@ -30,6 +30,7 @@ from controller.reconcile.diff import FieldChange, field_changes
 from controller.reconcile.directories import NOT_CHECKED, Directories, FileDirectory
 from controller.reconcile.loader import Loaded, classify, load, position
 from controller.reconcile.validate import validate_tree
+from controller.security.outbound import OutboundPolicy
 from controller.source import GitSource
 
 HISTORY_DEPTH = 50  # earlier revisions of a file searched for a restore
@@ -91,7 +92,7 @@ def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Ca
             report.notes.append(f"{key}: not dry-run: dry run is disabled for account {account} "
                                 f"(feature flag workflow_dry_run)")
             continue
-        report.cases += _dry_run(top, key, loaded, directory, templates, now, report)
+        report.cases += _dry_run(top, key, loaded, directory, templates, now, report, config.outbound(account))
     if in_flight is not None:
         for change in report.changes:
             if change.change == "restored" and (busy := in_flight(change.id)):
@@ -103,7 +104,7 @@ def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Ca
 
 
 def _dry_run(top: Path, key: str, loaded: Mapping[str, Loaded], directory: Directory, templates: Templates,
-             now: Callable[[], datetime], report: CheckReport) -> list[CaseResult]:
+             now: Callable[[], datetime], report: CheckReport, outbound: OutboundPolicy) -> list[CaseResult]:
     account, name = key.split("/", 1)
     target = loaded[key]
 
@@ -111,7 +112,8 @@ def _dry_run(top: Path, key: str, loaded: Mapping[str, Loaded], directory: Direc
         found = loaded.get(f"{account}/{called}")
         return found.content if found is not None and found.ok else None
 
-    runner = DryRunner(account=account, directory=directory, definitions=definitions, now=now, templates=templates)
+    runner = DryRunner(account=account, directory=directory, definitions=definitions, now=now, templates=templates,
+                       outbound=outbound)
     tests_path = tests_path_for(target.where.path)
     tests_file = top / tests_path
     if not tests_file.exists():

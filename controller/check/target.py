@@ -47,7 +47,8 @@ def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
             kind = spec.get("entity") or (spec.get("entities") or [None])[0]
             data = synthetic_record(kind) if kind else None
         runner = DryRunner(account=account, directory=_directory(store, account), definitions=definitions,
-                           now=SystemClock().now, read_record=_reader(store))
+                           now=SystemClock().now, read_record=_reader(store),
+                           outbound=settings.config().outbound(account))
         case = synthetic_case(definition)[0].model_copy(update={"name": "dry-run"})  # made-up inbound mail
         return run_case(runner, name, definition, case, record=data,
                         synthetic=entity is None and record is None and entity_data is None)

@@ -5,6 +5,11 @@ Every action resolves its input exactly as in a real run; effectful ones hand th
 and answers with the output a real run would produce, its made-up ids marked ``synthetic``.
 Waits are reported, not waited; ``workflow.call`` dry-runs the called workflow inline. Nothing is
 written anywhere: no record, execution row, e-mail, HTTP request, channel post or job.
+
+HTTP calls and channel posts are judged by the outbound-call guard's own function, under the
+account's policy, and a refused one fails its step as it would in a real run. No name is looked up
+(a dry run has no side effects, DNS included, and runs where the network may not be): what is
+judged is the URL as written: addresses in every spelling, ``localhost``, the metadata names.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from controller.engine.templating import Templates
 from controller.engine.triggers import call
 from controller.model.entries import DirectoryEntry
 from controller.model.statuses import ExecutionStatus, Failure, StepStatus
+from controller.security.outbound import OutboundPolicy, masked_headers, static_refusal
 
 MAX_DEPTH = 10
 
@@ -52,7 +58,9 @@ class DryRunEffects:
     """Effects that only write down what would happen; ``outputs`` stand in for real answers."""
 
     def __init__(self, outputs: Mapping[str, Any] | None = None, read_record: Callable[..., Any] | None = None,
-                 synthetic: Synthetic | None = None, *, workflow: str = "", ids: Iterator[int] | None = None):
+                 synthetic: Synthetic | None = None, *, workflow: str = "", ids: Iterator[int] | None = None,
+                 outbound: OutboundPolicy | None = None):
+        self._outbound = outbound or OutboundPolicy(account=workflow.split("/", 1)[0])
         self._synthetic = synthetic  # made-up response bodies read as placeholders (synthetic runs)
         self.intents: list[Intent] = []
         self.children: dict[str, list[dict[str, Any]]] = {}  # workflow.call step -> the child's trace
@@ -66,6 +74,11 @@ class DryRunEffects:
         self.intents.append(Intent(self.current, kind, description, fields, self.workflow))
         given = self._outputs.get(self.current)
         return dict(given) if isinstance(given, Mapping) else output
+
+    def _judge(self, url: str) -> None:
+        refused = static_refusal(url, self._outbound)
+        if refused is not None:
+            raise refused
 
     def _synthetic_id(self, kind: str) -> str:
         return f"dry-run-{kind}-{next(self.ids)}"
@@ -83,14 +96,17 @@ class DryRunEffects:
 
     def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any],
                      headers: dict[str, str] | None = None) -> dict[str, Any]:
+        self._judge(str(channel.data.get("webhook_url") or ""))
         description = f"post to {channel.ref} ({channel.name or channel.id}): {payload.get('text', '')!r}"
         return self._record("channel.post", description, {"channel": channel.ref, **payload},
                             {"status": 200, "synthetic": True})
 
     def http_request(self, call: HttpCall) -> dict[str, Any]:
+        self._judge(call.url)
         sent = call.json if call.json is not None else call.body
         description = f"{call.method} {call.url}" + (f" with body {_short(sent)}" if sent is not None else "")
-        fields = {"method": call.method, "url": call.url, "headers": call.headers, "json": call.json, "body": call.body}
+        fields = {"method": call.method, "url": call.url, "headers": masked_headers(call.headers), "json": call.json,
+                  "body": call.body}
         status = call.expect_status[0] if call.expect_status else 200
         body = self._synthetic(f"steps.{self.current}.output.json") if self._synthetic is not None else {}
         return self._record("http.request", description, fields,
@@ -148,8 +164,10 @@ class DryRunner:
     """Dry-runs workflows of one account; ``definitions`` finds the ones ``workflow.call`` names."""
 
     def __init__(self, *, account: str, directory: Directory, definitions: Definitions, now: Callable[[], datetime],
-                 templates: Templates | None = None, read_record: Callable[..., Any] | None = None):
+                 templates: Templates | None = None, read_record: Callable[..., Any] | None = None,
+                 outbound: OutboundPolicy | None = None):
         self.account = account
+        self.outbound = outbound or OutboundPolicy(account=account)
         self.definitions = definitions
         self.read_record = read_record
         self.interpreter = Interpreter(templates or Templates(), directory, default_modules(), now)
@@ -159,7 +177,7 @@ class DryRunner:
             depth: int = 0, synthetic: Synthetic | None = None, ids: Iterator[int] | None = None) -> DryRunResult:
         """Dry-run ``definition`` of workflow ``name``; ``synthetic`` makes up the answers nobody gave."""
         key = f"{self.account}/{name}"
-        effects = DryRunEffects(outputs, self.read_record, synthetic, workflow=key, ids=ids)
+        effects = DryRunEffects(outputs, self.read_record, synthetic, workflow=key, ids=ids, outbound=self.outbound)
         now = self.interpreter.now()
         execution = ExecutionRow(id=0, workflow_id=0, workflow_key=key, version=None,
                                  status=ExecutionStatus.RUNNING, trigger=trigger, record_ref=None, depth=depth,

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from controller.engine.actions import branch, set_vars, wait, workflow_call
-from controller.engine.actions.base import ActionContext, ActionModule, Call, Outcome, Sleep
+from controller.engine.actions.base import ActionContext, ActionModule, Call, Outcome, Sleep, recorded_input
 from controller.engine.directory import Directory
 from controller.engine.effects import Effects
 from controller.engine.lifecycle import transition
@@ -157,11 +157,12 @@ class Run:
         self.scope["now"] = now.isoformat()
         try:
             inputs = self.i.templates.render({k: v for k, v in action.items() if k not in ("then", "else")}, self.scope)
-            step.input = inputs
+            module = self.i.modules[kind]
+            step.input = recorded_input(module, inputs)
             if kind in EXTERNAL and self.ex.id:  # (a dry run has no execution and writes nothing)
                 step.idempotency_key = idempotency_key(self.ex.id, action["id"])
                 self.checkpoint(self.ex)  # the attempt is on record before the call starts
-            module, context = self.i.modules[kind], self._context(action, now, step.idempotency_key)
+            context = self._context(action, now, step.idempotency_key)
             if kind in INTERNAL:
                 with self.unit():  # the write and the checkpoint of its success: one commit
                     return self._outcome(action, step, module.run(inputs, context))

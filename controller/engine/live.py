@@ -3,13 +3,14 @@
 Failures are sorted by what a retry could change: connection refused, timeouts, SMTP 4xx and HTTP
 429/5xx raise :class:`TransientError` (retried under the action's ``retry``); everything else raises
 :class:`ExecutionError` and fails the step. Messages never show a secret: not the SMTP password,
-not a chat webhook's URL (its path is the credential), not a URL's query or user info.
+not a chat webhook's URL (its path is the credential), not a URL's query or user info. Every HTTP
+call goes through the outbound-call guard (:mod:`controller.security.outbound`): the account's
+policy decides what it may reach, how large its answer and how long it may take.
 """
 
 from __future__ import annotations
 
 import codecs
-import http.cookiejar
 import json
 import os
 import smtplib
@@ -30,9 +31,9 @@ import requests
 from controller.engine.effects import HttpCall
 from controller.errors import ConflictError, ExecutionError, NotFoundError, TransientError
 from controller.model.entries import DirectoryEntry
+from controller.security.outbound import OutboundClient, masked_headers, shown_url
 
 TEXT_LIMIT = 64 * 1024  # bytes of a non-JSON response body kept in the step's output
-BODY_LIMIT = 10 * 1024 * 1024  # bytes read of any response; a larger JSON body is kept as text
 _SHOWN = 200  # characters of an error response quoted in a message
 
 
@@ -74,18 +75,19 @@ class SmtpSettings:
 class LiveEffects:
     """:class:`~controller.engine.effects.Effects` that really send, call and write.
 
-    One instance serves every worker thread. ``environ`` is where SMTP passwords are read
-    (``smtp.password_env`` names the variable). Without a ``session`` a new one is made with
-    cookies switched off, so that one workflow's HTTP calls never carry another's cookies.
+    ``environ`` is where SMTP passwords are read (``smtp.password_env`` names the variable).
+    ``http`` makes the HTTP calls under the account's outbound policy; without one, under the
+    default policy (public addresses only). Its session keeps no cookies, so that one workflow's
+    calls never carry another's.
     """
 
     def __init__(self, *, data_dir: Path, records: RecordWriter, environ: Mapping[str, str] = os.environ,
-                 session: requests.Session | None = None, smtp_timeout: float = 30.0,
+                 http: OutboundClient | None = None, smtp_timeout: float = 30.0,
                  channel_timeout: float = 30.0) -> None:
         self._data_dir = Path(data_dir)
         self._records = records
         self._environ = environ
-        self._session = session or cookieless_session()
+        self._http = http or OutboundClient()
         self._smtp_timeout = smtp_timeout
         self._channel_timeout = channel_timeout
 
@@ -168,7 +170,7 @@ class LiveEffects:
 
     def http_request(self, call: HttpCall) -> dict[str, Any]:
         """Make the call; a status outside ``expect_status`` (by default: outside 2xx) fails the step."""
-        what = f"{call.method} {_shown_url(call.url)}"
+        what = f"{call.method} {shown_url(call.url)}"
         extra: dict[str, Any] = {}
         if call.json is not None:
             extra["json"] = call.json
@@ -180,15 +182,14 @@ class LiveEffects:
         if not accepted:
             expected = ", ".join(map(str, call.expect_status)) if call.expect_status else "2xx"
             raise _status_failure(what, status, f"expected {expected}; {_snippet(content)}")
-        return {"status": status, "headers": headers, **_body_output(headers, content)}
+        return {"status": status, "headers": masked_headers(headers), **_body_output(headers, content)}
 
     def _exchange(self, what: str, method: str, url: str, *, timeout: float,
-                  **kwargs: Any) -> tuple[int, dict[str, str], tuple[bytes, bool, str]]:
-        """Status, headers and (body, truncated, encoding) of one request; transport errors sorted."""
+                  **kwargs: Any) -> tuple[int, dict[str, str], tuple[bytes, str]]:
+        """Status, headers and (body, encoding) of one call through the guard; transport errors sorted."""
         try:
-            with self._session.request(method, url, timeout=timeout, stream=True, **kwargs) as response:
-                body, truncated = _read(response, BODY_LIMIT)
-                return response.status_code, dict(response.headers), (body, truncated, response.encoding or "")
+            answer = self._http.request(method, url, timeout=timeout, **kwargs)
+            return answer.status, answer.headers, (answer.body, answer.encoding)
         except (requests.ConnectionError, requests.Timeout) as error:
             failure = "timeout" if isinstance(error, requests.Timeout) else "network"
             raise TransientError(f"{what}: {_transport_reason(error)}", failure=failure) from error
@@ -220,13 +221,6 @@ def _record_errors(what: str) -> Iterator[None]:
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-
-
-def cookieless_session() -> requests.Session:
-    session = requests.Session()
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    session.headers["User-Agent"] = "wfctl"
-    return session
 
 
 def _summary(message: EmailMessage) -> dict[str, Any]:
@@ -302,29 +296,17 @@ def _status_failure(what: str, status: int, detail: str) -> ExecutionError:
     return ExecutionError(f"{what} answered {status}, {detail}", failure="http_4xx")
 
 
-def _read(response: requests.Response, limit: int) -> tuple[bytes, bool]:
-    """At most ``limit`` bytes of the body, and whether there was more."""
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_content(chunk_size=65536):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
-
-
-def _body_output(headers: Mapping[str, str], content: tuple[bytes, bool, str]) -> dict[str, Any]:
-    """``{"json": …}`` for a complete JSON body, else ``{"text": …}`` capped at TEXT_LIMIT bytes."""
-    body, truncated, encoding = content
+def _body_output(headers: Mapping[str, str], content: tuple[bytes, str]) -> dict[str, Any]:
+    """``{"json": …}`` for a JSON body, else ``{"text": …}`` capped at TEXT_LIMIT bytes."""
+    body, encoding = content
     media_type = _media_type(headers)
-    if not truncated and (media_type == "application/json" or media_type.endswith("+json")):
+    if media_type == "application/json" or media_type.endswith("+json"):
         try:
             return {"json": json.loads(body)}
         except ValueError:
             pass  # a server that says JSON and sends something else: keep what it sent, as text
     text = _decode(body[:TEXT_LIMIT], encoding)
-    return {"text": text, "truncated": True} if truncated or len(body) > TEXT_LIMIT else {"text": text}
+    return {"text": text, "truncated": True} if len(body) > TEXT_LIMIT else {"text": text}
 
 
 def _media_type(headers: Mapping[str, str]) -> str:
@@ -343,19 +325,11 @@ def _decode(data: bytes, encoding: str) -> str:
     return str(decoder.decode(data, final=False))
 
 
-def _snippet(content: tuple[bytes, bool, str]) -> str:
-    text = " ".join(_decode(content[0][: _SHOWN * 4], content[2]).split())
+def _snippet(content: tuple[bytes, str]) -> str:
+    text = " ".join(_decode(content[0][: _SHOWN * 4], content[1]).split())
     if not text:
         return "empty body"
     return f"body: {text[:_SHOWN]}" + ("\u2026" if len(text) > _SHOWN else "")
-
-
-def _shown_url(url: str) -> str:
-    """The URL without user info and query, which often hold credentials."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}" + ("?\u2026" if parts.query else "")
 
 
 def _transport_reason(error: BaseException) -> str:

@@ -29,7 +29,6 @@ from controller.engine.directory import Directory
 from controller.engine.effects import Effects
 from controller.engine.interpreter import Interpreter, Segment, default_modules
 from controller.engine.lifecycle import Lifecycle, Transition, transition
-from controller.engine.live import cookieless_session
 from controller.engine.queue import ExecutionRow
 from controller.engine.templating import Templates
 from controller.engine.triggers import call
@@ -38,6 +37,7 @@ from controller.errors import NotFoundError, UsageError
 from controller.metrics import rollup
 from controller.model.statuses import FINAL, ExecutionStatus, Failure, StepStatus
 from controller.safeguards import alerts, suspension
+from controller.security.outbound import Clients
 from controller.store import Store
 from controller.store import records as record_store
 from controller.store.directory import StoreDirectory
@@ -87,7 +87,7 @@ class Engine:
         # The safeguards: a suspended workflow starts nothing; drops accumulate into one alert.
         self.admission.guards.append(suspension.guard)
         self.admission.observers.append(alerts.DropAlerts(config, self.clock.now))
-        self.http = cookieless_session()  # one connection pool for every step's HTTP calls
+        self.http = Clients()  # one connection pool per outbound policy, for every step's HTTP calls
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -331,4 +331,4 @@ def live_effects(engine: Engine, ex: ExecutionRow) -> Effects:
     from controller.engine.records import RecordService, StepRecords
 
     return LiveEffects(data_dir=engine.data_dir, records=StepRecords(RecordService(engine, depth=ex.depth + 1)),
-                       session=engine.http)
+                       http=engine.http(engine.config.outbound(ex.workflow_key.split("/", 1)[0])))

@@ -18,7 +18,7 @@ from controller.errors import Problem
 from controller.model.entries import DirectoryEntry
 from controller.reconcile.diff import FieldChange, field_changes
 from controller.reconcile.loader import Loaded
-from controller.reconcile.rules import call_problems, ref_problems
+from controller.reconcile.rules import call_problems, outbound_problems, ref_problems
 from controller.source import CommitInfo
 
 Sync = Literal["Synced", "Invalid", "Blocked"]
@@ -227,6 +227,8 @@ class Walk:
         wanted = set(keys)  # (a list here made a cold sync of 10,000 files quadratic: ~2 s of it)
         mine = {k: v for k, v in proposals.items() if k in wanted}
         cross = call_problems(account, graph, mine)
+        for key, found in outbound_problems(mine).items():
+            cross.setdefault(key, []).extend(found)
         if account in self._directories:
             for key, found in ref_problems(account, self._directories[account], mine).items():
                 cross.setdefault(key, []).extend(found)

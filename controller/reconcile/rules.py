@@ -1,5 +1,8 @@
 """Cross-file rules of an account (pure): every ``workflow.call`` target exists, no call cycles,
 and, once the account's directory is loaded, every reference names an active directory entry.
+No literal URL of an ``http.request`` (nor a referenced channel's webhook) is a cloud metadata
+address: the outbound-call guard refuses those whatever the configuration allows, so such a
+definition can never work (:func:`outbound_problems`).
 
 Judged on the state of the account at one commit: the workflows whose file exists there (valid or
 not) and their calls. A problem is reported on the workflow proposing the offending call or
@@ -17,6 +20,7 @@ from controller.errors import Problem
 from controller.model import iter_refs
 from controller.model.entries import DirectoryEntry, check_refs
 from controller.reconcile.loader import Loaded, locate
+from controller.security.outbound import METADATA, OutboundPolicy, static_refusal
 
 
 def call_problems(
@@ -47,10 +51,45 @@ def ref_problems(account: str, entries: Mapping[str, DirectoryEntry], proposals:
     problems: dict[str, list[Problem]] = {}
     for key, loaded in proposals.items():
         if loaded.ok and loaded.workflow is not None:
-            found = check_refs(iter_refs(loaded.workflow), entries, account)
+            refs = list(iter_refs(loaded.workflow))
+            found = check_refs(refs, entries, account)
+            found += [(path, f"{kind}:{ref_id}'s webhook_url: {message}") for path, kind, ref_id in refs
+                      if kind == "channel" and (message := _never_allowed(_webhook(entries, f"{kind}:{ref_id}")))]
             if found:
                 problems[key] = [locate(loaded, parse_field_path(path), message) for path, message in found]
     return problems
+
+
+def outbound_problems(proposals: Mapping[str, Loaded], *, allowable: bool = False) -> dict[str, list[Problem]]:
+    """Problems per key for literal ``http.request`` URLs the outbound guard refuses whatever the
+    configuration says (cloud metadata); with ``allowable``, the URLs it refuses by default, which an
+    account's ``outbound.allow`` could allow (``wfctl validate`` shows those as warnings).
+
+    Judged without DNS, by the guard's own function: literal addresses in every spelling,
+    ``localhost`` and the metadata names; a URL holding a placeholder is judged at run time.
+    """
+    problems: dict[str, list[Problem]] = {}
+    for key, loaded in proposals.items():
+        if not loaded.ok:
+            continue
+        for loc, action in actions(loaded.content):
+            url = action.get("url")
+            if action.get("type") != "http.request" or not isinstance(url, str) or "{{" in url:
+                continue
+            refused = static_refusal(url, OutboundPolicy())
+            if refused is not None and refused.rule.startswith(METADATA) != allowable:
+                problems.setdefault(key, []).append(locate(loaded, (*loc, "url"), str(refused)))
+    return problems
+
+
+def _webhook(entries: Mapping[str, DirectoryEntry], ref: str) -> str:
+    entry = entries.get(ref)
+    return str(entry.data.get("webhook_url") or "") if entry is not None else ""
+
+
+def _never_allowed(url: str) -> str | None:
+    refused = static_refusal(url, OutboundPolicy()) if url else None
+    return str(refused) if refused is not None and refused.rule.startswith(METADATA) else None
 
 
 def parse_field_path(path: str) -> tuple[str | int, ...]:
@@ -60,14 +99,20 @@ def parse_field_path(path: str) -> tuple[str | int, ...]:
 
 def call_sites(content: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """``(loc, target)`` of every ``workflow.call`` in a normalized definition, nested ones too."""
+    for loc, action in actions(content):
+        if action.get("type") == "workflow.call":
+            yield (*loc, "workflow"), action["workflow"]
+
+
+def actions(content: Mapping[str, Any]) -> Iterator[tuple[tuple[str | int, ...], Mapping[str, Any]]]:
+    """``(loc, action)`` of every action in a normalized definition, those in ``then``/``else`` too."""
     yield from _walk(content.get("spec", {}).get("actions", []), ("spec", "actions"))
 
 
-def _walk(actions: list[Any], loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
-    for index, action in enumerate(actions):
+def _walk(items: list[Any], loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Mapping[str, Any]]]:
+    for index, action in enumerate(items):
         here = (*loc, index)
-        if action.get("type") == "workflow.call":
-            yield (*here, "workflow"), action["workflow"]
+        yield here, action
         for branch in ("then", "else"):
             if isinstance(action.get(branch), list):
                 yield from _walk(action[branch], (*here, branch))

@@ -15,7 +15,7 @@ from controller.errors import Problem, SourceError, UsageError
 from controller.model.entries import DirectoryEntry
 from controller.reconcile import pool
 from controller.reconcile.loader import SUFFIXES, Loaded, WorkflowPath, classify
-from controller.reconcile.rules import call_problems, ref_problems
+from controller.reconcile.rules import call_problems, outbound_problems, ref_problems
 from controller.source.paths import safe_worktree_path
 
 
@@ -25,6 +25,8 @@ class Report:
     problems: tuple[Problem, ...]
     # Every workflow file read, the chosen ones and their account siblings: key -> loaded.
     loaded: dict[str, Loaded] = field(default_factory=dict)
+    # Literal URLs the outbound guard refuses unless the configuration allows them (not known here).
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -53,6 +55,7 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = (),
     for where in chosen.values():
         accounts[where.account].setdefault(where.name, where)
     problems: list[Problem] = []
+    warnings: list[Problem] = []
     everything: dict[str, Loaded] = {}
     wanted = set(chosen)
     files = [(account, name, where) for account, members in sorted(accounts.items()) for name, where in members.items()]
@@ -63,14 +66,18 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = (),
     for account, loaded in by_account.items():
         graph = {k.split("/", 1)[1]: tuple(sorted(v.workflow.calls())) if v.workflow else () for k, v in loaded.items()}
         cross = call_problems(account, graph, loaded)
+        for key, found in outbound_problems(loaded).items():
+            cross.setdefault(key, []).extend(found)
+        cautions = outbound_problems(loaded, allowable=True)
         if directories is not None and account in directories:
             for key, found in ref_problems(account, directories[account], loaded).items():
                 cross.setdefault(key, []).extend(found)
         for key in sorted(loaded):
             if loaded[key].where.path in wanted:
                 problems += list(loaded[key].problems) + cross.get(key, [])
+                warnings += cautions.get(key, [])
         everything.update(loaded)
-    return Report(len(chosen), tuple(problems), everything)
+    return Report(len(chosen), tuple(problems), everything, tuple(warnings))
 
 
 def _chosen(top: Path, root: str, paths: list[Path]) -> dict[str, WorkflowPath]:

@@ -5,6 +5,8 @@ the transaction that raised the alert; the serve loop's ``alerts`` pass calls :f
 which takes due rows under a short claim (so two processes do not send one twice), sends them
 outside any transaction, and writes the outcome. A sink that fails is retried with a growing
 back-off (30 s, doubling, at most an hour, 12 attempts); nothing here runs in an execution's path.
+Webhook sinks are called through the outbound-call guard under the alert's account's policy, like
+a workflow's own calls (:mod:`controller.security.outbound`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-import requests
 from sqlalchemy import select, update
 
 from controller.config import Config
+from controller.security.outbound import Clients
 from controller.store import Store
 from controller.store.tables import alert_deliveries
 
@@ -72,24 +74,25 @@ class Sinks:
     def __init__(self, config: Config, environ: Mapping[str, str] | None = None):
         self.config = config
         self.environ = os.environ if environ is None else environ
-        self.http = requests.Session()
+        self.http = Clients()
 
     def send(self, sink: Mapping[str, Any], message: Mapping[str, Any]) -> None:
         kind = sink.get("type")
+        account = str((message.get("alert") or {}).get("account") or "")
         if kind == "email":
             self._mail(list(sink.get("to") or []), message)
         elif kind == "slack":
-            self._post(str(sink["url"]), {"text": f"*{message['subject']}*\n{message['text']}"})
+            self._post(account, str(sink["url"]), {"text": f"*{message['subject']}*\n{message['text']}"})
         elif kind == "webhook":
-            self._post(str(sink["url"]), {"subject": message["subject"], "text": message["text"],
-                                          "alert": message["alert"]})
+            self._post(account, str(sink["url"]), {"subject": message["subject"], "text": message["text"],
+                                                   "alert": message["alert"]})
         else:
             raise ValueError(f"unknown sink type {kind!r}")
 
-    def _post(self, url: str, payload: Mapping[str, Any]) -> None:
-        response = self.http.post(url, json=payload, timeout=TIMEOUT)
-        if not 200 <= response.status_code < 300:
-            raise RuntimeError(f"{url.split('?')[0]} answered {response.status_code}")
+    def _post(self, account: str, url: str, payload: Mapping[str, Any]) -> None:
+        answer = self.http(self.config.outbound(account)).request("POST", url, json=payload, timeout=TIMEOUT)
+        if not 200 <= answer.status < 300:
+            raise RuntimeError(f"{url.split('?')[0]} answered {answer.status}")
 
     def _mail(self, to: list[str], message: Mapping[str, Any]) -> None:
         smtp = self.config.smtp

@@ -78,3 +78,10 @@ class ActionModule(Protocol):
     def run(self, inputs: dict[str, Any], ctx: ActionContext) -> Outcome:
         """Act on the resolved ``inputs``; raise ExecutionError (TransientError to allow retry) on failure."""
         ...
+
+
+def recorded_input(module: ActionModule, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What a step's trace keeps of its resolved ``inputs``: the module's ``recorded(inputs)`` when it
+    has one (``http.request`` masks its secret headers there), else the inputs as they are."""
+    recorded = getattr(module, "recorded", None)
+    return recorded(inputs) if callable(recorded) else inputs

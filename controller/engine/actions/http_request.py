@@ -1,4 +1,8 @@
-"""``http.request``: call an HTTP endpoint; status, headers and body are the step's output."""
+"""``http.request``: call an HTTP endpoint; status, headers and body are the step's output.
+
+Where the call may go is the outbound-call guard's decision (:mod:`controller.security.outbound`),
+made by the effects; the step's trace keeps the input with secret headers masked (:func:`recorded`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from controller.engine.actions.base import ActionContext, Done, Outcome
 from controller.engine.effects import HttpCall
 from controller.errors import ExecutionError
 from controller.model import parse_duration
+from controller.security.outbound import masked_headers
 
 DEFAULT_TIMEOUT = 30.0  # seconds, when the action sets no timeout
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -22,6 +27,13 @@ def run(inputs: dict[str, Any], ctx: ActionContext) -> Outcome:
     if extra and not any(name.lower() == ctx.idempotency_header.lower() for name in call.headers):
         call = replace(call, headers={**call.headers, **extra})  # a key set in the workflow wins
     return Done(ctx.effects.http_request(call))
+
+
+def recorded(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The input as the trace keeps it: the values of headers named like secrets are ``***``
+    (the call itself sends them)."""
+    headers = inputs.get("headers")
+    return {**inputs, "headers": masked_headers(headers)} if isinstance(headers, dict) else inputs
 
 
 def build_call(inputs: dict[str, Any]) -> HttpCall:
