@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from cryptography.fernet import Fernet
 from git import Repo
 from gitutil import commit_files, git, make_repo
+from httpkit import WORKFLOWS, http_kit
 from servers import until
 from wfyaml import workflow
 
@@ -331,6 +332,28 @@ def test_serve_keeps_running_the_last_verified_state(env: Env) -> None:
             until(lambda: env.versions("acme/a")[0][1] == signed)
         finally:
             controller.stop()
+
+
+def test_the_api_shows_the_signer_of_versions_and_audit_events(tmp_path: Path, keys: dict[str, Key]) -> None:
+    """GET .../versions and .../audit name the verified signer of the version's commit (null when not verified)."""
+    allowed = tmp_path / "allowed_signers"
+    allowed.write_text(f"alice@acme.test {keys['alice'].public}\n")
+    with http_kit(tmp_path, f"sqlite:///{tmp_path / 'api.db'}") as h:
+        for name, value in {"gpg.format": "ssh", "user.signingkey": str(keys["alice"].path),
+                            "commit.gpgsign": "true"}.items():
+            git(h.kit.path, "config", name, value)
+        text = WORKFLOWS[("acme", "greet")].replace("the greet workflow", "signed")
+        signed = h.kit.commit({"workflows.d/acme/greet.yaml": text}, "Sign greet")
+        with GitSource(str(h.kit.path), data_dir=h.kit.data_dir) as source:
+            Reconciler(source, h.kit.store, verification=Policy("head", allowed)).sync()
+        auth = h.auth(h.admin())
+        versions = h.client.get("/api/v1/workflows/acme/greet/versions", headers=auth).json["versions"]
+        newest = versions[0]
+        assert (newest["commit"], newest["signer"], newest["signing_key"]) == (
+            signed, "alice@acme.test", keys["alice"].fingerprint)
+        assert versions[1]["signer"] is None  # applied before verification was on
+        events = h.client.get("/api/v1/workflows/acme/greet/audit", headers=auth).json["events"]
+        assert (events[0]["commit"], events[0]["signer"]) == (signed, "alice@acme.test")
 
 
 def test_restore_signs_its_commit_when_git_is_configured_to(env: Env) -> None:
