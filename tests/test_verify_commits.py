@@ -347,13 +347,18 @@ def test_the_api_shows_the_signer_of_versions_and_audit_events(tmp_path: Path, k
         with GitSource(str(h.kit.path), data_dir=h.kit.data_dir) as source:
             Reconciler(source, h.kit.store, verification=Policy("head", allowed)).sync()
         auth = h.auth(h.admin())
-        versions = h.client.get("/api/v1/workflows/acme/greet/versions", headers=auth).json["versions"]
+        versions = _body(h.client.get("/api/v1/workflows/acme/greet/versions", headers=auth))["versions"]
         newest = versions[0]
         assert (newest["commit"], newest["signer"], newest["signing_key"]) == (
             signed, "alice@acme.test", keys["alice"].fingerprint)
         assert versions[1]["signer"] is None  # applied before verification was on
-        events = h.client.get("/api/v1/workflows/acme/greet/audit", headers=auth).json["events"]
+        events = _body(h.client.get("/api/v1/workflows/acme/greet/audit", headers=auth))["events"]
         assert (events[0]["commit"], events[0]["signer"]) == (signed, "alice@acme.test")
+
+
+def _body(response: Any) -> Any:
+    assert response.status_code == 200, response.json
+    return response.json
 
 
 def test_restore_signs_its_commit_when_git_is_configured_to(env: Env) -> None:
