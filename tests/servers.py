@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -243,11 +244,15 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 @contextmanager
-def http_server() -> Iterator[HttpServer]:
-    """An HTTP server on 127.0.0.1 in a thread; every path answers 200 ``{"ok": true}`` until told."""
+def http_server(tls: ssl.SSLContext | None = None) -> Iterator[HttpServer]:
+    """An HTTP server on 127.0.0.1 in a thread; every path answers 200 ``{"ok": true}`` until told.
+    With ``tls`` (a server context holding its certificate) it speaks HTTPS."""
     server = HttpServer(url="")
     httpd = _QuietServer((HOST, 0), _handler(server))
-    server.url = f"http://{HOST}:{httpd.server_address[1]}"  # known once the socket is bound
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    server.url = f"{scheme}://{HOST}:{httpd.server_address[1]}"  # known once the socket is bound
     # A short poll interval: shutdown() waits up to one interval, in every test that uses the server.
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), name="test-http-server", daemon=True)
     thread.start()

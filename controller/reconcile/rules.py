@@ -77,7 +77,7 @@ def outbound_problems(proposals: Mapping[str, Loaded], *, allowable: bool = Fals
             if action.get("type") != "http.request" or not isinstance(url, str) or "{{" in url:
                 continue
             refused = static_refusal(url, OutboundPolicy())
-            if refused is not None and refused.rule.startswith(METADATA) != allowable:
+            if refused is not None and (refused.rule == METADATA) != allowable:
                 problems.setdefault(key, []).append(locate(loaded, (*loc, "url"), str(refused)))
     return problems
 
@@ -89,7 +89,7 @@ def _webhook(entries: Mapping[str, DirectoryEntry], ref: str) -> str:
 
 def _never_allowed(url: str) -> str | None:
     refused = static_refusal(url, OutboundPolicy()) if url else None
-    return str(refused) if refused is not None and refused.rule.startswith(METADATA) else None
+    return str(refused) if refused is not None and refused.rule == METADATA else None
 
 
 def parse_field_path(path: str) -> tuple[str | int, ...]:

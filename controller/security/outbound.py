@@ -179,8 +179,7 @@ def rule_for(address: Address) -> str | None:
     """The rule that refuses ``address`` when nothing allows it; None for a public address."""
     inner = embedded_ipv4(address)
     if inner is not None:
-        rule = rule_for(inner)
-        return f"{rule} (written as the IPv6 address {address})" if rule else None
+        return rule_for(inner)
     if address in METADATA_ADDRESSES:
         return METADATA
     if address.is_unspecified or address in _THIS_NETWORK:
@@ -210,20 +209,27 @@ def judge(host: str, port: int, addresses: Iterable[Address], policy: OutboundPo
         raise _refused(host, port, None, METADATA, policy)
     for address in addresses:
         rule = rule_for(address)
-        if rule is None or (not rule.startswith(METADATA) and policy.permits(name, address, port)):
+        if rule is None or (rule != METADATA and policy.permits(name, address, port)):
             continue
         raise _refused(host, port, address, rule, policy)
 
 
 def _refused(host: str, port: int, address: Address | None, rule: str, policy: OutboundPolicy) -> OutboundRefused:
-    target = f"{host}:{port}"
+    bare = host.strip("[]")
+    target = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+    kind = f"{'an' if rule[0] in 'aeiou' else 'a'} {rule}"
     if address is None:
-        what = f"{host} is a {rule} name"
-    elif host.strip("[]") == str(address):
-        what = f"{address} is a {rule} address"
+        what = f"{host} is {kind} name"
     else:
-        what = f"{host} resolved to {address}, a {rule} address"
-    if rule.startswith(METADATA):
+        inner = embedded_ipv4(address)
+        shown = f"{address} ({inner} written as IPv6)" if inner is not None else str(address)
+        if bare == str(address):
+            what = f"{shown} is {kind} address"
+        elif literal_address(bare) == address:  # another spelling of it: 2130706433, 0x7f.1
+            what = f"{bare} is {shown}, {kind} address"
+        else:
+            what = f"{host} resolved to {shown}, {kind} address"
+    if rule == METADATA:
         fix = "cloud metadata is never called: its answers are the machine's credentials"
     else:
         fix = f"if the call is intended, allow it in {policy.where} in the configuration (e.g. {target!r})"
