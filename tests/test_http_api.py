@@ -90,16 +90,16 @@ def test_a_token_can_do_no_more_than_its_user_holds_in_the_directory(http: Http)
     """Permissions have one source: the directory caps every token, on every request, at once."""
     bob = "users:\n  - {id: u_alice, email: alice@acme.test, permissions: [admin]}\n  - {id: u_bob, email: bob@acme.test%s}\n"
     http.kit.directory(bob % "")
-    RUN = f"{API}/workflows/acme/contact-form/run"  # noqa: N806
+    run = f"{API}/workflows/acme/contact-form/run"
     runner = http.auth(http.token("workflow.run_manual", "workflow.read", user="u_bob"))
-    refused = http.client.post(RUN, json={"payload": {"name": "Bo"}}, headers=runner)
+    refused = http.client.post(run, json={"payload": {"name": "Bo"}}, headers=runner)
     assert refused.status_code == 403 and refused.json["error"]["code"] == "forbidden"
     assert "user:u_bob does not hold the permission workflow.run_manual" in refused.json["error"]["message"]
     assert http.client.get(f"{API}/workflows", headers=runner).status_code == 403
     with http.kit.store.read() as conn:
         before = conn.exec_driver_sql("SELECT count(*) FROM executions").scalar()
     http.kit.directory(bob % ", permissions: [workflow.run_manual]")  # granted in the directory: works now
-    ran = http.client.post(RUN, json={"payload": {"name": "Bo"}}, headers=runner)
+    ran = http.client.post(run, json={"payload": {"name": "Bo"}}, headers=runner)
     assert ran.status_code == 202, ran.json
     assert http.client.get(f"{API}/workflows", headers=runner).status_code == 403  # read still not held
     http.kit.directory(bob % ", permissions: [admin]")  # an admin user: the token's own grant is the cap
@@ -107,13 +107,13 @@ def test_a_token_can_do_no_more_than_its_user_holds_in_the_directory(http: Http)
     assert http.client.patch(f"{API}/accounts/acme/directory/user/u_alice", json={"status": "deactivated"},
                              headers=runner).status_code == 403  # never more than the token was granted
     http.kit.directory(bob % ", permissions: []")  # taken away: refused on the very next request
-    assert http.client.post(RUN, json={"payload": {"name": "Bo"}}, headers=runner).status_code == 403
+    assert http.client.post(run, json={"payload": {"name": "Bo"}}, headers=runner).status_code == 403
     with http.kit.store.read() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM executions").scalar() == before + 1
     admin_of_reader = http.auth(http.token("admin", user="u_bob"))
     http.kit.directory(bob % ", permissions: [workflow.read]")  # an admin token of a reader can only read
     assert http.client.get(f"{API}/workflows", headers=admin_of_reader).status_code == 200
-    assert http.client.post(RUN, json={"payload": {"name": "Bo"}}, headers=admin_of_reader).status_code == 403
+    assert http.client.post(run, json={"payload": {"name": "Bo"}}, headers=admin_of_reader).status_code == 403
 
 
 def test_tokens_of_another_account_see_nothing_of_this_one(http: Http, admin: dict[str, str]) -> None:
@@ -485,3 +485,18 @@ def test_bodies_nested_to_crash_a_parser_are_400(http: Http) -> None:
     mail = http.client.post(f"{API}/accounts/acme/mail", json={"mailbox": "mailbox:mb_support", "message": message},
                             headers=token)
     assert mail.status_code == 400 and "MIME" in mail.json["error"]["message"]
+
+
+def test_what_the_openapi_document_says_is_invalid_the_server_refuses(http: Http, admin: dict[str, str]) -> None:
+    """Found by schemathesis: a JSON null is not a record, a flag is true or false, an event names its record."""
+    for method, path in [("POST", f"{API}/accounts/acme/records/ticket"), ("PATCH", f"{API}/accounts/acme/records/ticket/1")]:
+        answer = http.client.open(path, method=method, data=b"null", headers={**admin, "Content-Type": "application/json"})
+        assert answer.status_code == 400 and "must be a JSON object" in answer.json["error"]["message"], path
+    for path in (f"{API}/alerts?open=null", f"{API}/workflows/acme/contact-form/export?with_dependencies=maybe"):
+        answer = http.client.get(path, headers=admin)
+        assert answer.status_code == 400 and "must be true or false" in answer.json["error"]["message"], path
+    assert http.client.get(f"{API}/alerts?open=false", headers=admin).status_code == 200
+    empty = http.client.post(f"{API}/accounts/acme/events", json={"entity": "ticket", "id": " ", "event": "created"},
+                             headers=admin)
+    assert empty.status_code == 400 and "non-empty" in empty.json["error"]["message"]
+    assert http.client.post(f"{API}/workflows/acme/contact-form/run", headers=admin).status_code == 202  # no body

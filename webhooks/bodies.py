@@ -29,22 +29,35 @@ def raw_body(limit: int) -> bytes:
 
 def json_body(*, required: bool = True) -> Any:
     """The body as JSON (None when empty and not ``required``); PayloadError (400) when malformed."""
+    return _json(required, None)
+
+
+def json_object(*, required: bool = True) -> dict[str, Any]:
+    """The body as a JSON object ({} when empty and not ``required``; a JSON ``null`` is not an object)."""
+    value = _json(required, {})
+    if not isinstance(value, dict):
+        raise PayloadError(f"the request body must be a JSON object ({{...}}), not {_kind(value)}")
+    return value
+
+
+def _json(required: bool, empty: Any) -> Any:
     raw = raw_body(REQUEST_LIMIT)
     if not raw.strip():
         if required:
             raise PayloadError("the request needs a JSON body; send one with Content-Type: application/json")
-        return None
+        return empty
     return parse_json(raw)
 
 
-def json_object(*, required: bool = True) -> dict[str, Any]:
-    """The body as a JSON object ({} when empty and not ``required``)."""
-    value = json_body(required=required)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise PayloadError(f"the request body must be a JSON object ({{...}}), not {_kind(value)}")
-    return value
+def flag(name: str) -> bool:
+    """A boolean query parameter ``?name=``: true/1/yes or false/0/no (absent: false); PayloadError otherwise."""
+    value = (request.args.get(name) or "false").lower()
+    if value not in _FLAGS:
+        raise PayloadError(f"?{name}= must be true or false, not {value[:40]!r}")
+    return _FLAGS[value]
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = True) -> Any:

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from controller.model.entities import ENTITY_TYPES
+from controller.model.ids import ID_MAX
+from controller.model.refs import REF_ID_PATTERN
+from controller.model.statuses import NAMES as STATUSES
+from controller.portable.document import FORMAT
+
 Schema = dict[str, Any]
 
 
@@ -42,7 +48,7 @@ def _param(name: str, where: str = "path", schema: Schema | None = None, descrip
 
 def _op(summary: str, ok: tuple[int, str, Schema | None], *, permission: tuple[str, ...] | None = None,
         params: list[Schema] | None = None, body: Schema | None = None, errors: tuple[int, ...] = (),
-        body_type: str = "application/json", public: bool = False) -> Schema:
+        body_type: str = "application/json", public: bool = False, body_required: bool = True) -> Schema:
     status, description, schema = ok
     responses: dict[str, Any] = {str(status): _answer(description, schema)}
     extra = () if public else (401, 403)
@@ -57,17 +63,21 @@ def _op(summary: str, ok: tuple[int, str, Schema | None], *, permission: tuple[s
     if params:
         op["parameters"] = params
     if body is not None:
-        op["requestBody"] = {"required": True, "content": {body_type: {"schema": body}}}
+        op["requestBody"] = {"required": body_required, "content": {body_type: {"schema": body}}}
     return op
 
 
 WORKFLOW = [_param("account"), _param("name")]
 ACCOUNT = [_param("account")]
-EXECUTION = [_param("execution_id", schema={"type": "integer"})]
+ID: Schema = {"type": "integer", "minimum": 1, "maximum": ID_MAX}
+EXECUTION = [_param("execution_id", schema=ID)]
+NONEMPTY: Schema = {"type": "string", "minLength": 1}
+ENTITY: Schema = {"type": "string", "maxLength": 32,
+                  "pattern": f"^({'|'.join(ENTITY_TYPES)}|object_type:{REF_ID_PATTERN})$"}
+RECORD_REF = {"type": ["object", "null"], "description": "null: no record",
+              "properties": {"type": ENTITY, "id": {"oneOf": [NONEMPTY, {"type": "integer"}]}}, "required": ["type", "id"]}
 RECORD = [_param("account"), _param("type_", description="a record type: ticket, lead, ... or object_type:<id>"),
           _param("record_id")]
-RECORD_REF = {"type": "object", "properties": {"type": {"type": "string"}, "id": {"type": ["string", "integer"]}},
-              "required": ["type", "id"]}
 
 
 def _paths() -> dict[str, Any]:
@@ -113,22 +123,23 @@ def _paths() -> dict[str, Any]:
         "/api/v1/workflows/{account}/{name}/run": {"post": _op(
             "Run a workflow now (the \"Run workflow\" button)", (202, "queued", EXECUTION_ID),
             permission=("workflow.run_manual",), params=WORKFLOW,
-            body={"type": "object", "properties": {"record": RECORD_REF, "payload": {}}},
+            body={"type": "object", "properties": {"record": RECORD_REF, "payload": {}}}, body_required=False,
             errors=(400, 404, 409, 422, 429))},
         "/api/v1/workflows/{account}/{name}/dry-run": {"post": _op(
             "Dry-run the applied version: no side effects", (200, "the dry run's trace", OBJECT),
             permission=("workflow.dry_run",), params=WORKFLOW,
-            body={"type": "object", "properties": {"record": RECORD_REF}}, errors=(400, 404, 409, 422))},
+            body={"type": "object", "properties": {"record": RECORD_REF}}, body_required=False,
+            errors=(400, 404, 409, 422))},
         "/api/v1/workflows/{account}/{name}/resume": {"post": _op(
             "Resume a workflow the controller suspended (its mailbox or channel went away), once that is active again",
             (200, "resumed", OBJECT), permission=("workflow.manage",), params=WORKFLOW, errors=(404, 409))},
         "/api/v1/workflows/{account}/{name}/export": {"get": _op(
             "The export document: the definition with every account reference made a binding (wfctl.export/v1)",
-            (200, "the document", OBJECT), permission=read, errors=(403, 404),
+            (200, "the document", OBJECT), permission=read, errors=(400, 403, 404),
             params=[*WORKFLOW, _param("with_dependencies", "query", {"type": "boolean"})])},
         "/api/v1/alerts": {"get": _op(
             "Alerts of the token's account, newest first: rate-limit drops, burst failures, suspensions",
-            (200, "alerts", OBJECT), permission=read, errors=(404,),
+            (200, "alerts", OBJECT), permission=read, errors=(400, 404),
             params=[_param("account", "query"), _param("open", "query", {"type": "boolean"})])},
         "/api/v1/workflows/{account}/{name}/metrics": {"get": _op(
             "Success rate, volume, active and waiting time, failures by class, drops and the slowest and most failing "
@@ -139,17 +150,20 @@ def _paths() -> dict[str, Any]:
         "/api/v1/executions": {"get": _op(
             "Executions of the token's account, newest first", (200, "a page of executions", OBJECT),
             permission=read, errors=(400, 404),
-            params=[_param("workflow", "query"), _param("status", "query"),
-                    _param("since", "query", {"type": "string", "format": "date-time"}),
+            params=[_param("workflow", "query"),
+                    _param("status", "query", {"enum": [*STATUSES, ""]}, "empty: any status"),
+                    _param("since", "query", {"anyOf": [{"type": "string", "format": "date-time"}, {"const": ""}]},
+                           "empty: any time"),
                     _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 500}),
-                    _param("before", "query", {"type": "integer"}, "the next_before of the previous page")])},
+                    _param("before", "query", ID, "the next_before of the previous page")])},
         "/api/v1/executions/{execution_id}": {"get": _op(
             "One execution with its per-action trace", (200, "the execution", OBJECT), permission=read,
             params=EXECUTION, errors=(404,))},
         "/api/v1/executions/{execution_id}/retry": {"post": _op(
             "Retry a failed or terminated execution (within the workflow's rate limit)",
             (202, "queued", EXECUTION_ID), permission=("workflow.retry",), params=EXECUTION,
-            body={"type": "object", "properties": {"latest": {"type": "boolean"}}}, errors=(400, 404, 409, 429))},
+            body={"type": "object", "properties": {"latest": {"type": ["boolean", "null"]}}}, body_required=False,
+            errors=(400, 404, 409, 429))},
         "/api/v1/executions/{execution_id}/cancel": {"post": _op(
             "Cancel an execution", (202, "terminated or cancelling", OBJECT), permission=("workflow.manage",),
             params=EXECUTION, errors=(404, 409))},
@@ -157,7 +171,7 @@ def _paths() -> dict[str, Any]:
             "The account's worst performers over a window: most failures, slowest p95, most drops, with deltas",
             (200, "the overview", OBJECT), permission=read, errors=(403, 404, 422),
             params=[*ACCOUNT, _param("window", "query", {"enum": ["24h", "7d", "30d"]}, "default 7d"),
-                    _param("min_executions", "query", {"type": "integer", "minimum": 1}, "default 10")])},
+                    _param("min_executions", "query", ID, "default 10")])},
         "/metrics": {"get": {
             "summary": "Prometheus metrics (text exposition format)",
             "description": "No token unless WFC_METRICS_TOKEN is set; then Authorization: Bearer <that token>.",
@@ -168,7 +182,9 @@ def _paths() -> dict[str, Any]:
             "Plan an import into the account: files that would be written, bindings resolved and open; writes nothing",
             (200, "the plan", OBJECT), permission=read, params=ACCOUNT, errors=(400, 403, 404, 422),
             body={"type": "object", "required": ["document"], "properties": {
-                "document": OBJECT, "bindings": OBJECT, "match": {"enum": ["name"]}, "renames": OBJECT}})},
+                "document": {"type": "object", "required": ["format", "workflows"],
+                             "properties": {"format": {"const": FORMAT}, "workflows": {"type": "array"}}},
+                "bindings": OBJECT, "match": {"enum": ["name"]}, "renames": OBJECT}})},
         "/api/v1/accounts/{account}/records/{type_}/{record_id}/workflows": {"get": _op(
             "The manual workflows a record of this type offers", (200, "workflows", OBJECT),
             permission=("workflow.read", "workflow.run_manual"), params=RECORD, errors=(404, 422))},
@@ -188,15 +204,16 @@ def _paths() -> dict[str, Any]:
             "A record event from a host that keeps its own records (fires record triggers)",
             (202, "the executions it started", STARTED), permission=("records.write",), params=ACCOUNT,
             body={"type": "object", "required": ["entity", "id", "event"], "properties": {
-                "entity": {"type": "string"}, "id": {"type": ["string", "integer"]},
-                "event": {"enum": ["created", "updated", "deleted"]}, "record": OBJECT}},
+                "entity": ENTITY, "id": {"oneOf": [NONEMPTY, {"type": "integer"}]},
+                "event": {"enum": ["created", "updated", "deleted"]}, "record": {"type": ["object", "null"]}}},
             errors=(400, 404, 422))},
         "/api/v1/accounts/{account}/mail": {"post": _op(
             "Inbound mail for email triggers: JSON {mailbox, message}, or message/rfc822 with ?mailbox=",
             (202, "the executions it started", STARTED), permission=("records.write",),
             params=[*ACCOUNT, _param("mailbox", "query")],
             body={"type": "object", "required": ["mailbox", "message"], "properties": {
-                "mailbox": {"type": "string"}, "message": {"type": "string"}}}, errors=(400, 404, 422))},
+                "mailbox": {"type": "string", "pattern": "^mailbox:.+"}, "message": NONEMPTY}},
+            errors=(400, 404, 422))},
         "/api/v1/accounts/{account}/directory": {
             "get": _op("The references the account's directory holds, with their status (no contact data)",
                        (200, "entries", OBJECT), permission=("workflow.read",), params=ACCOUNT, errors=(404,)),
@@ -206,7 +223,7 @@ def _paths() -> dict[str, Any]:
         "/api/v1/accounts/{account}/directory/{kind}/{ref_id}": {"patch": _op(
             "Change a directory entry's status", (200, "the entry", OBJECT), permission=("directory.write",),
             params=[*ACCOUNT, _param("kind"), _param("ref_id")],
-            body={"type": "object", "required": ["status"], "properties": {
+            body={"type": "object", "required": ["status"], "additionalProperties": False, "properties": {
                 "status": {"enum": ["active", "deactivated", "deleted", "disconnected"]}}}, errors=(400, 404, 422))},
     }
 

@@ -131,8 +131,8 @@ def event(account: str) -> Any:
     body = json_object()
     entity = record_store.check_type(field(body, "entity", str))
     record_id = field(body, "id", (str, int))
-    if isinstance(record_id, bool):
-        raise PayloadError("field 'id' must be a string or an integer, not a boolean")
+    if isinstance(record_id, bool) or not str(record_id).strip():
+        raise PayloadError("field 'id' must be the record's id, a non-empty string or an integer")
     kind = field(body, "event", str)
     if kind not in EVENTS:
         raise UsageError(f"event must be one of {', '.join(EVENTS)}, not {kind!r}")

@@ -16,7 +16,7 @@ from controller.safeguards import suspension
 from controller.security import secrets
 from controller.store import views
 from webhooks.auth import actor, caller, own, requires
-from webhooks.bodies import field, json_object
+from webhooks.bodies import field, flag, json_object
 from webhooks.context import services
 
 blueprint = Blueprint("workflows", __name__)
@@ -96,7 +96,7 @@ def export(account: str, name: str) -> Any:
     key = _key(account, name)
     found = services()
     found.settings.config().require_portable(account)
-    deps = _yes(request.args.get("with_dependencies"))
+    deps = flag("with_dependencies")
     with found.store.read() as conn:
         text = document.dumps(portable.export_document(conn, key, deps))
     return Response(text, content_type="application/json")
@@ -108,7 +108,7 @@ def alerts() -> Any:
     """The token's account's alerts, newest first; ``?open=true`` for the open ones only."""
     account = request.args.get("account") or caller().account
     own(account)
-    open_only = _yes(request.args.get("open"))
+    open_only = flag("open")
     with services().store.read() as conn:
         return {"alerts": alert_store.listing(conn, account=account, open_only=open_only)}
 
@@ -161,11 +161,6 @@ def dry_run(account: str, name: str) -> Any:
     key = _key(account, name)
     record = _record(json_object(required=False))
     return run_dry(services().settings, key, record=record).view()
-
-
-def _yes(value: str | None) -> bool:
-    """A boolean query parameter: true, 1 or yes."""
-    return (value or "").lower() in ("1", "true", "yes")
 
 
 def _record(body: dict[str, Any]) -> tuple[str, str] | None:
