@@ -89,10 +89,15 @@ def _paths() -> dict[str, Any]:
         "/hooks/{account}/{name}": {"post": {
             "summary": "Trigger a webhook workflow",
             "description": "Signed with the workflow's secret: X-Wfc-Timestamp (unix seconds) and X-Wfc-Signature: "
-                           "sha256=<hex HMAC-SHA256(secret, '<timestamp>.<raw body>')>. A timestamp more than 300 s "
-                           "from now is refused. The JSON body (at most 1 MiB) is trigger.body.",
+                           "sha256=<hex HMAC-SHA256(secret, '<timestamp>.<raw body>')>; or the Standard Webhooks "
+                           "way: webhook-id, webhook-timestamp and webhook-signature: v1,<base64 HMAC-SHA256(base64-"
+                           "decoded secret after whsec_, '<id>.<timestamp>.<raw body>')> (several, space-separated, "
+                           "during a rotation). A timestamp more than 300 s from now, or a delivery accepted before, "
+                           "is refused. The JSON body (at most 1 MiB) is trigger.body.",
             "security": [],
-            "parameters": [*WORKFLOW, _param("X-Wfc-Timestamp", "header"), _param("X-Wfc-Signature", "header")],
+            "parameters": [*WORKFLOW, _param("X-Wfc-Timestamp", "header"), _param("X-Wfc-Signature", "header"),
+                           _param("webhook-id", "header"), _param("webhook-timestamp", "header"),
+                           _param("webhook-signature", "header")],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}},
             "responses": {"202": _answer("queued", EXECUTION_ID),
                           **{str(c): ERROR for c in (400, 401, 404, 409, 413, 429)}},
