@@ -33,7 +33,7 @@ from controller.engine.actions import channel_post, http_request
 from controller.engine.actions.base import ActionContext
 from controller.engine.dryrun import DryRunner, SyntheticDirectory
 from controller.engine.live import LiveEffects
-from controller.errors import ExecutionError, TransientError, UsageError
+from controller.errors import ExecutionError, TransientError, UsageError, WfcError
 from controller.model.entries import DirectoryEntry
 from controller.safeguards.delivery import Sinks
 from controller.security.outbound import (
@@ -497,6 +497,11 @@ def test_dry_run_reports_what_would_be_refused_without_calling_or_resolving(web:
         assert result["status"] == "failed" and reason in result["error"] and result["intents"] == []
     allowed = dry_run(json.dumps([{"id": "c", "type": "http.request", "url": f"{web.url}/x"}]), LOOPBACK)
     assert allowed["status"] == "succeeded" and allowed["intents"][0]["url"] == f"{web.url}/x"
+    masked = dry_run(json.dumps([{"id": "c", "type": "http.request", "url": "https://crm.example/",
+                                  "headers": {"Authorization": "Bearer dry-s3cret", "Accept": "*/*"}}]))
+    assert masked["intents"][0]["headers"] == masked["steps"][0]["input"]["headers"] == \
+        {"Authorization": "***", "Accept": "*/*"}
+    assert "dry-s3cret" not in json.dumps(masked)
     unresolved = dry_run(json.dumps([{"id": "c", "type": "http.request", "url": "http://no-such-host.invalid/"}]))
     assert unresolved["status"] == "succeeded"
     posted = dry_run(json.dumps([{"id": "p", "type": "channel.post", "channel": "channel:C1", "text": "hi"}]),
@@ -522,6 +527,10 @@ def test_wfctl_check_dry_runs_under_the_configured_policy(tmp_path: Path) -> Non
     config.write_text("accounts:\n  acme:\n    outbound: {allow: ['10.0.0.0/8']}\n")
     allowed = CliRunner().invoke(cli, base)
     assert allowed.exit_code == 0, allowed.output
+    metadata = check_repo(tmp_path / "metadata", "http://169.254.169.254/latest/meta-data")
+    refused = CliRunner().invoke(cli, ["--repo", str(metadata), "--data-dir", str(tmp_path / "data"), "check"])
+    assert refused.exit_code == 1
+    assert f"{WF.format('crm')}:8:51: spec.actions[0].url: outbound call to 169.254.169.254:80" in refused.output
 
 
 def validate(repo: Path, *args: str) -> Any:
@@ -568,7 +577,10 @@ def test_sync_keeps_a_metadata_url_out_of_the_store(tmp_path: Path, store_url: s
     with kit(tmp_path, store_url) as k:
         k.deploy({WF.format("crm"): wf("crm", call("http://169.254.169.254/latest/meta-data"))})
         status = _status(k, "acme/crm")
-    assert "cloud metadata" in json.dumps(status)
+        with pytest.raises(WfcError, match="acme/crm has no valid version to run .*cloud metadata address"):
+            k.run("acme/crm")
+    assert (status["sync"], status["version"]) == ("Invalid", None)
+    assert f"{WF.format('crm')}:8:51: spec.actions[0].url: outbound call to 169.254.169.254:80" in status["message"]
 
 
 def _status(k: Kit, key: str) -> dict[str, Any]:
