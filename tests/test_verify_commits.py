@@ -117,15 +117,14 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Key]:
 
 
 @pytest.fixture
-def env(tmp_path: Path, keys: dict[str, Key]) -> Iterator[Env]:
+def env(tmp_path: Path, keys: dict[str, Key], store_url: str) -> Iterator[Env]:
     path = tmp_path / "repo"
     repo = make_repo(path)
     git(path, "config", "gpg.format", "ssh")
     allowed = tmp_path / "allowed_signers"
     allowed.write_text(f"alice@acme.test {keys['alice'].public}\nbob@beta.test {keys['bob'].public}\n")
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url)
-    yield Env(path, repo, store, url, tmp_path / "data", allowed, keys["alice"], keys["bob"], keys["mallory"])
+    store = open_store(store_url)
+    yield Env(path, repo, store, store_url, tmp_path / "data", allowed, keys["alice"], keys["bob"], keys["mallory"])
     store.close()
 
 
