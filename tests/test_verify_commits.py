@@ -436,6 +436,8 @@ def test_a_gpg_signed_commit_verifies_against_the_given_keyring(env: Env, gnupg:
     public = subprocess.run(["gpg", "--export", fingerprint], check=True, capture_output=True).stdout
     subprocess.run(["gpg", "--batch", "--import"], input=public, check=True, capture_output=True,
                    env={**os.environ, "GNUPGHOME": str(imported)})
+    subprocess.run(["gpgconf", "--kill", "gpg-agent"], check=False, capture_output=True,  # the import started one
+                   env={**os.environ, "GNUPGHOME": str(imported)})
     empty = tmp_path / "empty"
     empty.mkdir(mode=0o700)
     with GitSource(str(env.path), data_dir=env.data_dir) as source:

@@ -31,6 +31,7 @@ from controller.source.paths import is_under, normalize_path, normalize_root, re
 from controller.source.records import (
     GITLINK_MODE,
     LOG_FORMAT,
+    SIGNATURE_FIELDS,
     SIGNATURE_FORMAT,
     Change,
     CommitInfo,
@@ -177,13 +178,16 @@ class GitSource:
         # "unknown key" rather than as unsigned; always a GnuPG home of ours (an empty one when none is given),
         # so that the user's own keyring never decides.
         config = [f"gpg.ssh.allowedSignersFile={allowed_signers or os.devnull}"]
+        # -c: a merge lists only what differs from every parent (what the merge itself changed); --no-renames:
+        # a file moved from one account to another counts for both.
         names = ["--name-only", "-c", "--no-renames"] if paths else []
         with contextlib.ExitStack() as stack:
             home = gpg_home or stack.enter_context(tempfile.TemporaryDirectory(prefix="wfctl-gnupg-"))
             output = runner.run(self._repo, "log", "-z", "--no-show-signature", "--no-color", *names,
                                 f"--format={SIGNATURE_FORMAT}", *revisions, "--", where=self._where, config=config,
                                 env={"GNUPGHOME": str(home)})
-        return [parse_signature(fields, files) for fields, files in iter_records(output.split(b"\0"), 6)]
+        records = iter_records(output.split(b"\0"), SIGNATURE_FIELDS)
+        return [parse_signature(fields, files) for fields, files in records]
 
     # -- trees and files -------------------------------------------------------------------
 

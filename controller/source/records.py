@@ -24,6 +24,7 @@ LOG_FORMAT = "%x00%H%x00%P%x00%an%x00%ae%x00%ct%x00%B"
 _LOG_FIELDS = 6
 # What git says about a commit's signature (see controller.source.verify), one field after each NUL.
 SIGNATURE_FORMAT = "%x00%H%x00%G?%x00%GK%x00%GF%x00%GP%x00%GS"
+SIGNATURE_FIELDS = 6
 
 # How diff-tree statuses map onto the four the reconciler knows. A type change (file <-> symlink)
 # is a modification of the same path; copies only appear with -C, which is never passed.
