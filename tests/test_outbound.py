@@ -282,15 +282,11 @@ def test_a_redirect_to_another_origin_drops_credentials_and_a_303_turns_into_get
     assert landed.headers["X-Trace"] == "t1"
 
 
-def test_https_is_not_downgraded_to_http() -> None:
-    """A redirect from https to http is not followed unless allow_downgrade is set."""
-    client = OutboundClient()
-    with pytest.raises(ExecutionError, match=r"redirected from https to http://crm.example/x, which is not followed"):
-        client._next_hop("https://crm.example/a", "http://crm.example/x")
-    assert OutboundClient(OutboundPolicy(allow_downgrade=True))._next_hop("https://a.example/", "http://b.example/") \
-        == "http://b.example/"
-    with pytest.raises(ExecutionError, match="file: URL"):
-        client._next_hop("https://crm.example/a", "file:///etc/passwd")
+def test_a_redirect_to_another_scheme_is_not_followed(web: HttpServer) -> None:
+    """Only http(s) hops are followed: a Location of file: (or any other scheme) fails the call."""
+    web.respond("/file", 302, headers={"Location": "file:///etc/passwd"})
+    with pytest.raises(ExecutionError, match=r"/file redirected to a file: URL, which is not followed"):
+        OutboundClient(LOOPBACK).request("GET", f"{web.url}/file", timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -344,8 +340,8 @@ def test_https_to_the_pinned_address_still_verifies_the_certificate_for_the_name
         assert len(secure.requests) == 1
 
 
-def test_an_https_redirect_to_http_is_refused(tls: Any, web: HttpServer) -> None:
-    """https -> http is not followed (the call would lose its protection); the http server gets nothing."""
+def test_an_https_redirect_to_http_is_refused_unless_allowed(tls: Any, web: HttpServer) -> None:
+    """https -> http is not followed (the call would lose its protection) unless allow_downgrade is set."""
     context, ca = tls
     with http_server(context) as secure:
         secure.respond("/down", 302, headers={"Location": f"{web.url}/plain"})
@@ -353,7 +349,11 @@ def test_an_https_redirect_to_http_is_refused(tls: Any, web: HttpServer) -> None
         client.session.verify = str(ca)
         with pytest.raises(ExecutionError, match=r"redirected from https to http://127.0.0.1:\d+/plain, which is not"):
             client.request("GET", f"https://guarded.test:{port_of(secure)}/down", timeout=5)
-    assert web.requests == []
+        assert web.requests == []
+        allowed = OutboundClient(replace(LOOPBACK, allow_downgrade=True), resolver=to_loopback)
+        allowed.session.verify = str(ca)
+        assert allowed.request("GET", f"https://guarded.test:{port_of(secure)}/down", timeout=5).url == f"{web.url}/plain"
+    assert [r.path for r in web.requests] == ["/plain"]
 
 
 # -- size and time ------------------------------------------------------------------------------------
@@ -557,6 +557,10 @@ def test_validate_warns_of_a_literal_address_the_configuration_may_allow(tmp_pat
     assert (warning["line"], warning["field"]) == (8, "spec.actions[0].url") and "loopback" in warning["message"]
     templated = validate(check_repo(tmp_path / "t", "{{ trigger.body.url }}"), "--format", "json")
     assert json.loads(templated.stdout)["warnings"] == []
+    text = validate(tmp_path / "repo")
+    assert text.exit_code == 0 and f"\nwarning: {WF.format('crm')}:8:51: spec.actions[0].url: " in text.stderr
+    github = validate(tmp_path / "repo", "--format", "github")
+    assert github.stdout.startswith(f"::warning file={WF.format('crm')},line=8,col=51::spec.actions[0].url: ")
 
 
 def test_validate_with_a_directory_refuses_a_channel_webhook_on_metadata(tmp_path: Path) -> None:
