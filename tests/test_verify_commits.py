@@ -174,6 +174,17 @@ def test_an_unsigned_head_is_not_applied_and_the_last_verified_state_stays(env: 
     assert env.condition("SourceVerified")["status"] == "True"
 
 
+def test_turning_verification_off_drops_the_condition(env: Env) -> None:
+    """A refused head applies once verification is off, and SourceVerified no longer speaks for the source."""
+    env.commit({A: workflow("a")}, "Add a", None)
+    with pytest.raises(UnverifiedCommit):
+        env.sync()
+    with GitSource(str(env.path), data_dir=env.data_dir) as source:
+        Reconciler(source, env.store).sync()
+    assert [c["type"] for c in env.source()["conditions"]] == ["Ready", "Reconciling", "Stalled", "Blocked"]
+    assert env.condition("Ready")["status"] == "True"
+
+
 def test_a_head_signed_by_a_key_not_in_allowed_signers_is_not_applied(env: Env) -> None:
     """A good signature by a foreign key is an unknown key: refused, naming the key, nothing applied."""
     foreign = env.commit({A: workflow("a")}, "Add a", env.mallory)

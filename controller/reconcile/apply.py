@@ -32,11 +32,13 @@ class SourceMeta:
     root: str
 
 
-def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime, verified: Outcome | None = None) -> None:
+def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime, verified: Outcome | None = None,
+               *, verifying: bool = False) -> None:
     """Write every version, audit event, workflow row and the source's state of ``plan``.
 
     ``verified``: the pass's commits verified (``--verify-commits``): each version records its commit's
-    signer, and the source shows ``SourceVerified=True``.
+    signer, and the source shows ``SourceVerified=True``. Not ``verifying``: a ``SourceVerified`` left from
+    when verification was on is dropped, so it never speaks for commits nobody checked.
     """
     current = read_source(conn, meta.name)
     if current.last_attempted_commit != plan.base:
@@ -49,7 +51,7 @@ def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime, ve
     _insert_audit(conn, plan, ids)
     _update_workflows(conn, plan, ids, now)
     _update_source(conn, meta, current.id, current.conditions, plan.head.sha, now,
-                   verified.summary() if verified else None)
+                   verified.summary() if verified else None, verifying)
 
 
 def _workflow_rows(conn: Connection, plan: Plan, now: datetime) -> dict[str, tuple[int, list[Any]]]:
@@ -141,7 +143,7 @@ def _update_workflows(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int,
 
 
 def _update_source(conn: Connection, meta: SourceMeta, source_id: int | None, previous: list[Any], head: str,
-                   now: datetime, verified: str | None) -> None:
+                   now: datetime, verified: str | None, verifying: bool) -> None:
     not_ready = [
         key for key, in conn.execute(
             select(workflows.c.key).where(workflows.c.deleted.is_(False), workflows.c.sync != "Synced").order_by(workflows.c.key)
@@ -150,6 +152,8 @@ def _update_source(conn: Connection, meta: SourceMeta, source_id: int | None, pr
     marked = conditions.for_source(previous, now, head, not_ready)
     if verified is not None:
         marked = conditions.verified(marked, now, verified)
+    elif not verifying:
+        marked = [c for c in marked if c["type"] != "SourceVerified"]
     values = {"location": meta.location, "branch": meta.branch, "root": meta.root, "last_attempted_commit": head,
               "last_applied_commit": head, "conditions": marked, "updated_at": now}
     if source_id is None:

@@ -129,7 +129,8 @@ class Reconciler:
                 return plan
             try:
                 with self.store.write() as conn:
-                    apply_plan(conn, plan, self._meta(), self.clock(), outcome)
+                    apply_plan(conn, plan, self._meta(), self.clock(), outcome,
+                               verifying=self.verification is not None)
             except ConflictError as e:
                 log.info("%s", e)
                 continue
