@@ -195,7 +195,7 @@ def test_unknown_key_suggests_the_close_one() -> None:
     action["subjet"] = action.pop("subject")
     found = dict(issues(make(actions=[action])))
     assert found["spec.actions[0]"] == "missing required key 'subject'"
-    assert found["spec.actions[0].subjet"].startswith("unknown key 'subjet' (allowed: body, cc, html, id, ")
+    assert found["spec.actions[0].subjet"].startswith("unknown key 'subjet' (allowed: bcc, body, cc, html, id, ")
     assert found["spec.actions[0].subjet"].endswith("; did you mean 'subject'?")
 
 

@@ -84,10 +84,10 @@ class DryRunEffects:
         return f"dry-run-{kind}-{next(self.ids)}"
 
     def send_email(self, account: str, mailbox: DirectoryEntry, message: EmailMessage) -> dict[str, Any]:
-        to = [a.strip() for a in str(message["To"] or "").split(",") if a.strip()]
-        cc = [a.strip() for a in str(message["Cc"] or "").split(",") if a.strip()]
+        to, cc = _recipients(message, "To"), _recipients(message, "Cc")
         body = message.get_body(preferencelist=("plain", "html"))
         fields = {"mailbox": mailbox.ref, "from": str(message["From"]), "to": to, "cc": cc,
+                  **({"bcc": _recipients(message, "Bcc")} if message["Bcc"] else {}),
                   "subject": str(message["Subject"] or ""), "body": body.get_content() if body is not None else ""}
         description = f"send e-mail from {mailbox.ref} to {', '.join(to)}, subject {fields['subject']!r}"
         output = {"message_id": f"<{self._synthetic_id('message')}@dry-run.invalid>", "from": fields["from"],
@@ -239,6 +239,12 @@ def _step_view(step: StepRow, effects: DryRunEffects, key: str) -> dict[str, Any
     if step.action_id in effects.children:
         view["steps"] = effects.children[step.action_id]
     return view
+
+
+def _recipients(message: EmailMessage, header: str) -> list[str]:
+    """The addresses of one header as the message holds them (parsed: a display name may hold a comma)."""
+    found = message[header]
+    return [str(address) for address in found.addresses] if found is not None else []
 
 
 def _short(value: Any, limit: int = 120) -> str:

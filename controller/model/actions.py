@@ -52,6 +52,10 @@ class EmailSendAction(ActionBase):
     """An address, a template or user:<id>, or a list of them."""
     cc: Recipients | None = None
     """Copies: an address, a template or user:<id>, or a list of them."""
+    bcc: Recipients | None = None
+    """Blind copies (not shown to the other recipients): an address, a template or user:<id>, or a list."""
+    reply_to: Recipients | None = None
+    """Where replies go (Reply-To): an address, a template or user:<id>, or a list of them."""
     subject: Text
     body: Text
     html: bool = False

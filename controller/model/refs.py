@@ -13,18 +13,17 @@ import re
 import types
 import typing
 from dataclasses import dataclass
-from email.utils import parseaddr
 from typing import Annotated, Any
 
 from pydantic import BaseModel, PlainValidator, WithJsonSchema
 
+from controller.addresses import parsed as parsed_address
 from controller.model.base import located
 from controller.model.paths import Loc, field_path
 from controller.model.templates import template_problem
 
 REF_KINDS = ("user", "mailbox", "channel", "object_type")
 REF_ID_PATTERN = r"[A-Za-z0-9_.-]+"
-_ADDRESS = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def _recipient_problem(value: object) -> str | None:
         return None if _USER.ref_id(value) else _USER.message(value)
     if "{{" in value:
         return template_problem(value)
-    if _ADDRESS.match(parseaddr(value)[1]):
+    if parsed_address(value) is not None:
         return None
     return f"{value!r} is not a recipient (use an e-mail address, a template or user:<id>)"
 

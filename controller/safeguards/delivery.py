@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from controller.addresses import HOST_ADDRESS, address, header_text
 from controller.config import Config
 from controller.security.outbound import Clients
 from controller.store import Store
@@ -98,8 +99,7 @@ class Sinks:
         smtp = self.config.smtp
         if not smtp:
             raise RuntimeError("no notifications.smtp is configured (the system mailbox)")
-        mail = EmailMessage()
-        mail["From"], mail["To"], mail["Subject"] = self.config.mail_from, ", ".join(to), str(message["subject"])
+        mail = _alert_mail(self.config.mail_from, to, str(message["subject"]))
         mail.set_content(str(message["text"]))
         factory = smtplib.SMTP_SSL if smtp.get("ssl") else smtplib.SMTP
         with factory(smtp["host"], int(smtp.get("port") or 587), timeout=TIMEOUT) as client:
@@ -109,6 +109,16 @@ class Sinks:
                 password = self.environ.get(str(smtp.get("password_env") or ""), "")
                 client.login(str(smtp["username"]), password)
             client.send_message(mail)
+
+
+def _alert_mail(sender: str, to: list[str], subject: str) -> EmailMessage:
+    """An alert's headers from parsed addresses (controller.addresses), as a workflow's e-mail gets them."""
+    mail = EmailMessage()
+    mail["From"] = address(sender, "notifications.mail_from", HOST_ADDRESS)
+    mail["To"] = [address(item, "the alert sink's to") for item in to]
+    # The subject is ours, but it quotes workflow names and errors: folded onto one line, never refused.
+    mail["Subject"] = header_text(" ".join(subject.split()), "subject")
+    return mail
 
 
 def _where(sink: Mapping[str, Any]) -> str:
