@@ -112,7 +112,7 @@ def _import(settings: Settings, parsed: dict[str, Any], account: str, *, source:
     for text in renames:
         old, (new, _) = portable.parse_binding(text, "--rename")
         rename_map[old] = new
-    folder = Path(settings.repo) / settings.root / account
+    folder = files.account_folder(Path(settings.repo), settings.root, account)
     entries, applied = read(settings, lambda conn: portable.target_state(conn, account))
     existing = {**applied, **files.existing(folder)}
     unknown = sorted(set(explicit) - {b["name"] for b in parsed["bindings"]})

@@ -34,12 +34,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
 
-from controller.errors import DefinitionError, Problem
-from controller.model import field_path, validation_issues
+from controller.errors import DefinitionError, Problem, SourceError
+from controller.model import field_path, validation_issues, yamlfile
 from controller.reconcile.loader import position
+from controller.source.paths import safe_worktree_path
 
 TEST_SUFFIX = ".tests.yaml"
 
@@ -89,13 +88,8 @@ def tests_path_for(workflow_path: str) -> str:
 
 
 def parse_tests(text: str, path: str) -> TestFile:
-    """Parse a test file; DefinitionError with ``path:line:col`` for every problem."""
-    try:
-        raw = YAML(typ="safe", pure=False).load(text)
-    except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise DefinitionError([Problem(path, line, col, f"YAML syntax error: {e.problem}")]) from None
+    """Parse a test file; DefinitionError with ``path:line:col`` for every problem (limits included)."""
+    raw = yamlfile.parse(text, path, max_bytes=yamlfile.MAX_FILE_BYTES)
     try:
         return TestFile.model_validate(raw)
     except ValidationError as e:
@@ -104,6 +98,20 @@ def parse_tests(text: str, path: str) -> TestFile:
             line, col = position(text, loc)
             problems.append(Problem(path, line, col, message, field_path(loc)))
         raise DefinitionError(problems) from None
+
+
+def read_tests(top: Path, file: Path, shown: str) -> str:
+    """The text of a test file of the checkout at ``top``, shown as ``shown`` in problems.
+
+    DefinitionError when it cannot be read, leaves the repository through a symlink, or breaks a
+    limit of :func:`controller.model.yamlfile.decode`: it is never read from outside the repository.
+    """
+    try:
+        return yamlfile.decode(safe_worktree_path(top, file).read_bytes(), shown)
+    except SourceError as e:
+        raise DefinitionError([Problem(shown, 0, 0, str(e))]) from None
+    except (OSError, RuntimeError) as e:  # RuntimeError: pathlib's "Symlink loop from ..."
+        raise DefinitionError([Problem(shown, 0, 0, f"cannot read the file: {getattr(e, 'strerror', None) or e}")]) from None
 
 
 @dataclass(frozen=True)
@@ -145,9 +153,7 @@ def check_test_files(top: Path, files: Iterable[Path]) -> list[Problem]:
         shown = file.absolute().relative_to(top.absolute()).as_posix() if file.absolute().is_relative_to(
             top.absolute()) else str(file)
         try:
-            parse_tests(file.read_text(encoding="utf-8"), shown)
+            parse_tests(read_tests(top, file, shown), shown)
         except DefinitionError as e:
             problems += e.problems
-        except (OSError, UnicodeDecodeError) as e:
-            problems.append(Problem(shown, 0, 0, f"cannot read the file: {e}"))
     return problems

@@ -19,7 +19,7 @@ from typing import Any
 
 from git import GitCommandError, Repo
 
-from controller.check.cases import parse_tests, tests_path_for
+from controller.check.cases import parse_tests, read_tests, tests_path_for
 from controller.check.runner import CaseResult, run_case, synthetic_case
 from controller.config import Config
 from controller.engine.directory import Directory
@@ -121,8 +121,8 @@ def _dry_run(top: Path, key: str, loaded: Mapping[str, Loaded], directory: Direc
         result = run_case(runner, name, target.content, case, record=record, synthetic=True)
         result.path = target.where.path
         return [result]
-    text = tests_file.read_text()
     try:
+        text = read_tests(top, tests_file, tests_path)
         cases = parse_tests(text, tests_path).cases
     except DefinitionError as e:
         report.problems += e.problems

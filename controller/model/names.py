@@ -7,7 +7,7 @@ A name is what a file stem, a URL segment (``/hooks/<account>/<name>``) and a st
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, TypeGuard
 
 from pydantic import PlainValidator, WithJsonSchema
 
@@ -16,9 +16,14 @@ _NAME = re.compile(NAME_PATTERN)
 _RULE = "lowercase letters, digits and '-', at most 63 characters, starting with a letter or digit"
 
 
+def is_name(value: object) -> TypeGuard[str]:
+    """Whether ``value`` follows the slug rule (whole: ``$`` alone would let a trailing newline through)."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 def _slug(what: str) -> PlainValidator:
     def validate(value: object) -> str:
-        if isinstance(value, str) and _NAME.match(value):
+        if is_name(value):
             return value
         raise ValueError(f"{value!r} is not a valid {what} (use {_RULE})")
 

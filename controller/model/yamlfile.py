@@ -1,19 +1,31 @@
-"""Small YAML (or JSON) files read with every problem at ``path:line:col``: the directory, the configuration.
+"""YAML (or JSON) files read with every problem at ``path:line:col``, and the limits every such file meets.
 
-Parsed with the fast safe loader; only when pydantic refuses the content is the text parsed again with
-the round-trip loader, to place each problem (as the workflow loader does).
+Small files (the directory, the configuration) are parsed here with the fast safe loader; only when
+pydantic refuses the content is the text parsed again with the round-trip loader, to place each
+problem (as the workflow loader does).
+
+Every reader of a file someone else wrote (workflows, their tests, directory, configuration, bindings)
+goes through :func:`decode` and :func:`shape_problem` before the C parser sees the text. The C
+composer recurses once per level without any guard, so a 30,000-deep list overflows the stack and
+kills the process; and aliases let a few hundred bytes stand for billions of nodes, which whatever
+walks the result afterwards (validation, hashing, the engine) would expand. Both are refused from
+the text and the C parser's event stream, which is flat: neither recurses nor expands aliases.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
+from ruamel.yaml.cyaml import CParser
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
 
 from controller.errors import DefinitionError, Problem
 from controller.model.base import LOCATED_ERROR
@@ -22,22 +34,189 @@ from controller.model.paths import Loc, field_path, node_position
 
 UnknownKey = Callable[[Loc], str]
 
+MAX_FILE_BYTES = 1 << 20  # 1 MiB, a definition (workflow, tests): the largest real workflow is a few KiB
+MAX_DATA_FILE_BYTES = 25 << 20  # a data file (directory, configuration): what the API accepts as a body
+MAX_NESTING = 100  # levels of lists and maps; a workflow needs about ten
+MAX_ALIAS_NODES = 10_000  # nodes that aliases may add to a file once expanded
 
-def parse(text: str, path: str) -> Any:
-    """The data in ``text`` (``.json`` files as JSON, the rest as YAML); DefinitionError on a syntax error."""
+
+def parse(text: str, path: str, *, max_bytes: int = MAX_DATA_FILE_BYTES) -> Any:
+    """The data in ``text`` (``.json`` files as JSON, the rest as YAML); DefinitionError on a syntax error
+    or a limit (size, nesting, aliases)."""
+    _check_size(text, path, max_bytes)
     if path.lower().endswith(".json"):
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise DefinitionError([Problem(path, e.lineno, e.colno, f"JSON syntax error: {e.msg}")]) from None
+        except RecursionError:  # the json module guards its recursion: an error, not a crash
+            raise DefinitionError([Problem(path, 1, 1, _nesting_message())]) from None
     try:
-        return YAML(typ="safe", pure=False).load(text)
+        return safe_load(text, path)
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise DefinitionError([Problem(path, line, col, f"YAML syntax error: {e.problem or e}")]) from None
+        raise DefinitionError([syntax_problem(path, e)]) from None
     except YAMLError as e:
         raise DefinitionError([Problem(path, 1, 1, f"YAML error: {e}")]) from None
+
+
+def syntax_problem(path: str, error: MarkedYAMLError) -> Problem:
+    """A YAML syntax error at its place, in words."""
+    mark = error.problem_mark or error.context_mark
+    what = error.problem or "YAML syntax error"
+    if error.context and error.context not in what:
+        what = f"{what} ({error.context})"
+    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return Problem(path, line, col, f"YAML syntax error: {what}")
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+_fast_yaml = YAML(typ="safe", pure=False)
+
+
+def decode(data: bytes, path: str, *, max_bytes: int = MAX_FILE_BYTES) -> str:
+    """A file's bytes as text; DefinitionError when it is too large, binary, or not UTF-8.
+
+    The size is checked before anything is decoded, so a huge file costs nothing more than its read.
+    """
+    _check_size(data, path, max_bytes)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, col = _place_of(data, e.start)
+        what = "binary, not text" if b"\0" in data else "not UTF-8 text"
+        raise DefinitionError([Problem(path, line, col, f"the file is {what} ({e.reason} at byte {e.start}); "
+                                                        f"save it as UTF-8 YAML, or move it out of the folder")]) from None
+    if "\0" in text:
+        line, col = _place_of(data, data.index(b"\0"))
+        raise DefinitionError([Problem(path, line, col, "the file is binary, not text (a NUL byte); save it as "
+                                                        "UTF-8 YAML, or move it out of the folder")])
+    return text
+
+
+def safe_load(text: str, path: str) -> Any:
+    """``text`` through the C safe loader once :func:`shape_problem` finds it safe to give it.
+
+    DefinitionError for a limit; ruamel's YAMLError (to be located by the caller) for a syntax error.
+    """
+    problem = shape_problem(text, path)
+    if problem is not None:
+        raise DefinitionError([problem])
+    try:
+        return _fast_yaml.load(text)
+    except RecursionError:  # a last guard (nothing within the limits gets here): fail this file only
+        raise DefinitionError([Problem(path, 1, 1, _nesting_message())]) from None
+
+
+def shape_problem(text: str, path: str) -> Problem | None:
+    """The nesting or alias limit ``text`` breaks, at its place; None when the C loader may have it.
+
+    Cheap for a normal file (a few microseconds): when the text alone proves it nests less than
+    :data:`MAX_NESTING` and defines no anchor, nothing more is done. Otherwise the C parser's events
+    (flat: no recursion, no alias expansion) measure the exact depth and what the aliases expand to.
+    """
+    if _surely_shallow(text) and not ("&" in text and _ANCHOR.search(text)):
+        return None
+    return _measure(text, path)
+
+
+def _surely_shallow(text: str) -> bool:
+    """Whether the text alone bounds its depth by MAX_NESTING.
+
+    Flow collections nest at most as deep as there are ``[`` and ``{``. A block collection sits at
+    least one column right of its parent, except a list that is a map's value, which may share the
+    map's column: so a node ``c`` columns in has at most ``2c + 3`` block collections around it, and
+    ``c`` is at most the longest run of spaces and indicators (``-``, ``?``, ``:``) opening a line.
+    """
+    budget = MAX_NESTING - text.count("[") - text.count("{") - 3
+    if budget < 0 or _other_line_breaks(text):
+        return False
+    deep_line = _line_prefix(budget // 2 + 1)
+    return deep_line.search(text) is None and deep_line.search("\n" + text[:budget]) is None
+
+
+@lru_cache(maxsize=MAX_NESTING)
+def _line_prefix(columns: int) -> re.Pattern[str]:
+    # Led by a literal "\n", which the regex engine finds fast (a class of breaks would cost 4x).
+    return re.compile(rf"\n[ \t?:\-\ufeff]{{{columns}}}")
+
+
+def _other_line_breaks(text: str) -> bool:
+    """Whether lines also break where ``\n`` does not (libyaml breaks at a lone \r, NEL, LS and PS)."""
+    return ("\r" in text and _LONE_CR.search(text) is not None) or any(b in text for b in "\x85\u2028\u2029")
+
+
+_LONE_CR = re.compile(r"\r(?!\n)")
+# An anchor opens a node: after a line start, a space, a flow indicator or a tag. ``&`` elsewhere
+# (``?a=1&b=2`` in a URL) is text. Quoted ``"x &y"`` matches too, which only costs a measurement.
+_ANCHOR = re.compile(r"(?:^|[\s\[{,:>\ufeff])&", re.MULTILINE)
+
+
+def _measure(text: str, path: str) -> Problem | None:
+    parser = CParser(text)
+    open_sizes: list[list[Any]] = []  # per open collection: [nodes so far, its anchor]
+    sizes: dict[str, int] = {}  # anchor -> the nodes it stands for
+    added = 0
+    try:
+        while parser.check_event():
+            event = parser.get_event()
+            if not isinstance(event, NodeEvent | CollectionEndEvent):
+                continue
+            if isinstance(event, CollectionStartEvent):
+                if len(open_sizes) >= MAX_NESTING:
+                    return _at(path, event, _nesting_message())
+                open_sizes.append([1, event.anchor])
+                continue
+            if isinstance(event, CollectionEndEvent):
+                size, anchor = open_sizes.pop()
+            elif isinstance(event, AliasEvent):
+                if any(anchor == event.anchor for _, anchor in open_sizes):
+                    return _at(path, event, f"the alias *{event.anchor} is inside its own anchor &{event.anchor} "
+                                            f"(a structure that contains itself); write the value out")
+                size, anchor = sizes.get(event.anchor, 1), None
+                added += size
+                if added > MAX_ALIAS_NODES:
+                    return _at(path, event, f"YAML aliases expand this file by more than {MAX_ALIAS_NODES} "
+                                            f"values (the limit, against 'billion laughs' files); write the "
+                                            f"values out, or alias smaller ones")
+            else:
+                size, anchor = 1, event.anchor
+            if anchor is not None:
+                sizes[anchor] = size
+            if open_sizes:
+                open_sizes[-1][0] += size
+    except YAMLError:
+        return None  # the loader reports the syntax error; no deeper than measured up to it
+    finally:
+        parser.dispose()
+    return None
+
+
+def _nesting_message() -> str:
+    return f"the file nests deeper than {MAX_NESTING} levels (the limit); flatten it (real files need about ten)"
+
+
+def _at(path: str, event: Any, message: str) -> Problem:
+    return Problem(path, event.start_mark.line + 1, event.start_mark.column + 1, message)
+
+
+def _check_size(data: str | bytes, path: str, max_bytes: int) -> None:
+    size = len(data) if isinstance(data, bytes) else _utf8_length(data, max_bytes)
+    if size > max_bytes:
+        raise DefinitionError([Problem(path, 1, 1, f"the file is {size} bytes, over the limit of {max_bytes} "
+                                                   f"bytes ({max_bytes / (1 << 20):g} MiB); split it into "
+                                                   f"smaller files")])
+
+
+def _utf8_length(text: str, limit: int) -> int:
+    # At most 4 bytes a character: most texts are decided without encoding them.
+    return len(text) if len(text) * 4 <= limit else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _place_of(data: bytes, offset: int) -> tuple[int, int]:
+    """1-based line and column of the byte at ``offset``."""
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    return data.count(b"\n", 0, offset) + 1, offset - line_start + 1
 
 
 def problems(path: str, text: str, error: ValidationError, unknown_key: UnknownKey | None = None) -> list[Problem]:

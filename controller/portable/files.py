@@ -1,8 +1,11 @@
 """The I/O edges of export and import: the checkout's existing workflows, writing the plan, one commit.
 
-Where it sits: the CLI reads the target account's workflows from the checkout
-(:func:`existing`), plans with :func:`controller.portable.document.plan`, then writes the planned
-files under ``<root>/<account>/`` (:func:`write`) and, with ``--commit``, commits exactly them.
+Where it sits: the CLI finds the target account's folder (:func:`account_folder`), reads its
+workflows from the checkout (:func:`existing`), plans with :func:`controller.portable.document.plan`,
+then writes the planned files under ``<root>/<account>/`` (:func:`write`) and, with ``--commit``,
+commits exactly them. The account and every file name are checked before they touch a path: a
+document (or a ``--rename``) naming ``../x`` cannot write outside the account's folder, and a
+folder that is a symlink out of the repository is neither read nor written.
 """
 
 from __future__ import annotations
@@ -15,10 +18,23 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from controller.errors import SourceError
+from controller.errors import SourceError, UsageError
 from controller.model import yamlfile
+from controller.model.names import is_name
 from controller.portable.document import Plan
+from controller.reconcile.loader import SLUG
 from controller.reconcile.rules import call_sites
+from controller.source.paths import normalize_root, safe_worktree_path
+
+
+def account_folder(checkout: Path, root: str, account: str) -> Path:
+    """``<checkout>/<root>/<account>``, once the account is a valid name and the folder is in the repository."""
+    if not SLUG.fullmatch(account):
+        raise UsageError(f"--account {account!r} is not an account name (lowercase letters, digits and '-', at "
+                         f"most 63, as its folder under {root or 'the repository'} is named)")
+    folder = checkout / normalize_root(root) / account
+    safe_worktree_path(checkout, folder)  # SourceError for a folder that is a symlink out of the repository
+    return folder
 
 
 def existing(folder: Path) -> dict[str, list[str]]:
@@ -30,8 +46,9 @@ def existing(folder: Path) -> dict[str, list[str]]:
     for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
         if path.name.endswith(".tests.yaml"):
             continue
-        try:
-            content = yamlfile.parse(path.read_text(encoding="utf-8"), str(path))
+        try:  # (only files of the account's own folder: a symlink is not followed anywhere)
+            data = path.read_bytes() if not path.is_symlink() else b""
+            content = yamlfile.parse(yamlfile.decode(data, str(path)), str(path), max_bytes=yamlfile.MAX_FILE_BYTES)
         except Exception:  # noqa: BLE001 - an invalid file is the reconciler's to report; here it only has a name
             content = None
         found[path.stem] = [t for _, t in call_sites(content)] if isinstance(content, dict) else []
@@ -50,7 +67,13 @@ def render(content: Mapping[str, Any], header: str) -> str:
 
 
 def write(plan: Plan, folder: Path, *, source: str, now: datetime) -> list[Path]:
-    """Write the plan's files into ``folder``; the paths written."""
+    """Write the plan's files into ``folder``; the paths written. UsageError, with nothing written, for a
+    file name that is not ``<workflow name>.yaml``."""
+    for name in plan.files:
+        stem = name.removesuffix(".yaml")
+        if not (name.endswith(".yaml") and is_name(stem)):
+            raise UsageError(f"{stem!r} is not a workflow name (lowercase letters, digits and '-', at most 63); "
+                             f"import it under another with --rename {stem}=NEW; nothing was written")
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, content in sorted(plan.files.items()):

@@ -1,9 +1,10 @@
 """Load one workflow file: bytes -> a validated definition, or located problems.
 
 Pure: takes a path and the file's bytes (read from a git blob or the working tree by the caller),
-returns a :class:`Loaded`. Parsing uses ruamel.yaml's C safe loader; only a file that failed is
-parsed again with the round-trip loader, which keeps line and column, to place each problem at
-``path:line:col`` (DESIGN.md, "Performance notes").
+returns a :class:`Loaded`. Parsing uses ruamel.yaml's C safe loader, behind the limits of
+:mod:`controller.model.yamlfile`; only a file that failed is parsed again with the round-trip
+loader, which keeps line and column, to place each problem at ``path:line:col`` (DESIGN.md,
+"Performance notes").
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from controller.errors import Problem
-from controller.model import Workflow, field_path, validation_issues
+from controller.errors import DefinitionError, Problem
+from controller.model import Workflow, field_path, validation_issues, yamlfile
 from controller.model.paths import node_position
 
 SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -86,9 +87,6 @@ def content_hash(content: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-_fast_yaml = YAML(typ="safe", pure=False)
-
-
 @contextmanager
 def bulk_loading() -> Iterator[None]:
     """Collect garbage less often while thousands of files load.
@@ -108,64 +106,42 @@ def bulk_loading() -> Iterator[None]:
 def load(where: WorkflowPath, data: bytes) -> Loaded:
     """Parse and validate one workflow file; never raises for a problem in the file itself.
 
-    Not even for a file made to break the parser: one nested beyond :data:`MAX_NESTING` is refused
-    before parsing (the C parser would overflow the stack), and a recursion or memory error on the
-    way fails this file only, with a message, never the pass that reads it.
+    Not even for a file made to break the parser or what comes after it: the limits of
+    :mod:`controller.model.yamlfile` (size, nesting, aliases) hold before the C parser sees the
+    text, and :data:`MAX_ACTIONS` before the model is built. A recursion or memory error on the way
+    fails this file only, with a message, never the pass that reads it.
     """
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return _invalid(where, "", [Problem(where.path, 0, 0, f"file is not UTF-8 text ({e.reason} at byte {e.start})")])
-    too_deep = _too_deep(text)
-    if too_deep is not None:
-        return _invalid(where, "", [Problem(where.path, too_deep, 1, f"the file nests deeper than {MAX_NESTING} "
-                                            f"levels; a workflow needs a handful: flatten it")])
+        text = yamlfile.decode(data, where.path)
+    except DefinitionError as e:
+        return _invalid(where, "", e.problems)
     try:
         return _load(where, text)
+    except DefinitionError as e:  # a limit: the text is kept from the round-trip loader, which recurses
+        return _invalid(where, "", e.problems)
     except (RecursionError, MemoryError) as e:
-        return _invalid(where, "", [Problem(where.path, 0, 0, f"the file cannot be read: {type(e).__name__} "
+        return _invalid(where, "", [Problem(where.path, 1, 1, f"the file cannot be read: {type(e).__name__} "
                                             f"while parsing it (too deep or too large); simplify it")])
 
 
-MAX_NESTING = 100  # levels of [ { (or 10 columns of indentation each); a workflow needs a handful
-_DEEP_INDENT = re.compile(rf"^[ \t]{{{MAX_NESTING * 10},}}\S", re.MULTILINE)
-
-
-def _too_deep(text: str) -> int | None:
-    """The line where ``text`` nests deeper than MAX_NESTING (flow brackets, or indentation), else None."""
-    indented = _DEEP_INDENT.search(text)
-    if indented is not None:
-        return text.count("\n", 0, indented.start()) + 1
-    if text.count("[") + text.count("{") <= MAX_NESTING:  # the common case: nothing to scan
-        return None
-    depth, quote, line = 0, "", 1
-    for char in text:
-        if char == "\n":
-            line += 1
-        elif quote:
-            quote = "" if char == quote else quote
-        elif char in "\"'":
-            quote = char
-        elif char in "[{":
-            depth += 1
-            if depth > MAX_NESTING:
-                return line
-        elif char in "]}":
-            depth = max(0, depth - 1)
-    return None
+MAX_ACTIONS = 500  # actions in one workflow, nested ones included; real ones have a few dozen
+_BRANCHES = ("then", "else")  # the keys of an ``if`` that hold actions
 
 
 def _load(where: WorkflowPath, text: str) -> Loaded:
     try:
-        raw = _fast_yaml.load(text)
+        raw = yamlfile.safe_load(text, where.path)
     except MarkedYAMLError as e:
-        return _invalid(where, text, [_yaml_problem(where.path, e)])
+        return _invalid(where, text, [yamlfile.syntax_problem(where.path, e)])
     except YAMLError as e:
         return _invalid(where, text, [Problem(where.path, 1, 1, f"YAML error: {e}")])
     problems = _check_placement(where, raw)
     if not isinstance(raw, dict):
         kind = "empty" if raw is None else f"a {type(raw).__name__}"
         return _invalid(where, text, [Problem(where.path, 1, 1, f"expected a Workflow mapping, the file is {kind}")])
+    too_many = _too_many_actions(where.path, text, raw)
+    if too_many is not None:
+        return _invalid(where, text, [too_many])
     try:
         workflow = Workflow.model_validate(raw)
     except ValidationError as e:
@@ -177,10 +153,28 @@ def _load(where: WorkflowPath, text: str) -> Loaded:
     return Loaded(where, text, workflow, (), content, content_hash(content))
 
 
+def _too_many_actions(path: str, text: str, raw: dict[str, Any]) -> Problem | None:
+    """MAX_ACTIONS, counted before the model is built: a file of 30,000 actions is one error, not 30,000."""
+    spec = raw.get("spec")
+    actions = spec.get("actions") if isinstance(spec, dict) else None
+    count, pending = 0, [actions]
+    while pending and count <= MAX_ACTIONS:
+        items = pending.pop()
+        if isinstance(items, list):
+            count += len(items)
+            pending += [item.get(key) for item in items if isinstance(item, dict) for key in _BRANCHES]
+    if count <= MAX_ACTIONS:
+        return None
+    line, col = position(text, ("spec", "actions"))
+    return Problem(path, line, col, f"the workflow has more than {MAX_ACTIONS} actions (the limit, nested ones "
+                                    f"included); split it into workflows that call each other (workflow.call)",
+                   "spec.actions")
+
+
 def _check_placement(where: WorkflowPath, raw: Any) -> list[Problem]:
     """File-name rules: the folder is a valid account, the stem equals metadata.name."""
     problems = []
-    if not SLUG.match(where.account):
+    if not SLUG.fullmatch(where.account):
         problems.append(
             Problem(where.path, 0, 0, f"account folder {where.account!r} must be lowercase letters, digits and '-'")
         )
@@ -220,15 +214,6 @@ def _locate(path: str, text: str, issues: list[tuple[tuple[str | int, ...], str]
 def position(text: str, loc: tuple[str | int, ...]) -> tuple[int, int]:
     """1-based line and column of the key (or list item) at ``loc``, or of its deepest existing part."""
     return node_position(YAML().load(text), loc)  # the round-trip loader keeps .lc positions
-
-
-def _yaml_problem(path: str, error: MarkedYAMLError) -> Problem:
-    mark = error.problem_mark or error.context_mark
-    what = error.problem or "YAML syntax error"
-    if error.context and error.context not in what:
-        what = f"{what} ({error.context})"
-    line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-    return Problem(path, line, col, f"YAML syntax error: {what}")
 
 
 def _invalid(where: WorkflowPath, text: str, problems: list[Problem]) -> Loaded:
