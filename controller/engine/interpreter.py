@@ -30,6 +30,7 @@ from typing import Any
 
 from controller.engine.actions import branch, set_vars, wait, workflow_call
 from controller.engine.actions.base import ActionContext, ActionModule, Call, Outcome, Sleep, recorded_input
+from controller.engine.caps import capped
 from controller.engine.directory import Directory
 from controller.engine.effects import Effects
 from controller.engine.lifecycle import transition
@@ -99,7 +100,7 @@ class Interpreter:
         run = (run_class or Run)(self, execution, effects, checkpoint, scope, stop)
         run.unit = unit or nullcontext
         if run.actions(definition["spec"]["actions"]):
-            execution.output = scope["vars"]
+            execution.output = capped(scope["vars"])
             transition(execution, ExecutionStatus.SUCCEEDED, self.now())
         return run.segment
 
@@ -156,9 +157,10 @@ class Run:
         step.status, step.attempts, step.wake_at, step.error = StepStatus.RUNNING, step.attempts + 1, None, None
         self.scope["now"] = now.isoformat()
         try:
-            inputs = self.i.templates.render({k: v for k, v in action.items() if k not in ("then", "else")}, self.scope)
+            inputs = self.i.templates.render_step({k: v for k, v in action.items() if k not in ("then", "else")},
+                                                  self.scope, action.get("timeout"))
             module = self.i.modules[kind]
-            step.input = recorded_input(module, inputs)
+            step.input = capped(recorded_input(module, inputs))
             if kind in EXTERNAL and self.ex.id:  # (a dry run has no execution and writes nothing)
                 step.idempotency_key = idempotency_key(self.ex.id, action["id"])
                 self.checkpoint(self.ex)  # the attempt is on record before the call starts
@@ -182,7 +184,7 @@ class Run:
             return self.sleep(action, step, outcome)
         if isinstance(outcome, Call):
             return self.call(action, step, outcome)
-        step.output = outcome.output
+        step.output = capped(outcome.output)
         step.status, step.finished_at = StepStatus.SUCCEEDED, now
         if action["type"] not in PURE:
             self.checkpoint(self.ex)

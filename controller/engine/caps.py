@@ -1,0 +1,54 @@
+"""The size cap on what a step keeps: its resolved input and its output, and an execution's output.
+
+The interpreter passes each through :func:`capped` before it is stored or put into scope, so the live
+engine, a resumed execution and the dry run see the same thing. A value whose JSON is at most
+``STORED_LIMIT`` bytes is kept as it is. A larger map keeps its keys: its largest values are replaced,
+one at a time, by a marker until the rest fits (so ``steps.call.output.status`` still reads 200 when
+the body was too big to keep); anything else is replaced whole. The marker::
+
+    {"truncated": true, "size": 3145728, "limit": 262144, "preview": "{\\"items\\": [1, 2, …"}
+
+``size`` is the value's JSON in bytes, ``limit`` the cap, ``preview`` the first ``PREVIEW`` characters
+of that JSON. The action itself always gets the whole input; only the copy that is kept is capped.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+STORED_LIMIT = 256 * 1024  # bytes of JSON kept of a step's input, of its output, of an execution's output
+PREVIEW = 1024  # characters of a cut value's JSON kept in its marker
+
+
+def capped(value: Any, limit: int = STORED_LIMIT) -> Any:
+    """``value`` when its JSON fits in ``limit`` bytes, else the same map with its largest values cut, or a marker."""
+    size = _size(value)
+    if size <= limit:
+        return value
+    if not isinstance(value, dict):
+        return marker(value, size, limit)
+    kept = dict(value)
+    sizes = {key: _size(item) for key, item in kept.items()}
+    total = size
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        cut = marker(kept[key], sizes[key], limit)
+        kept[key] = cut
+        total += _size(cut) - sizes[key]
+        if total <= limit:
+            return kept
+    return marker(value, size, limit)  # too many keys to keep even with every value cut
+
+
+def marker(value: Any, size: int, limit: int) -> dict[str, Any]:
+    """What stands for a value too big to keep."""
+    text = _json(value)
+    return {"truncated": True, "size": size, "limit": limit, "preview": text[:PREVIEW]}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _size(value: Any) -> int:
+    return len(_json(value).encode("utf-8"))
