@@ -298,3 +298,65 @@ def test_stored_input_and_output_are_capped_in_the_engine_and_the_dry_run(tmp_pa
         assert stored_input["id"] == "keep" and stored_input["vars"]["truncated"] is True
     assert shown["status"] == "succeeded" and shown["output"]["big"]["truncated"] is True
     assert dry.output["big"]["truncated"] is True
+
+
+# -- a real `wfctl serve` -----------------------------------------------------------------------------
+
+SERVED = json.dumps({
+    "apiVersion": "workflows/v1", "kind": "Workflow", "metadata": {"name": "spin"},
+    "spec": {"trigger": {"type": "manual", "entities": ["ticket"]}, "actions": [
+        {"id": "mark", "type": "record.create", "entity": "task", "set": {"title": "started"}},
+        {"id": "spin", "type": "set", "vars": {"out": "{% set big = 'a' * 200000 %}"
+                                                      + SLOW.replace("record.big", "big")}},
+    ]},
+})
+
+
+def _stored(db: str, read: Any) -> Any:
+    from controller.store import open_store
+
+    store = open_store(db)
+    try:
+        with store.read() as conn:
+            return read(conn)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("worker_processes", ["0", "1"])
+def test_sigterm_stops_serve_while_a_template_runs_away(tmp_path: Path, worker_processes: str) -> None:
+    """SIGTERM during a runaway render (in a worker thread, or a worker process): the render stops at its
+    budget, the step fails with the budget's message, and serve exits 0 well inside its grace period."""
+    import signal
+    import subprocess
+    import sys
+
+    from gitutil import commit_files, make_repo
+    from servers import until
+
+    from controller.store import records as record_store
+    from controller.store import views
+
+    repo = tmp_path / "repo"
+    commit_files(make_repo(repo), {"workflows.d/acme/spin.yaml": SERVED}, "add")
+    db = f"sqlite:///{tmp_path / 'wfctl.db'}"
+    base = [sys.executable, "-m", "controller", "--repo", str(repo), "--data-dir", str(tmp_path / "data"), "--db", db]
+    server = subprocess.Popen([*base, "serve", "--interval", "0.5", "--workers", "1", "--port", "0",
+                               "--worker-processes", worker_processes], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        until(lambda: _stored(db, lambda c: any(w["id"] == "acme/spin" for w in views.status(c)["workflows"])))
+        started = subprocess.run([*base, "run", "acme/spin"], capture_output=True, text=True, check=True)
+        execution = int(started.stdout.strip())
+        until(lambda: _stored(db, lambda c: record_store.list_records(c, "acme", "task")), poll=0.01)
+        began = time.monotonic()  # the step before the runaway one has committed: the render is running
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(15) == 0
+        elapsed = time.monotonic() - began
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert elapsed < 5.0  # the grace period is 9 s; the budget is 1 s
+    shown = _stored(db, lambda c: views.execution(c, execution))
+    assert shown["status"] == "failed" and "ran longer than its budget of 1 s" in shown["error"], shown
