@@ -110,6 +110,8 @@ def test_there_are_thirty_known_escapes() -> None:
         ("{{ 'x' | center(10 ** 9) }}", "the width of center is 1,000,000,000"),
         ("{{ 'x'.center(10 ** 9) }}", "the width of center is 1,000,000,000"),
         ("{{ 'x'.ljust(10 ** 9) }}", "the width of ljust is"),
+        ("{{ ('x' | e).center(10 ** 9) }}", "the width of center is"),
+        ("{{ ('x' | safe).expandtabs(10 ** 9) }}", "calling Markup.expandtabs\\(\\) is not allowed"),
         ("{{ '%0999999999d' | format(1) }}", "a width in a % format is 999,999,999"),
         ("{{ '%*d' | format(10 ** 9, 1) }}", "a '\\*' width in a % format is not allowed"),
         ("{{ '%0999999999d' % 1 }}", "a width in a % format is"),
@@ -132,6 +134,9 @@ def test_there_are_thirty_known_escapes() -> None:
          "the rendered text would reach .* the limit is 1,048,576"),
         ("{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}", "recursive loops are not allowed"),
         ("{{ 2 ** 100000 }}", "the exponent 100000 is too large"),
+        ("{{ range(10000) | map('center', 200000) | list | length }}", "the items of the map filter would reach"),
+        ("{{ range(1) | batch(10000, record.big) | list }}", "the items of the batch filter would reach"),
+        ("{{ range(10000) | map('center', 200000) }}", "the items of the map filter would reach"),
     ],
 )
 def test_resource_limits_are_named_template_errors(templates: Templates, template: str, message: str) -> None:

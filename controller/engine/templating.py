@@ -301,9 +301,22 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
         if check is not None:
             check(*given, **kwargs)
         result = func(*args, **kwargs)
+        if isinstance(result, types.GeneratorType):  # map, select, batch, ...: measured as they are read
+            return _counted(result, f"the items of the {name} filter")
         return _built(result, f"the result of the {name} filter") if name in _AMPLIFYING else result
 
     return bounded
+
+
+def _counted(items: Iterator[Any], what: str) -> Iterator[Any]:
+    """``items``, refused once what they hold passes MAX_OUTPUT: ``range(n) | map('center', w) | list`` would
+    build each item within the limits and all of them together far past them."""
+    total = 0
+    for item in items:
+        _tick()
+        total += text_size(item, MAX_OUTPUT)
+        _limit(total, what, MAX_OUTPUT)
+        yield item
 
 
 def _join_filter(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -408,8 +421,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         _tick()
         owner = getattr(obj, "__self__", None)
-        if isinstance(obj, types.BuiltinMethodType) and owner is not None and not isinstance(owner, types.ModuleType):
-            args = _checked_args(owner, obj.__name__, args)
+        # A method of data: built in (str.center) or markupsafe's Python wrappers of the same (Markup.center).
+        if isinstance(owner, str | list | tuple | dict | int | float):
+            args = _checked_args(owner, getattr(obj, "__name__", ""), args)
         return _built(super().call(context, obj, *args, **kwargs), "the result of a call")
 
     def getattr(self, obj: Any, attribute: str) -> Any:
