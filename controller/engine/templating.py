@@ -63,6 +63,7 @@ from controller.model import parse_duration
 _CACHE_SIZE = 8192  # distinct template texts kept compiled; a repository holds a few thousand at most
 _SHOWN = 80  # characters of a long template quoted in a message
 _MAX_POWER = 1000  # larger exponents can take the worker down: 10 ** 10 ** 9
+_MAX_BITS = 100_000  # bits of a whole number a product or a power may give (about 30,000 digits)
 _PLACEHOLDER = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 
 RENDER_BUDGET = 1.0  # seconds one render may take (a step's timeout, when shorter, instead)
@@ -407,6 +408,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         _tick()
         if operator == "**" and isinstance(right, int) and abs(right) > _MAX_POWER:
             raise SecurityError(f"the exponent {right} is too large (at most {_MAX_POWER})")
+        if operator in ("*", "**") and isinstance(left, int) and isinstance(right, int):
+            _check_bits(left, right, operator)
         size = None
         if operator == "*":
             size = _repeat_size(left, right)
@@ -485,6 +488,14 @@ def _range(*args: int) -> range:
     if len(items) > MAX_RANGE:
         raise LimitError(f"range() of {len(items)} items is more than the limit of {MAX_RANGE}")
     return items
+
+
+def _check_bits(left: int, right: int, operator: str) -> None:
+    """Refuse a product or power of whole numbers past _MAX_BITS: squaring in a loop doubles the digits each time,
+    and one C multiplication of huge numbers cannot be interrupted."""
+    bits = left.bit_length() + right.bit_length() if operator == "*" else left.bit_length() * abs(right)
+    if abs(left) > 1 and bits > _MAX_BITS:
+        raise LimitError(f"the number {operator} would have about {bits:,} bits; the limit is {_MAX_BITS:,}")
 
 
 def _repeat_size(left: Any, right: Any) -> int:
