@@ -12,9 +12,16 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+# -- hypothesis: a modest default run; `pytest --hypothesis-profile=long` for a deeper one ---------------
+# (A test's own @settings(max_examples=...) wins over both.)
+hypothesis.settings.register_profile("default", max_examples=60, deadline=None)
+hypothesis.settings.register_profile("long", max_examples=2000, deadline=None)
+hypothesis.settings.load_profile("default")  # the plugin loads --hypothesis-profile after this, when given
 
 PG_URL = os.environ.get("WFC_TEST_DATABASE_URL")
 PG_SKIP = "set WFC_TEST_DATABASE_URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test) to run on PostgreSQL"

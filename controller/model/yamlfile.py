@@ -106,6 +106,11 @@ def safe_load(text: str, path: str) -> Any:
         return _fast_yaml.load(text)
     except RecursionError:  # a last guard (nothing within the limits gets here): fail this file only
         raise DefinitionError([Problem(path, 1, 1, _nesting_message())]) from None
+    except TypeError as e:  # ruamel's constructor hashing a key that holds a map: "unhashable type: 'dict'"
+        raise DefinitionError([Problem(path, 1, 1, f"YAML error: a key is a map, or a list holding one ({e}); "
+                                                   f"use a plain string as the key")]) from None
+    except ValueError as e:  # a tagged value the constructor cannot build (!!timestamp, !!int, !!binary ...)
+        raise DefinitionError([Problem(path, 1, 1, f"YAML error: {e}; write the value as plain text")]) from None
 
 
 def shape_problem(text: str, path: str) -> Problem | None:
@@ -123,12 +128,13 @@ def shape_problem(text: str, path: str) -> Problem | None:
 def _surely_shallow(text: str) -> bool:
     """Whether the text alone bounds its depth by MAX_NESTING.
 
-    Flow collections nest at most as deep as there are ``[`` and ``{``. A block collection sits at
-    least one column right of its parent, except a list that is a map's value, which may share the
-    map's column: so a node ``c`` columns in has at most ``2c + 3`` block collections around it, and
-    ``c`` is at most the longest run of spaces and indicators (``-``, ``?``, ``:``) opening a line.
+    Flow collections nest at most as deep as there are ``{``, and twice the ``[`` (``[a: 1]`` and
+    ``[? a]`` are a list holding a map of one pair). A block collection sits at least one column
+    right of its parent, except a list that is a map's value, which may share the map's column: so a
+    node ``c`` columns in has at most ``2c + 3`` block collections around it, and ``c`` is at most
+    the longest run of spaces and indicators (``-``, ``?``, ``:``) opening a line.
     """
-    budget = MAX_NESTING - text.count("[") - text.count("{") - 3
+    budget = MAX_NESTING - 2 * text.count("[") - text.count("{") - 3
     if budget < 0 or _other_line_breaks(text):
         return False
     deep_line = _line_prefix(budget // 2 + 1)
@@ -225,10 +231,7 @@ def problems(path: str, text: str, error: ValidationError, unknown_key: UnknownK
 
 
 def locate(path: str, text: str, issues: list[tuple[Loc, str]]) -> list[Problem]:
-    try:
-        tree: Any = YAML().load(text)  # round-trip: keeps .lc positions (JSON is YAML too)
-    except YAMLError:
-        tree = None
+    tree = round_trip(text)
     found: list[Problem] = []
     for loc, message in issues:
         line, col = node_position(tree, loc)
@@ -236,6 +239,19 @@ def locate(path: str, text: str, issues: list[tuple[Loc, str]]) -> list[Problem]
         if problem not in found:
             found.append(problem)
     return found
+
+
+def round_trip(text: str) -> Any:
+    """``text`` through the round-trip loader, which keeps each node's ``.lc`` position (JSON is YAML too);
+    None when it cannot build the tree.
+
+    Only for text that passed :func:`shape_problem` and failed validation: slow, and stricter than the C
+    loader in places (a map used as a key is a TypeError there), so any failure means "no positions".
+    """
+    try:
+        return YAML().load(text)
+    except (YAMLError, TypeError, ValueError, RecursionError):
+        return None
 
 
 def issue(error: ErrorDetails, unknown_key: UnknownKey | None = None) -> tuple[Loc, str]:

@@ -20,7 +20,6 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
-from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from controller.errors import DefinitionError, Problem
@@ -146,7 +145,7 @@ def _load(where: WorkflowPath, text: str) -> Loaded:
         workflow = Workflow.model_validate(raw)
     except ValidationError as e:
         located = _locate(where.path, text, validation_issues(e))
-        return _invalid(where, text, located + problems)
+        return _invalid(where, text, located + [_place(where.path, text, p) for p in problems])
     if problems:
         return _invalid(where, text, [_place(where.path, text, p) for p in problems])
     content = workflow.normalized()
@@ -203,7 +202,7 @@ def locate(loaded: Loaded, loc: tuple[str | int, ...], message: str) -> Problem:
 
 
 def _locate(path: str, text: str, issues: list[tuple[tuple[str | int, ...], str]]) -> list[Problem]:
-    tree = YAML().load(text)
+    tree = yamlfile.round_trip(text)
     located = []
     for loc, message in issues:
         line, col = node_position(tree, loc)
@@ -213,7 +212,7 @@ def _locate(path: str, text: str, issues: list[tuple[tuple[str | int, ...], str]
 
 def position(text: str, loc: tuple[str | int, ...]) -> tuple[int, int]:
     """1-based line and column of the key (or list item) at ``loc``, or of its deepest existing part."""
-    return node_position(YAML().load(text), loc)  # the round-trip loader keeps .lc positions
+    return node_position(yamlfile.round_trip(text), loc)
 
 
 def _invalid(where: WorkflowPath, text: str, problems: list[Problem]) -> Loaded:
