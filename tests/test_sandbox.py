@@ -18,6 +18,7 @@ from controller.engine.caps import STORED_LIMIT, capped
 from controller.engine.dryrun import DryRunner, SyntheticDirectory
 from controller.engine.templating import MAX_ITERATIONS, MAX_RANGE, MAX_TEXT, Templates, step_budget
 from controller.errors import TemplateError
+from controller.model.templates import RECURSIVE_LOOP, template_problem
 
 # The payloads of the server-side template injection cheat sheets, Jinja2 section, and their variants.
 ESCAPES = [
@@ -148,6 +149,13 @@ def test_resource_limits_are_named_template_errors(templates: Templates, templat
     with pytest.raises(TemplateError, match=message):
         templates.render(template, record_scope())
     assert time.perf_counter() - began < 1.0
+
+
+def test_validate_refuses_a_recursive_loop_too() -> None:
+    """A recursive loop is a definition problem at validation time, with the sandbox's own words."""
+    problem = template_problem("{% for x in [1] recursive %}{{ loop([1]) }}{% endfor %}")
+    assert problem is not None and problem.endswith("is not a valid template: " + RECURSIVE_LOOP)
+    assert template_problem("{% for x in [1] %}{{ x }}{% endfor %}") is None
 
 
 def test_ordinary_templates_stay_within_the_limits(templates: Templates) -> None:

@@ -59,6 +59,7 @@ from jinja2.visitor import NodeTransformer
 
 from controller.errors import TemplateError
 from controller.model import parse_duration
+from controller.model.templates import RECURSIVE_LOOP
 
 _CACHE_SIZE = 8192  # distinct template texts kept compiled; a repository holds a few thousand at most
 _SHOWN = 80  # characters of a long template quoted in a message
@@ -343,7 +344,7 @@ class _Bounded(NodeTransformer):
     def visit_For(self, node: nodes.For) -> nodes.Node:
         self.generic_visit(node)
         if node.recursive:
-            raise TemplateSyntaxError("recursive loops are not allowed in workflow templates", node.lineno)
+            raise TemplateSyntaxError(RECURSIVE_LOOP, node.lineno)
         node.iter = _call("wfc_loop", [node.iter], node)  # type: ignore[list-item]  # (an Expr: the loop's iterable)
         return node
 

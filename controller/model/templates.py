@@ -12,13 +12,16 @@ import functools
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateSyntaxError, nodes
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import AfterValidator, PlainValidator, WithJsonSchema
 
 from controller.model.base import located
 
 _SHOWN = 60  # characters of a template quoted in a message; bodies can be long
+# The sandbox refuses them at run time too (controller.engine.templating): a loop calling itself
+# escapes the count of loop iterations.
+RECURSIVE_LOOP = "recursive loops are not allowed in workflow templates"
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,10 +40,12 @@ def template_problem(text: str) -> str | None:
     if "{{" not in text:
         return None
     try:
-        _environment().parse(text)
+        tree = _environment().parse(text)
     except TemplateSyntaxError as error:
         where = f" (line {error.lineno} of the template)" if "\n" in text.strip() else ""
         return f"{_quote(text)} is not a valid template: {error.message}{where}"
+    if any(loop.recursive for loop in tree.find_all(nodes.For)):
+        return f"{_quote(text)} is not a valid template: {RECURSIVE_LOOP}"
     return None
 
 
