@@ -2,7 +2,8 @@
 text full of ``{{ }}``, ``{% %}``, ``__class__`` and line breaks), the templates of a workflow give it
 back as data: a placeholder's value equals the field, text around a placeholder holds the field's text
 verbatim (nothing in it is evaluated), ``tojson`` round-trips, and the only failure there can be is a
-TemplateError. The same holds through the interpreter in a dry run.
+TemplateError. The same holds through the interpreter in a dry run. And templates built as bombs from
+operators, filters and methods over such data stop in time with a TemplateError.
 
 The default run keeps the example count modest; ``pytest --hypothesis-profile=long`` goes deeper.
 """
@@ -10,6 +11,7 @@ The default run keeps the example count modest; ``pytest --hypothesis-profile=lo
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,3 +102,42 @@ def test_a_dry_run_keeps_record_data_as_data(record: dict[str, Any]) -> None:
     assert json.loads(result.output["json"]) == as_json(record["extra"])
     [intent] = result.intents
     assert intent.fields["set"] == {"title": record["title"], "data": as_json(record["data"])}
+
+
+# -- hostile templates --------------------------------------------------------------------------------
+
+ATOMS = ["'ab'", "record.big", "range(10000)", "[record.big]", "(10 ** 100)", "200000", "record.tags", "'%s%s'",
+         "'{0}{0}'", "ns.l", "'\\n'"]
+FILTERS = ["list", "join(record.big)", "map('center', 200000)", "string", "tojson", "replace('a', record.big)",
+           "center(200000)", "indent(100000)", "batch(10000, record.big)", "slice(10000, record.big)", "sum",
+           "unique", "sort", "first", "e", "format(record.big)", "wordwrap(1)", "reverse", "select",
+           "map('replace', '1', record.big)", "length", "truncate(100000)", "urlencode", "title", "max"]
+OPERATORS = ["~", "+", "*", "%", "**", "//"]
+EXPRESSIONS = st.recursive(
+    st.sampled_from(ATOMS),
+    lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from(OPERATORS), inner).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        st.tuples(inner, st.sampled_from(FILTERS)).map(lambda t: f"({t[0]} | {t[1]})"),
+        st.tuples(inner, st.sampled_from(["join", "replace", "center", "split", "format", "ljust"]), inner)
+        .map(lambda t: f"{t[0]}.{t[1]}({t[2]})"),
+    ),
+    max_leaves=6,
+)
+SHAPES = ["{{ %s }}", "x{{ %s }}", "{%% for i in range(10000) %%}{{ %s }}{%% endfor %%}",
+          ("{%% set ns = namespace(l=[]) %%}{%% for i in range(10000) %%}{%% set ns.l = ns.l + [%s] %%}{%% endfor %%}"
+          "{{ ns.l | length }}")]
+HOSTILE = Templates(budget=0.05)
+
+
+@FUZZ
+@given(EXPRESSIONS, st.sampled_from(SHAPES))
+def test_hostile_templates_stop_in_time_with_a_template_error(expression: str, shape: str) -> None:
+    """Operators, filters and methods built into bombs and loops render or fail with a TemplateError, in time."""
+    began = time.perf_counter()
+    try:
+        HOSTILE.render(shape % expression, scope({"big": "a" * 200_000, "tags": ["x", "y"]}))
+    except TemplateError:
+        pass
+    # The budget, plus the longest step that cannot be interrupted (walking a 200,000-item value: ~0.3 s on a
+    # busy 2-core machine); a template that escaped the limits would run for minutes.
+    assert time.perf_counter() - began < 2.0

@@ -141,6 +141,9 @@ def test_there_are_thirty_known_escapes() -> None:
         ("{{ range(10000) | map('center', 200000) | list | length }}", "the items of the map filter would reach"),
         ("{{ range(1) | batch(10000, record.big) | list }}", "the items of the batch filter would reach"),
         ("{{ range(10000) | map('center', 200000) }}", "the items of the map filter would reach"),
+        (("{% set ns = namespace(l=[]) %}{% for i in range(10000) %}"
+         "{% set ns.l = ns.l + [(i ~ record.big) | select] %}{% endfor %}{{ 1 }}"),
+         "the text or list built with \\+ would reach"),
     ],
 )
 def test_resource_limits_are_named_template_errors(templates: Templates, template: str, message: str) -> None:

@@ -170,6 +170,8 @@ def text_size(value: Any, limit: int = MAX_OUTPUT) -> int:
             stack.extend(item)
         elif isinstance(item, Namespace):
             stack.append(object.__getattribute__(item, "_Namespace__attrs"))
+        elif isinstance(item, _Counted):
+            total += item._held
         else:
             total += 64  # a macro, a loop, a generator: its text is its short repr
     return total
@@ -208,7 +210,13 @@ def _replace_size(text: Any, old: Any, new: Any, count: Any = None) -> int:
 
 
 def _join_size(separator: Any, items: list[Any]) -> int:
-    return len(str(separator)) * max(0, len(items) - 1) + sum(text_size(item, MAX_TEXT) for item in items)
+    """About how long joining ``items`` would be; counting stops once it is past MAX_TEXT."""
+    total = len(str(separator)) * max(0, len(items) - 1)
+    for item in items:
+        if total > MAX_TEXT:
+            break
+        total += len(item) if isinstance(item, str) else text_size(item, MAX_TEXT)
+    return total
 
 
 def _printf(template: str, values: Any) -> None:
@@ -304,21 +312,29 @@ def _bounded_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
             check(*given, **kwargs)
         result = func(*args, **kwargs)
         if isinstance(result, types.GeneratorType):  # map, select, batch, ...: measured as they are read
-            return _counted(result, f"the items of the {name} filter")
+            return _Counted(result, f"the items of the {name} filter", text_size(given[0], MAX_OUTPUT) if given else 0)
         return _built(result, f"the result of the {name} filter") if name in _AMPLIFYING else result
 
     return bounded
 
 
-def _counted(items: Iterator[Any], what: str) -> Iterator[Any]:
-    """``items``, refused once what they hold passes MAX_OUTPUT: ``range(n) | map('center', w) | list`` would
-    build each item within the limits and all of them together far past them."""
-    total = 0
-    for item in items:
+class _Counted:
+    """A filter's generator, refused once what it has given passes MAX_OUTPUT: ``range(n) | map('center', w) |
+    list`` builds each item within the limits and all of them together far past them. It counts as the size
+    of what it reads from (``_held``), so a list of such generators cannot hold unmeasured text."""
+
+    def __init__(self, items: Iterator[Any], what: str, held: int) -> None:
+        self._items, self._what, self._held, self._total = items, what, held, 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self._items)
         _tick()
-        total += text_size(item, MAX_OUTPUT)
-        _limit(total, what, MAX_OUTPUT)
-        yield item
+        self._total += text_size(item, MAX_OUTPUT)
+        _limit(self._total, self._what, MAX_OUTPUT)
+        return item
 
 
 def _join_filter(original: Callable[..., Any]) -> Callable[..., Any]:
