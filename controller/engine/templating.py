@@ -20,10 +20,13 @@ Limits, each a TemplateError naming it:
 - A text or list a template *builds* (``~``, ``+``, ``*``, ``%``, ``str.format``, filters, methods,
   list building in loops) is at most ``MAX_TEXT`` characters (a list measured as its text); what could
   be huge is sized *before* it is built (``'a' * n``, ``replace``, ``center``, ``join``, format widths),
-  so no single C call can take the memory first. A rendered template, a captured block and a
-  placeholder's value are at most ``MAX_OUTPUT``.
+  so no single C call can take the memory first. A rendered template, a captured block, a
+  placeholder's value and what one filter's generator yields (``map``, ``select``, ``batch``) are at
+  most ``MAX_OUTPUT``; a product or power of whole numbers at most ``_MAX_BITS`` bits.
 - Time: a render has a budget (``RENDER_BUDGET``; a step's own ``timeout`` when that is shorter), checked
-  at every loop iteration, call, filter, operator, attribute access and output piece.
+  at every loop iteration, call, filter, operator, attribute access and output piece. Filters that work
+  word by word in pure Python (``wordwrap``, ``urlize``) take at most ``_SLOW_TEXT``, so that one call
+  between two checks stays short.
 
 Why a cooperative budget and not a signal, a trace function or a process: the engine renders in
 worker threads (and HTTP threads render ``when``), and signals reach only the main thread;
