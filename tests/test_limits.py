@@ -223,6 +223,19 @@ def test_directory_and_tests_files_meet_the_same_limits(tmp_path: Path) -> None:
         "workflows.d/acme/fine.tests.yaml:3:110: the file nests deeper than 100 levels"), done.stdout
 
 
+def test_check_against_a_base_reports_binary_and_linked_out_tests_files(repo: Any, tmp_path: Path) -> None:
+    """`wfctl check --base main` with a binary tests file and one linked out of the repository: one located line
+    each, exit 1, no internal error (the plan hashed the tests file as text and stopped on the binary one)."""
+    commit_files(repo, {PATH.format("one"): workflow("one"), PATH.format("two"): workflow("two")}, "base")
+    (tmp_path / "secret").write_text("TOPSECRET-7f3a: 1\n")
+    (tmp_path / "repo" / "workflows.d/acme/one.tests.yaml").write_bytes(b"\x89PNG\x00\xff")
+    (tmp_path / "repo" / "workflows.d/acme/two.tests.yaml").symlink_to("../../../secret")
+    done = _wfctl(tmp_path, "check", "--base", "main")
+    assert done.returncode == 1 and "internal error" not in done.stderr, done.stderr
+    assert "workflows.d/acme/one.tests.yaml:1:1: the file is binary" in done.stdout
+    assert "symlink points outside the repository" in done.stdout and "TOPSECRET" not in done.stdout
+
+
 # -- paths -----------------------------------------------------------------------------------------
 
 

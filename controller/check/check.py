@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -178,7 +179,7 @@ def plan_against(top: Path, root: str, base: str, loaded: Mapping[str, Loaded]) 
 def _tests_changed(top: Path, source: GitSource, entries: Mapping[str, Any], path: str) -> bool:
     tests = tests_path_for(path)
     file = top / tests
-    now_sha = _blob_sha(file.read_text()) if file.exists() else None
+    now_sha = _blob_sha(_blob_of(file)) if file.is_symlink() or file.exists() else None
     base_entry = entries.get(tests)
     return now_sha != (base_entry.sha if base_entry is not None else None)
 
@@ -199,8 +200,13 @@ def _restored_from(top: Path, source: GitSource, base_sha: str, where: Any, now_
     return None
 
 
-def _blob_sha(text: str) -> str:
+def _blob_of(file: Path) -> bytes:
+    """What git would store for a working-tree file: its bytes, or for a symlink its target (never followed)."""
+    return os.readlink(file).encode("utf-8", "surrogateescape") if file.is_symlink() else file.read_bytes()
+
+
+def _blob_sha(text: str | bytes) -> str:
     """git's object id of a file with this text, to skip files that did not change at all."""
-    data = text.encode("utf-8")
+    data = text.encode("utf-8") if isinstance(text, str) else text
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
 
