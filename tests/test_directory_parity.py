@@ -90,7 +90,7 @@ def test_check_with_a_controller_takes_its_live_directory(tmp_path: Path) -> Non
 
     repo = tmp_path / "repo"
     commit_files(make_repo(repo), {WF.format("sales"): wf("sales", "mailbox:mb_sales")}, "add")
-    ops = "users:\n  - {id: u_ops, name: Ops, email: ops@acme.test}\n"
+    ops = "users:\n  - {id: u_ops, name: Ops, email: ops@acme.test, permissions: [workflow.read]}\n"
     with kit(tmp_path / "live", f"sqlite:///{tmp_path / 'store.db'}") as k:
         with k.store.tx() as conn:
             replace_account(conn, "acme", parse_directory(ops + DIRECTORY, "acme.yaml"), k.clock.now())
