@@ -23,9 +23,10 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
-from ruamel.yaml.cyaml import CParser
+from ruamel.yaml.cyaml import CBaseLoader, CParser
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, CollectionEndEvent, CollectionStartEvent, NodeEvent
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from controller.errors import DefinitionError, Problem
 from controller.model.base import LOCATED_ERROR
@@ -252,6 +253,35 @@ def round_trip(text: str) -> Any:
         return YAML().load(text)
     except (YAMLError, TypeError, ValueError, RecursionError):
         return None
+
+
+def key_position(text: str, loc: Loc) -> tuple[int, int]:
+    """1-based line and column of the key or item at ``loc`` (or its deepest existing part), from the C
+    composer's nodes: about 15 times faster than :func:`round_trip` on a large file, and builds no values.
+
+    Only for text that passed :func:`shape_problem` (the C composer recurses per level).
+    """
+    loader = CBaseLoader(text)
+    try:
+        node = loader.get_single_node()
+    except YAMLError:
+        return 1, 1
+    finally:
+        loader.dispose()
+    line, col = 1, 1
+    for part in loc:
+        if isinstance(node, MappingNode):
+            pair = next(((k, v) for k, v in node.value if isinstance(k, ScalarNode) and k.value == part), None)
+            if pair is None:
+                break
+            mark, node = pair[0].start_mark, pair[1]
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+            mark = node.start_mark
+        else:
+            break
+        line, col = mark.line + 1, mark.column + 1
+    return line, col
 
 
 def issue(error: ErrorDetails, unknown_key: UnknownKey | None = None) -> tuple[Loc, str]:
