@@ -210,6 +210,8 @@ def test_directory_and_tests_files_meet_the_same_limits(tmp_path: Path) -> None:
     """The directory file and a workflow's tests file go through the same limits (one located problem each)."""
     with pytest.raises(DefinitionError, match=r"acme\.yaml:1:201: the file nests deeper than 100 levels"):
         parse_directory("- " * 50_000 + "x", "acme.yaml")
+    with pytest.raises(DefinitionError, match=r"acme\.json:1:101: the file nests deeper than 100 levels"):
+        parse_directory("[" * 50_000 + "]" * 50_000, "acme.json")  # JSON, YAML's flow style, alike
     bomb = "users:\n  - &u {id: u_a, name: A, email: a@example.com}\n" + "".join(
         f"x{i}: &x{i} [{', '.join([f'*x{i - 1}' if i else '*u'] * 9)}]\n" for i in range(8))
     with pytest.raises(DefinitionError, match="aliases expand this file"):

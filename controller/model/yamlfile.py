@@ -46,6 +46,9 @@ def parse(text: str, path: str, *, max_bytes: int = MAX_DATA_FILE_BYTES) -> Any:
     or a limit (size, nesting, aliases)."""
     _check_size(text, path, max_bytes)
     if path.lower().endswith(".json"):
+        problem = shape_problem(text, path)  # JSON is YAML's flow style: the same depth and the same limit
+        if problem is not None:
+            raise DefinitionError([problem])
         try:
             return json.loads(text)
         except json.JSONDecodeError as e:
