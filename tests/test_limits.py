@@ -259,6 +259,7 @@ def test_symlinks_out_of_the_repository_are_reported_and_never_read(repo: Any, t
             for path in (PATH.format("passwd"), PATH.format("secret"), tests):
                 found = [row for row in done.stdout.splitlines() if path in row]
                 assert len(found) == 1 and "symlink points outside the repository" in found[0], (command, found)
+                assert found[0].count(path) == 1, found  # the path once, not again inside the message
     rows = _status(tmp_path)
     assert rows["acme/fine"]["version"] == 1
     for name in ("passwd", "secret"):

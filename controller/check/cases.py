@@ -108,8 +108,8 @@ def read_tests(top: Path, file: Path, shown: str) -> str:
     """
     try:
         return yamlfile.decode(safe_worktree_path(top, file).read_bytes(), shown)
-    except SourceError as e:
-        raise DefinitionError([Problem(shown, 0, 0, str(e))]) from None
+    except SourceError as e:  # (its message starts with the path, which the problem shows already)
+        raise DefinitionError([Problem(shown, 0, 0, str(e).removeprefix(f"{file}: "))]) from None
     except (OSError, RuntimeError) as e:  # RuntimeError: pathlib's "Symlink loop from ..."
         raise DefinitionError([Problem(shown, 0, 0, f"cannot read the file: {getattr(e, 'strerror', None) or e}")]) from None
 

@@ -133,8 +133,8 @@ def _read(top: Path, where: WorkflowPath) -> bytes | Loaded:
     path = path if path.is_absolute() else top / path
     try:
         return safe_worktree_path(top, path).read_bytes() if path.is_relative_to(top) else path.read_bytes()
-    except SourceError as e:
-        return Loaded(where, "", None, (Problem(where.path, 0, 0, str(e)),))
+    except SourceError as e:  # (its message starts with the path, which the problem shows already)
+        return Loaded(where, "", None, (Problem(where.path, 0, 0, str(e).removeprefix(f"{path}: ")),))
     except RuntimeError as e:  # pathlib's "Symlink loop from ..."
         return Loaded(where, "", None, (Problem(where.path, 0, 0, f"cannot read the file: {e}; fix the link"),))
     except OSError as e:
