@@ -81,8 +81,9 @@ def test_tokens_are_stored_as_hashes_and_checked_for_permissions(sqlite_url: str
                 tokens.verify(conn, "wfc_guess")
             with pytest.raises(UsageError, match="unknown permission"):
                 tokens.create(conn, "acme", "u_a", "workflow.read,root", NOW)
-            with pytest.raises(UsageError, match="not an account name"):
-                tokens.create(conn, "Acme Corp", "u_a", "admin", NOW)
+            for bad in ("Acme Corp", "acme\n", "../acme"):
+                with pytest.raises(UsageError, match="not an account name"):
+                    tokens.create(conn, bad, "u_a", "admin", NOW)
     finally:
         store.close()
 

@@ -109,7 +109,7 @@ def parse_permissions(value: str | Iterable[str]) -> tuple[str, ...]:
 def create(conn: Connection, account: str, user: str, permissions: str | Iterable[str], now: datetime,
            *, name: str | None = None) -> NewToken:
     """Make a token for ``user`` in ``account``; the bearer string is in the result and nowhere else."""
-    if not _ACCOUNT.match(account):
+    if not _ACCOUNT.fullmatch(account):
         raise UsageError(f"{account!r} is not an account name (lowercase letters, digits and '-', as the folders "
                          f"under workflows.d/)")
     if not user or len(user) > 200:
