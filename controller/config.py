@@ -59,7 +59,7 @@ from controller.errors import DefinitionError, FeatureDisabled, Problem, UsageEr
 from controller.model import yamlfile
 from controller.model.durations import Duration, parse_duration
 from controller.model.workflow import RateLimit
-from controller.security.outbound import Allow, OutboundPolicy
+from controller.outbound import Allow, OutboundPolicy
 
 DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True, "workflow_metrics": True, "workflow_import_export": True}
 TIMELINE_RETENTION = "7d"
@@ -201,7 +201,7 @@ class Config:
     account_signers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # account -> keys (--verify-commits)
 
     def outbound(self, account: str) -> OutboundPolicy:
-        """What ``account``'s HTTP calls and chat posts may reach (see controller.security.outbound)."""
+        """What ``account``'s HTTP calls and chat posts may reach (see controller.outbound)."""
         return self.outbound_policies.get(account) or replace(self.outbound_policies.get("") or OutboundPolicy(),
                                                               account=account)
 

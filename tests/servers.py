@@ -34,7 +34,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from controller.config import Config
-from controller.security.outbound import OutboundPolicy
+from controller.outbound import OutboundPolicy
 
 HOST = "127.0.0.1"
 

@@ -20,7 +20,7 @@ from controller.engine.effects import HttpCall
 from controller.engine.live import LiveEffects
 from controller.errors import ExecutionError, NotFoundError, TransientError
 from controller.model.entries import DirectoryEntry
-from controller.security.outbound import OutboundClient
+from controller.outbound import OutboundClient
 
 ACCOUNT = "acme"
 NOW = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""The outbound-call guard (controller.security.outbound) on every path that calls out.
+"""The outbound-call guard (controller.outbound) on every path that calls out.
 
 Real HTTP servers on 127.0.0.1, allowed explicitly or not; names resolved by the system resolver
 (``localhost``, ``2130706433``), or by an injected one where a name must resolve to a given
@@ -35,8 +35,7 @@ from controller.engine.dryrun import DryRunner, SyntheticDirectory
 from controller.engine.live import LiveEffects
 from controller.errors import ExecutionError, TransientError, UsageError, WfcError
 from controller.model.entries import DirectoryEntry
-from controller.safeguards.delivery import Sinks
-from controller.security.outbound import (
+from controller.outbound import (
     Allow,
     OutboundClient,
     OutboundPolicy,
@@ -47,6 +46,7 @@ from controller.security.outbound import (
     rule_for,
     secret_header,
 )
+from controller.safeguards.delivery import Sinks
 
 WF = "workflows.d/acme/{}.yaml"
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -27,11 +27,11 @@ from controller.engine.directory import Directory
 from controller.engine.dryrun import DryRunner, SyntheticDirectory
 from controller.engine.templating import Templates
 from controller.errors import DefinitionError, Problem, SourceError, UsageError
+from controller.outbound import OutboundPolicy
 from controller.reconcile.diff import FieldChange, field_changes
 from controller.reconcile.directories import NOT_CHECKED, Directories, FileDirectory
 from controller.reconcile.loader import Loaded, classify, load, position
 from controller.reconcile.validate import validate_tree
-from controller.security.outbound import OutboundPolicy
 from controller.source import GitSource
 
 HISTORY_DEPTH = 50  # earlier revisions of a file searched for a restore

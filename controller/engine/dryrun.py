@@ -31,7 +31,7 @@ from controller.engine.templating import Templates
 from controller.engine.triggers import call
 from controller.model.entries import DirectoryEntry
 from controller.model.statuses import ExecutionStatus, Failure, StepStatus
-from controller.security.outbound import OutboundPolicy, masked_headers, static_refusal
+from controller.outbound import OutboundPolicy, masked_headers, static_refusal
 
 MAX_DEPTH = 10
 

@@ -4,7 +4,7 @@ Failures are sorted by what a retry could change: connection refused, timeouts, 
 429/5xx raise :class:`TransientError` (retried under the action's ``retry``); everything else raises
 :class:`ExecutionError` and fails the step. Messages never show a secret: not the SMTP password,
 not a chat webhook's URL (its path is the credential), not a URL's query or user info. Every HTTP
-call goes through the outbound-call guard (:mod:`controller.security.outbound`): the account's
+call goes through the outbound-call guard (:mod:`controller.outbound`): the account's
 policy decides what it may reach, how large its answer and how long it may take.
 """
 
@@ -31,7 +31,7 @@ import requests
 from controller.engine.effects import HttpCall
 from controller.errors import ConflictError, ExecutionError, NotFoundError, TransientError
 from controller.model.entries import DirectoryEntry
-from controller.security.outbound import OutboundClient, masked_headers, shown_url
+from controller.outbound import OutboundClient, masked_headers, shown_url
 
 TEXT_LIMIT = 64 * 1024  # bytes of a non-JSON response body kept in the step's output
 _SHOWN = 200  # characters of an error response quoted in a message

@@ -36,8 +36,8 @@ from controller.engine.versions import Versions
 from controller.errors import NotFoundError, UsageError
 from controller.metrics import rollup
 from controller.model.statuses import FINAL, ExecutionStatus, Failure, StepStatus
+from controller.outbound import Clients
 from controller.safeguards import alerts, suspension
-from controller.security.outbound import Clients
 from controller.store import Store
 from controller.store import records as record_store
 from controller.store.directory import StoreDirectory

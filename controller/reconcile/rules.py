@@ -19,8 +19,8 @@ from typing import Any
 from controller.errors import Problem
 from controller.model import iter_refs
 from controller.model.entries import DirectoryEntry, check_refs
+from controller.outbound import METADATA, OutboundPolicy, static_refusal
 from controller.reconcile.loader import Loaded, locate
-from controller.security.outbound import METADATA, OutboundPolicy, static_refusal
 
 
 def call_problems(

@@ -6,7 +6,7 @@ which takes due rows under a short claim (so two processes do not send one twice
 outside any transaction, and writes the outcome. A sink that fails is retried with a growing
 back-off (30 s, doubling, at most an hour, 12 attempts); nothing here runs in an execution's path.
 Webhook sinks are called through the outbound-call guard under the alert's account's policy, like
-a workflow's own calls (:mod:`controller.security.outbound`).
+a workflow's own calls (:mod:`controller.outbound`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 
 from controller.addresses import HOST_ADDRESS, address, header_text
 from controller.config import Config
-from controller.security.outbound import Clients
+from controller.outbound import Clients
 from controller.store import Store
 from controller.store.tables import alert_deliveries
 

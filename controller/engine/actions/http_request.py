@@ -1,6 +1,6 @@
 """``http.request``: call an HTTP endpoint; status, headers and body are the step's output.
 
-Where the call may go is the outbound-call guard's decision (:mod:`controller.security.outbound`),
+Where the call may go is the outbound-call guard's decision (:mod:`controller.outbound`),
 made by the effects; the step's trace keeps the input with secret headers masked (:func:`recorded`).
 """
 
@@ -14,7 +14,7 @@ from controller.engine.actions.base import ActionContext, Done, Outcome
 from controller.engine.effects import HttpCall
 from controller.errors import ExecutionError
 from controller.model import parse_duration
-from controller.security.outbound import masked_headers
+from controller.outbound import masked_headers
 
 DEFAULT_TIMEOUT = 30.0  # seconds, when the action sets no timeout
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")

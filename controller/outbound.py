@@ -19,6 +19,9 @@ for every caller (``http.request``, ``channel.post``, alert sinks, the dry run, 
   Proxies from the environment are not used: a proxy would connect where the guard never looked.
 - :func:`static_refusal` judges a URL without DNS (addresses written in any spelling the resolver
   accepts, ``localhost``, the metadata names) for the dry run and the definition check.
+
+It sits below everything that calls out (the engine's effects, the safeguards' alert sinks, the
+configuration that carries the policies, the definition rules) and imports nothing of them.
 """
 
 from __future__ import annotations
