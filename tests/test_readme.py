@@ -30,4 +30,5 @@ def test_the_two_commands_come_first() -> None:
     """The README begins with the two copy-paste commands: run the controller, run the tests."""
     first, second = blocks((ROOT / "README.md").read_text())[:2]
     assert "wfctl serve" in first.body and first.directive.startswith("background")
-    assert second.body.strip() == "pip install -e '.[test]' && python -m pytest -q"
+    assert second.body.strip() == "pip install -e '.[test]' && python -m pytest -q -n 2"
+    assert second.body.strip() in (ROOT / ".ci" / "run").read_text().splitlines()  # CI runs that very command
