@@ -108,6 +108,14 @@ def command_lines() -> Iterator[tuple[str, list[str]]]:
             # /repo is where compose mounts this checkout: a file named there must exist here.
             argv = [re.sub(r"^/repo(?=/|$)", str(ROOT), arg) for arg in shlex.split(run.group(1).split(" #")[0])]
             yield f"deploy/README.md: {line.strip()}", argv
+    for span in re.findall(r"`wfctl ([^`]+)`", production_section()):
+        yield f"README.md: wfctl {span}", shlex.split(span)
+
+
+def production_section() -> str:
+    """The README's "Running in production" section, which names the same commands and variables."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split("\n## Running in production\n", 1)[1].split("\n## ", 1)[0]
 
 
 def parse_command_line(argv: list[str]) -> list[str]:
@@ -141,7 +149,7 @@ def test_the_command_lines_are_found() -> None:
     found = {where.split(":")[0].split(" ")[0]: parse_command_line(argv) for where, argv in command_lines()}
     runs = [parse_command_line(argv) for _, argv in command_lines()]
     assert ["serve"] in runs and ["db", "upgrade"] in runs
-    assert {"Dockerfile", "compose.yaml", "kubernetes", "deploy/README.md"} <= set(found)
+    assert {"Dockerfile", "compose.yaml", "kubernetes", "deploy/README.md", "README.md"} <= set(found)
 
 
 def environment_variables_read() -> set[str]:
@@ -168,9 +176,11 @@ def test_every_environment_variable_named_is_one_wfctl_reads() -> None:
     read = environment_variables_read()
     assert {"WFC_SECRET_KEY", "WFC_DATABASE_URL", "WFC_DATA_DIR", "WFC_CONFIG"} <= read
     files = [DOCKERFILE, COMPOSE, DEPLOY / "README.md", *KUBERNETES.glob("*.yaml")]
-    for path in files:
-        named = set(re.findall(r"\bWFC_[A-Z0-9_]*[A-Z0-9]", path.read_text(encoding="utf-8")))
-        assert named <= read, f"{path.relative_to(ROOT)}: {sorted(named - read)} are read by nothing"
+    texts = {str(path.relative_to(ROOT)): path.read_text(encoding="utf-8") for path in files}
+    texts["README.md (Running in production)"] = production_section()
+    for where, text in texts.items():
+        named = set(re.findall(r"\bWFC_[A-Z0-9_]*[A-Z0-9]", text))
+        assert named <= read, f"{where}: {sorted(named - read)} are read by nothing"
 
 
 # -- Kubernetes ----------------------------------------------------------------------------
