@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 import pytest
+from jsonschema import Draft7Validator
 from ruamel.yaml import YAML
 
 from controller.cli import cli
@@ -344,6 +345,17 @@ def test_the_safe_directory_environment_lets_wfctl_read_a_checkout_of_another_ui
         assert source.list_files(source.resolve_head().sha)
     finally:
         source.close()
+
+
+def test_compose_follows_the_compose_specification() -> None:
+    """The file validates against the Compose Specification's schema (offline, where docker compose is absent).
+
+    tests/data/compose-spec.json is schema/compose-spec.json of github.com/compose-spec/compose-spec
+    at 170098ba07d9f53c383a41bfd4c5166b0a4529a6 (Apache-2.0), the schema docker compose itself checks.
+    """
+    schema = json.loads((ROOT / "tests" / "data" / "compose-spec.json").read_text(encoding="utf-8"))
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in Draft7Validator(schema).iter_errors(compose())]
+    assert errors == []
 
 
 def _compose_plugin() -> str | None:
