@@ -14,19 +14,24 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
+from gitutil import commit_files, git, make_repo
+from httpkit import http_kit
 from jsonschema import Draft7Validator
 from ruamel.yaml import YAML
+from sqlalchemy import create_engine
 
 from controller.cli import cli
 from controller.config import load_config
 from controller.source import GitSource
-from tests.gitutil import commit_files, git, make_repo
+from controller.store import Store
+from webhooks import create_app, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -377,6 +382,46 @@ def test_docker_compose_accepts_the_file() -> None:
     result = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "-q"], check=False,
                             capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# -- the health checks, run as written against the real service --------------------------
+
+
+def health_commands() -> dict[str, list[str]]:
+    """The image's HEALTHCHECK and compose's healthcheck, as the argv each runs."""
+    final = dockerfile_stages()[-1]
+    (health,) = instructions(final, "HEALTHCHECK")
+    image = json.loads(health[health.index("CMD ") + 4:])
+    (replica, *_) = serve_services(compose()).values()
+    (kind, *argv) = replica["healthcheck"]["test"]
+    assert kind == "CMD"
+    return {"image": image, "compose": argv}
+
+
+def run_check(argv: list[str], port: int) -> int:
+    """Exit status of a health check aimed at ``port`` (the container's 8080 is this test's free port)."""
+    assert argv[0] == "python"
+    script = [arg.replace("127.0.0.1:8080/", f"127.0.0.1:{port}/") for arg in argv[1:]]
+    return subprocess.run([sys.executable, *script], capture_output=True, check=False, timeout=30).returncode
+
+
+def test_the_health_checks_pass_on_a_ready_replica_and_readiness_fails_without_its_store(
+        tmp_path: Path, sqlite_url: str) -> None:
+    """HEALTHCHECK (/healthz) and compose's check (/readyz) exit 0 on a ready service; without a store only /healthz does."""
+    commands = health_commands()
+    with http_kit(tmp_path, sqlite_url) as h:
+        gone = Store(create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+        ready = start_server(h.app, "127.0.0.1", 0, threads=2)
+        unready = start_server(create_app(h.settings, gone, h.kit.engine, environ=h.environ), "127.0.0.1", 0,
+                               threads=2)
+        try:
+            assert run_check(commands["image"], ready.port) == 0
+            assert run_check(commands["compose"], ready.port) == 0
+            assert run_check(commands["image"], unready.port) == 0  # the process answers: no restart
+            assert run_check(commands["compose"], unready.port) != 0  # but it is not ready
+        finally:
+            ready.stop()
+            unready.stop()
 
 
 # -- Dockerfile ----------------------------------------------------------------------------
