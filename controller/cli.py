@@ -216,12 +216,13 @@ def sync(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def status(settings: Settings, as_json: bool) -> None:
     """Show the source and every workflow with its version and sync state."""
-    from controller.store import views
+    from controller.store import leadership, views
 
     store = settings.open_store()
     try:
         with store.read() as conn:
             state = views.status(conn)
+            state["replicas"] = leadership.recent(conn)
     finally:
         store.close()
     if as_json:
@@ -241,6 +242,9 @@ def status(settings: Settings, as_json: bool) -> None:
                        f"since {loop['failing_since']}: {loop['error']}")
     if state["loops"] and all(loop["status"] == "ok" for loop in state["loops"]):
         click.echo(f"loops: {len(state['loops'])} reporting, all ok")
+    for replica in state["replicas"]:
+        click.echo(f"replica {replica['id']} on {replica['host']}: {replica['role']}, "
+                   f"last heartbeat {replica['heartbeat_at']} ({replica['age']:g}s ago)")
     for w in state["workflows"]:
         version = f"v{w['version']}" if w["version"] else "-"
         enabled = "" if w["enabled"] else " (disabled)"

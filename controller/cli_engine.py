@@ -292,9 +292,13 @@ def mail_deliver(settings: Settings, file: Path, account: str, mailbox: str) -> 
               help="Processes that run the workers beside the HTTP service (0: threads of this process) "
                    "[default: one per core beyond the first]")
 @click.option("--lease", default=60.0, show_default=True, type=float, help="Seconds a worker's claim lasts.")
+@click.option("--lease-ttl", envvar="WFC_LEASE_TTL", default=15.0, show_default=True,
+              type=click.FloatRange(min=0.1),
+              help="Seconds the leader lease lasts unrenewed: another replica takes over within this "
+                   "and a third of it when the leader dies (renewed every third of it).")
 @click.pass_obj
 def serve(settings: Settings, host: str, port: int, interval: float, workers: int, worker_processes: int | None,
-          lease: float) -> None:
+          lease: float, lease_ttl: float) -> None:
     """Run the controller: HTTP service, reconcile loop, scheduler and workers, until SIGTERM."""
     import signal
 
@@ -318,7 +322,7 @@ def serve(settings: Settings, host: str, port: int, interval: float, workers: in
     engine = settings.engine(store, lease_seconds=lease, config=config)
     box = SecretBox.for_settings(settings)
     with settings.open_source() as source:
-        options = ServeOptions.of(config, interval=interval, workers=workers)
+        options = ServeOptions.of(config, interval=interval, workers=workers, lease_ttl=lease_ttl)
         children = processes.WorkerProcesses(settings, options, lease, worker_processes) if worker_processes else None
         reconciler = Reconciler(source, store, location=settings.repo, verification=verification)
         controller = Controller(reconciler, engine, options,

@@ -3,8 +3,12 @@
 Any number of processes may serve one store: every one runs workers (executions are claimed
 under leases; in threads of the serve process or in its worker processes,
 :mod:`controller.processes`), but only the leader runs the reconciler, the schedule jobs and the
-inactivity scan. Leadership is a PostgreSQL session advisory lock, or a file lock beside a SQLite
-database.
+inactivity scan, the purge and the alerts (``LEADER_LOOPS``). Leadership is a lease row in the store
+(:mod:`controller.store.leadership`): a heartbeat thread takes or renews it every third of the lease time
+(``--lease-ttl``), a replica that gains it kicks the leader's loops (which start the scheduler and so
+re-register the schedules from the store), one that loses it stops the scheduler, and every leader-only
+write is fenced by the lease generation, so a paused old leader writes nothing after a take-over.
+On SQLite the lease sits behind a file lock beside the database (one serving process).
 SIGTERM stops taking work, lets in-flight steps finish, releases leases and exits. Every loop is
 supervised (:mod:`controller.supervision`): a pass that raises is logged, reported and retried after a
 back-off; it never ends its loop.
@@ -12,7 +16,6 @@ back-off; it never ends its loop.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import random
 import threading
@@ -20,71 +23,33 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import delete
+from sqlalchemy.exc import SQLAlchemyError
 
 from controller.config import Config
 from controller.engine.runtime import Engine
 from controller.engine.scheduler import Schedules
 from controller.engine.triggers import inactivity
-from controller.errors import SourceError, UnverifiedCommit
+from controller.errors import SourceError, StoreError, UnverifiedCommit
 from controller.metrics import prom, rollup
 from controller.processes import WorkerProcesses
 from controller.reconcile.reconciler import Reconciler
 from controller.safeguards import alerts, delivery
-from controller.store import Store, decisions, retention
+from controller.store import decisions, retention
+from controller.store.leadership import DEFAULT_TTL, Leadership, NotLeader
+from controller.store.tables import schedule_fires
 from controller.supervision import Supervisor
 
 log = logging.getLogger(__name__)
 
-LEADER_LOCK_ID = 0x77666375
 LEADER_LOOPS = ("reconcile", "scheduler", "inactivity", "purge", "alerts")
 # A worker claims up to this many at once: under load the write lock is the scarce thing, and a batch of
 # pure executions takes it twice (claim, results) however many it holds. Slow ones give the rest back
 # after CLAIM_BUDGET seconds, so a batch never keeps work from idle workers for long.
 CLAIM_BATCH = 25
 CLAIM_BUDGET = 1.0
-
-
-class Leadership:
-    """Who runs the singletons; ``held()`` tries to take the lock when it is not held yet."""
-
-    def __init__(self, store: Store, data_dir: Path):
-        self.store = store
-        self.data_dir = data_dir
-        self._conn: Any = None
-        self._file: Any = None
-
-    def held(self) -> bool:
-        if self._conn is not None or self._file is not None:
-            return True
-        if self.store.dialect == "postgresql":
-            conn = self.store.engine.connect()
-            if conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": LEADER_LOCK_ID}).scalar():
-                conn.commit()
-                self._conn = conn
-                return True
-            conn.close()
-            return False
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.data_dir / "leader.lock", "w")  # noqa: SIM115 - held for the process's life
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return False
-        self._file = handle
-        return True
-
-    def release(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 @dataclass
@@ -96,6 +61,7 @@ class ServeOptions:
     execution_retention: float | None = None  # seconds finished executions are kept (None: forever)
     metrics_retention: float = 90 * 86400  # seconds daily (and per-action) metric buckets are kept
     purge_every: float = 600.0  # seconds between purges of old decisions, executions and buckets
+    lease_ttl: float = DEFAULT_TTL  # seconds the leader lease lasts unrenewed: the bound on a take-over
 
     @classmethod
     def of(cls, config: Config, **options: Any) -> ServeOptions:
@@ -117,8 +83,10 @@ class Controller:
         self.engine = engine
         self.options = options
         self.after_sync = after_sync  # e.g. give newly applied webhook workflows their signing secret
-        self.schedules = Schedules(engine)
-        self.leadership = Leadership(engine.store, engine.data_dir)
+        self.leadership = Leadership(engine.store, engine.data_dir, options.lease_ttl)
+        self.schedules = Schedules(engine, self.leadership.fence)
+        if reconciler is not None:
+            reconciler.fence = self.leadership.fence
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -133,6 +101,8 @@ class Controller:
             for name in LEADER_LOOPS:
                 self.supervisor.loop(name, self.options.interval)
             self.supervisor.on_failure["reconcile"] = self._reconcile_failed
+            self._beat()  # before the first pass, so a lone replica leads from its first round
+            self._threads.append(threading.Thread(target=self._lease_loop, name="lease", daemon=True))
             self._threads.append(threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True))
         if self.processes is not None:
             self.processes.start()
@@ -166,21 +136,55 @@ class Controller:
     def _reconcile_loop(self) -> None:
         """The leader's loops, one supervised pass each per round: a failing one holds back no other."""
         while not self._stop.is_set():
-            self.supervisor.run_pass("reconcile", self._reconcile)
+            self._leading = self.leadership.leading
+            if not self._leading and self._scheduling:
+                self._stop_scheduling()
+            self.supervisor.run_pass("reconcile", self._fenced(self._reconcile))
             if self._leading:  # also when the pass failed: a broken reconcile holds back no schedule
-                self.supervisor.run_pass("scheduler", self._schedule)
-                self.supervisor.run_pass("inactivity", self._inactivity)
-                self.supervisor.run_pass("purge", self.purge)
-                self.supervisor.run_pass("alerts", self.notify)
+                self.supervisor.run_pass("scheduler", self._fenced(self._schedule))
+                self.supervisor.run_pass("inactivity", self._fenced(self._inactivity))
+                self.supervisor.run_pass("purge", self._fenced(self.purge))
+                self.supervisor.run_pass("alerts", self._fenced(self.notify))
             self.supervisor.report()
             wait = max(self.supervisor.backoff(name) for name in LEADER_LOOPS)
             self._kick.wait(wait * random.uniform(0.9, 1.1))
             self._kick.clear()
         self.supervisor.report(force=True)
 
+    def _beat(self) -> None:
+        """One heartbeat of the lease; a change of role kicks the leader's loops to start or stop."""
+        was = self.leadership.leading
+        try:
+            self.leadership.held()
+        except (StoreError, SQLAlchemyError) as e:  # the store is unreachable: not leading until a beat gets through
+            log.warning("leader lease heartbeat failed: %s", e)
+        if self.leadership.leading != was:
+            self._kick.set()
+
+    def _lease_loop(self) -> None:
+        while not self._stop.wait(self.leadership.ttl / 3):
+            self._beat()
+
+    def _fenced(self, loop: Callable[[], object]) -> Callable[[], None]:
+        """``loop`` as one pass that ends quietly when the lease turns out lost: it wrote nothing, and the
+        next round runs as a follower."""
+        def run() -> None:
+            try:
+                loop()
+            except NotLeader as e:
+                log.warning("%s", e)
+                self._leading = False
+        return run
+
+    def _stop_scheduling(self) -> None:
+        """Lost the lease: no schedule job runs here any more (the new leader's scheduler runs them)."""
+        self.schedules.shutdown()
+        self.schedules = Schedules(self.engine, self.leadership.fence)
+        self._scheduling = False
+        log.info("stopped the schedules: this replica no longer leads")
+
     def _reconcile(self) -> None:
         assert self.reconciler is not None  # (the loop runs only with one)
-        self._leading = self.leadership.held()
         if not self._leading:
             return
         started = time.perf_counter()
@@ -211,6 +215,7 @@ class Controller:
 
     def _inactivity(self) -> None:
         with self.engine.store.tx() as conn:
+            self.leadership.fence(conn)
             started = inactivity.scan(self.engine, conn)
         if started:
             log.info("inactivity started %d execution(s)", len(started))
@@ -222,13 +227,18 @@ class Controller:
         if self._purged is not None and (now - self._purged).total_seconds() < self.options.purge_every:
             return 0
         with self.engine.store.tx() as conn:
+            self.leadership.fence(conn)
             purged = decisions.purge(conn, now - timedelta(seconds=self.options.timeline_retention))
             rollup.prune(conn, now, timedelta(seconds=self.options.metrics_retention))
+            # the fires are kept as long as the decisions: long past any take-over that could repeat one
+            conn.execute(delete(schedule_fires).where(
+                schedule_fires.c.fire_at < now - timedelta(seconds=self.options.timeline_retention)))
         pruned = 0
         if self.options.execution_retention is not None:
             before = now - timedelta(seconds=self.options.execution_retention)
             while True:  # in batches, each its own short transaction: workers keep committing meanwhile
                 with self.engine.store.tx() as conn:
+                    self.leadership.fence(conn)
                     batch = retention.prune_executions(conn, before)
                 pruned += batch
                 if not batch or self._stop.is_set():
@@ -243,6 +253,7 @@ class Controller:
         returns how many went out."""
         now = self.engine.clock.now()
         with self.engine.store.tx() as conn:
+            self.leadership.fence(conn)
             alerts.resolve_quiet(conn, self.engine.config, now)
             alerts.remind(conn, self.engine.config, now)
         return delivery.deliver_due(self.engine.store, self.engine.config, now)

@@ -352,6 +352,7 @@ def test_old_decisions_are_purged_by_the_serve_loop(two: Two) -> None:
     two.k.clock.advance(days=1, seconds=1)
     with GitSource(str(two.k.path), data_dir=two.k.data_dir) as source:
         controller = Controller(Reconciler(source, two.k.store), two.k.engine, ServeOptions())
+        assert controller.leadership.held()  # the purge is the leader's
         assert controller.purge() == 2  # the old ticket's: filtered by on-ticket, refused by off
         assert controller.purge() == 0  # not again before purge_every
     assert [r["decision"] for r in timeline(two, ("ticket", young["id"]))] == ["filtered", "refused"]

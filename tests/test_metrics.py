@@ -259,6 +259,7 @@ def test_pruning_old_executions_changes_no_metric(k: Kit) -> None:
     with GitSource(str(k.path), data_dir=k.data_dir) as source:
         config = Config(execution_retention="1d")
         controller = Controller(Reconciler(source, k.store), k.engine, ServeOptions.of(config))
+        assert controller.leadership.held()  # the purge is the leader's
         assert controller.purge() == 7
     assert [(e["id"], e["status"], e["retry_of"]) for e in _executions(k)] == [(retried, "queued", None)]
     assert [metrics(k, key, "7d", by_version=True) for key in ("acme/x", "acme/y")] == before

@@ -6,6 +6,12 @@ active schedule; jobs live in the store, so a restart re-registers nothing by ha
 nothing (missed runs are coalesced into one). The job function is module-level and finds its
 engine in a registry filled at run time, because APScheduler stores jobs by reference.
 
+Several replicas share the job store, and for a moment around a take-over two of them may run its
+jobs: each fire inserts its (workflow, instant) into ``schedule_fires`` in the transaction that queues
+the execution, so the second fire of an instant finds the row and queues nothing (``duplicates``
+counts them), and the leader's fence (:meth:`controller.store.leadership.Leadership.fence`) runs in that
+transaction too, so a replica that lost the lease queues nothing at all.
+
 Registration checks the cadence again, with validation's own functions: a definition that reached
 the store without validation (written there by hand, or applied by an older release) gets no job if
 it could fire more often than the floor; ``Schedules.refused`` says which and why.
@@ -13,22 +19,30 @@ it could fire more often than the floor; ``Schedules.refused`` says which and wh
 
 from __future__ import annotations
 
+import copy
 import logging
 import uuid
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Connection, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from controller.engine.admission import Request
+from controller.engine.admission import Request, read_target
 from controller.engine.triggers import schedule
 from controller.engine.triggers.listeners import Listener, listeners
 from controller.model import parse_duration
 from controller.model.cadence import check_cron, check_every, cron_trigger, time_zone
+from controller.store.leadership import NotLeader
+from controller.store.tables import schedule_fires
 
 if TYPE_CHECKING:
     from controller.engine.runtime import Engine
@@ -36,20 +50,67 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOB_TABLE = "apscheduler_jobs"
+Fence = Callable[[Connection], int]  # the leader's generation, or NotLeader
 _engines: dict[str, Engine] = {}
+_fences: dict[str, Fence] = {}
+duplicates: Counter[str] = Counter()
+"""Fires skipped because the instant had fired already (another leader), by workflow key."""
 
 
-def fire(registry_id: str, key: str) -> None:
-    """The job function: ask admission for one execution of a schedule workflow."""
+def fire(registry_id: str, key: str, fire_at: datetime | None = None) -> None:
+    """The job function: ask admission for one execution of a schedule workflow, once per ``fire_at``.
+
+    ``fire_at`` is the instant the job fired for (:class:`_Executor` hands it in); the fire is skipped when
+    that instant of the workflow fired already, or when this replica lost the leader lease.
+    """
     engine = _engines.get(registry_id)
     if engine is None:
         log.warning("schedule of %s fired in a process that no longer runs its engine", key)
         return
-    verdict = engine.admit(Request(key, schedule.TYPE, schedule.payload(engine.clock.now())))
+    at = fire_at or engine.clock.now()
+    fence = _fences.get(registry_id)
+    try:
+        with engine.store.tx() as conn:
+            generation = fence(conn) if fence is not None else 0
+            target = read_target(conn, key)
+            if target is not None and not _first_fire(conn, target.id, at, generation):
+                duplicates[key] += 1
+                log.info("schedule of %s fired for %s already (another replica): skipped", key, at.isoformat())
+                return
+            verdict = engine.admit(Request(key, schedule.TYPE, schedule.payload(at)), conn)
+            if target is not None and verdict.execution_id is not None:
+                conn.execute(update(schedule_fires).where(schedule_fires.c.workflow_id == target.id,
+                                                          schedule_fires.c.fire_at == at)
+                             .values(execution_id=verdict.execution_id))
+    except NotLeader as e:
+        log.warning("schedule of %s not fired: %s", key, e)
+        return
     if verdict.started:
         log.info("schedule of %s started execution %s", key, verdict.execution_id)
     elif verdict.decision != "dropped":  # drops are logged by admission, at most once a minute
         log.warning("schedule of %s %s: %s", key, verdict.decision, verdict.reason)
+
+
+def _first_fire(conn: Connection, workflow_id: int, at: datetime, generation: int) -> bool:
+    """Note that the workflow's schedule fired for ``at`` (by the leader of ``generation``); False when it
+    had already."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (dialect.insert(schedule_fires).values(workflow_id=workflow_id, fire_at=at, generation=generation)
+            .on_conflict_do_nothing(index_elements=["workflow_id", "fire_at"]).returning(schedule_fires.c.workflow_id))
+    return conn.execute(stmt).first() is not None  # rowcount of an upsert is -1 on psycopg
+
+
+class _Executor(ThreadPoolExecutor):  # type: ignore[misc]
+    """Hands a schedule job the instant it fires for, which APScheduler keeps to itself: the key of
+    ``schedule_fires``, the same on every replica because the run times come from the shared job store."""
+
+    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        if job.id.startswith("schedule:"):
+            fired = copy.copy(job)  # (by its pickled state, which leaves out where the job is kept)
+            fired._scheduler, fired._jobstore_alias = job._scheduler, job._jobstore_alias
+            fired.kwargs = {**job.kwargs, "fire_at": run_times[-1]}
+            job = fired
+        super()._do_submit_job(job, run_times)
 
 
 def check_cadence(spec: Mapping[str, Any], today: date | None = None) -> None:
@@ -85,19 +146,23 @@ def trigger_for(spec: Mapping[str, Any], now: datetime | None = None) -> BaseTri
 class Schedules:
     """The schedule jobs of one engine."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, fence: Fence | None = None):
+        """``fence``: the leader's check, run in the transaction of every fire (None: one process, no lease)."""
         self.engine = engine
+        self.fence = fence
         self.registry_id = uuid.uuid4().hex
         self.refused: dict[str, str] = {}
         """The schedule workflows the last ``register`` gave no job: key -> the reason."""
         self.jobstore = SQLAlchemyJobStore(engine=engine.store.engine, tablename=JOB_TABLE)
         self.scheduler = BackgroundScheduler(
-            jobstores={"default": self.jobstore}, timezone=UTC,
+            jobstores={"default": self.jobstore}, executors={"default": _Executor()}, timezone=UTC,
             job_defaults={"coalesce": True, "misfire_grace_time": 3600, "max_instances": 1},
         )
 
     def start(self, *, paused: bool = False) -> None:
         _engines[self.registry_id] = self.engine
+        if self.fence is not None:
+            _fences[self.registry_id] = self.fence
         self.scheduler.start(paused=True)
         self.register()  # before any job runs: a job left by the previous process must find this engine
         if not paused:
@@ -111,6 +176,7 @@ class Schedules:
             self.scheduler.remove_jobstore("default", shutdown=False)
             self.scheduler.shutdown(wait=False)
         _engines.pop(self.registry_id, None)
+        _fences.pop(self.registry_id, None)
 
     def register(self) -> int:
         """Make the jobs match the active schedule workflows; unchanged ones keep their next run.
@@ -139,6 +205,8 @@ class Schedules:
             self.scheduler.add_job(fire, trigger=trigger, id=job_id, name=name, args=[self.registry_id, listener.key],
                                    next_run_time=trigger.get_next_fire_time(None, now), replace_existing=True)
             log.info("scheduled %s", name)
+        if self.scheduler.running:  # another replica may have moved a job in the shared store: look again now,
+            self.scheduler.wakeup()  # not at the next run this process computed
         return len(wanted)
 
     def _refusals(self, wanted: Mapping[str, Listener], now: datetime) -> dict[str, str]:
@@ -165,11 +233,11 @@ class Schedules:
         """Fire every job due at ``now`` and move it on, as the scheduler's loop would (tests, fake time)."""
         fired = 0
         for job in self.jobstore.get_due_jobs(now):
-            job.func(*job.args)
+            instant, following = job.next_run_time, job.trigger.get_next_fire_time(job.next_run_time, now)
+            while following is not None and following <= now:  # coalesce missed runs into the last one
+                instant, following = following, job.trigger.get_next_fire_time(following, now)
+            job.func(*job.args, fire_at=instant)
             fired += 1
-            following = job.trigger.get_next_fire_time(job.next_run_time, now)
-            while following is not None and following <= now:  # coalesce missed runs into this one
-                following = job.trigger.get_next_fire_time(following, now)
             if following is None:
                 self.jobstore.remove_job(job.id)
             else:

@@ -8,7 +8,7 @@ passes at once can neither duplicate nor skip a version.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,13 +33,16 @@ class SourceMeta:
 
 
 def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime, verified: Outcome | None = None,
-               *, verifying: bool = False) -> None:
+               *, verifying: bool = False, fence: Callable[[Connection], object] | None = None) -> None:
     """Write every version, audit event, workflow row and the source's state of ``plan``.
 
     ``verified``: the pass's commits verified (``--verify-commits``): each version records its commit's
     signer, and the source shows ``SourceVerified=True``. Not ``verifying``: a ``SourceVerified`` left from
-    when verification was on is dropped, so it never speaks for commits nobody checked.
+    when verification was on is dropped, so it never speaks for commits nobody checked. ``fence``: serve's
+    leader check, first in the transaction (:meth:`controller.store.leadership.Leadership.fence`).
     """
+    if fence is not None:
+        fence(conn)
     current = read_source(conn, meta.name)
     if current.last_attempted_commit != plan.base:
         raise ConflictError(

@@ -34,6 +34,7 @@ from controller.source import Change, CommitInfo, GitSource, TreeEntry
 from controller.source.verify import Outcome, Policy, judge_all
 from controller.store import Store
 from controller.store.directory import snapshot as directory_snapshot
+from controller.store.leadership import NotLeader
 from controller.store.tables import sources, workflows
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class Reconciler:
         self.location = location
         self.clock = clock
         self.max_conflicts = max_conflicts
+        self.fence: Callable[[Connection], object] | None = None
+        """Run in the apply transaction first: serve's leader check (it raises when the lease was lost)."""
 
     def plan(self, head: CommitInfo | None = None) -> Plan:
         """What a pass would do now (reads git and the store, writes nothing).
@@ -130,7 +133,9 @@ class Reconciler:
             try:
                 with self.store.write() as conn:
                     apply_plan(conn, plan, self._meta(), self.clock(), outcome,
-                               verifying=self.verification is not None)
+                               verifying=self.verification is not None, fence=self.fence)
+            except NotLeader:
+                raise  # not a race to plan again for: another replica leads now
             except ConflictError as e:
                 log.info("%s", e)
                 continue

@@ -451,3 +451,39 @@ workflow_suspensions = Table(
     Column("reason", Text, nullable=False),
     Column("since", Timestamp(), nullable=False),
 )
+
+# Every `wfctl serve` serving the store, written by its heartbeat; the leader deletes rows long silent.
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(200), primary_key=True),  # host:pid:random
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("role", String(16), nullable=False),  # leader | follower
+    Column("version", String(64), nullable=False),  # of wfctl
+    Column("ttl", Float, nullable=False),  # its lease time: it is seen recently within 3 of them
+    Column("started_at", Timestamp(), nullable=False),
+    Column("heartbeat_at", Timestamp(), nullable=False),
+)
+
+# The leader lease, one row: whoever holds it unexpired runs the singletons; ``generation`` grows at
+# every take-over and fences the leader-only writes (controller.store.leadership).
+leader = Table(
+    "leader",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200)),
+    Column("generation", Integer, nullable=False),
+    Column("expires_at", Timestamp(), nullable=False),
+)
+
+# One row per schedule instant that queued (or was refused) an execution: the primary key makes a
+# second leader firing the same instant a no-op.
+schedule_fires = Table(
+    "schedule_fires",
+    metadata,
+    Column("workflow_id", Integer, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True),
+    Column("fire_at", Timestamp(), primary_key=True),
+    Column("generation", Integer, nullable=False),  # of the leader that fired it
+    Column("execution_id", Integer),  # none when admission did not start one
+)

@@ -1,0 +1,333 @@
+"""Leadership by a lease row: take, renew, take-over, the fence on leader-only writes, one fire per instant,
+the replicas in `wfctl status` and /readyz."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import PG_SKIP, PG_URL, _pg_schema_url
+from cryptography.fernet import Fernet
+from enginekit import Kit, kit
+from gitutil import commit_files, make_repo
+from servers import until
+from sqlalchemy import create_engine, func, inspect, select, text
+
+from controller.cli import cli
+from controller.engine import scheduler
+from controller.engine.scheduler import Schedules
+from controller.reconcile.reconciler import Reconciler
+from controller.security import secrets
+from controller.service import Controller, ServeOptions
+from controller.settings import Settings
+from controller.source import GitSource
+from controller.store import open_store
+from controller.store.leadership import FORGOTTEN, Leadership, NotLeader, recent
+from controller.store.tables import executions, leader, replicas, schedule_fires, workflow_versions
+from webhooks import create_app
+
+WF = "workflows.d/acme/{}.yaml"
+TICK = ("apiVersion: workflows/v1\nkind: Workflow\nmetadata:\n  name: {name}\nspec:\n"
+        "  trigger: {{type: schedule, every: 5m}}\n  actions:\n"
+        "    - {{id: note, type: set, vars: {{at: '{{{{ trigger.scheduled_at }}}}'}}}}\n")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema: leadership across replicas is PostgreSQL's (SQLite has one process)."""
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    yield from _pg_schema_url(PG_URL)
+
+
+@pytest.fixture
+def pg(tmp_path: Path, pg_url: str) -> Iterator[Kit]:
+    with kit(tmp_path, pg_url) as k:
+        yield k
+
+
+def lease(k: Kit, ttl: float = 15.0) -> Leadership:
+    return Leadership(k.store, k.data_dir, ttl, clock=k.clock.now)
+
+
+def count(k: Kit, table: object) -> int:
+    with k.store.read() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+
+
+def sync(k: Kit, fence: Leadership) -> None:
+    with GitSource(str(k.path), data_dir=k.data_dir) as source:
+        reconciler = Reconciler(source, k.store, clock=k.clock.now)
+        reconciler.fence = fence.fence
+        reconciler.sync()
+
+
+def test_lease_renewals_keep_the_generation_a_take_over_adds_one(pg: Kit) -> None:
+    """A takes the lease (generation 1) and renews it; B waits until it runs out, then takes it (2)."""
+    a, b = lease(pg), lease(pg)
+    assert a.held() and a.generation == 1
+    assert not b.held() and b.generation is None
+    pg.clock.advance(seconds=10)
+    assert a.held() and a.generation == 1  # renewed: expires 25 s from the start
+    pg.clock.advance(seconds=10)
+    assert not b.held()
+    pg.clock.advance(seconds=16)  # A paused: no renewal for more than the ttl
+    assert b.held() and b.generation == 2
+    assert not a.held() and a.generation is None  # A's renewal finds the generation moved
+    with pg.store.read() as conn:
+        assert conn.execute(select(leader.c.holder, leader.c.generation)).one() == (b.id, 2)
+    b.release()  # a clean stop hands over at once, without waiting for the ttl
+    assert a.held() and a.generation == 3
+
+
+def test_a_paused_leader_writes_nothing_after_a_take_over(pg: Kit) -> None:
+    """A leads, pauses past its lease, B takes over: A's apply and A's schedule fire raise NotLeader or are
+    skipped, and write nothing; B's go through."""
+    a, b = lease(pg), lease(pg)
+    assert a.held()
+    pg.commit({WF.format("tick"): TICK.format(name="tick")})
+    sync(pg, a)
+    old = Schedules(pg.engine, a.fence)
+    old.start(paused=True)
+    pg.clock.advance(seconds=16)
+    assert b.held() and b.generation == 2
+
+    pg.commit({WF.format("tock"): TICK.format(name="tock")})
+    versions = count(pg, workflow_versions)
+    with pytest.raises(NotLeader, match="lost the leader lease .generation 1; now generation 2"):
+        sync(pg, a)
+    assert count(pg, workflow_versions) == versions  # the apply rolled back whole
+
+    pg.clock.advance(minutes=5)
+    assert old.run_due(pg.clock.now()) == 1  # the job ran, and its fire was fenced out
+    assert (count(pg, executions), count(pg, schedule_fires)) == (0, 0)
+    old.shutdown()
+
+    assert b.held()  # B's heartbeat, five minutes on
+    sync(pg, b)
+    assert count(pg, workflow_versions) == versions + 1
+    new = Schedules(pg.engine, b.fence)
+    new.start(paused=True)
+    try:
+        pg.clock.advance(minutes=5)
+        assert b.held()
+        assert new.run_due(pg.clock.now()) == 2
+    finally:
+        new.shutdown()
+    with pg.store.read() as conn:
+        assert conn.execute(select(func.count(), func.min(schedule_fires.c.generation))).one() == (2, 2)
+    assert count(pg, executions) == 2
+
+
+def test_leader_loops_of_a_replica_that_lost_the_lease_write_nothing(pg: Kit) -> None:
+    """The inactivity scan, the purge and the alerts pass each check the fence in their transaction."""
+    with GitSource(str(pg.path), data_dir=pg.data_dir) as source:
+        controller = Controller(Reconciler(source, pg.store, clock=pg.clock.now), pg.engine, ServeOptions())
+        controller.leadership.clock = pg.clock.now
+        assert controller.leadership.held()
+        assert controller.purge() == 0
+        pg.clock.advance(seconds=16)
+        assert lease(pg).held()
+        pg.clock.advance(seconds=700)  # past purge_every
+        for loop in (controller.purge, controller.notify, controller._inactivity):
+            with pytest.raises(NotLeader):
+                loop()
+        with pytest.raises(NotLeader, match="does not hold the leader lease"):
+            controller.purge()  # once lost, no query needed
+
+
+def test_one_fire_per_instant_when_two_leaders_race(pg: Kit) -> None:
+    """The same instant fired by the leader before a take-over and by the new one after, and by two
+    schedulers at once: one execution, the repeats counted."""
+    a, b = lease(pg), lease(pg)
+    assert a.held()
+    pg.deploy({WF.format("tick"): TICK.format(name="tick")})
+    first, second = Schedules(pg.engine, a.fence), Schedules(pg.engine, b.fence)
+    first.start(paused=True)
+    instant = datetime(2026, 1, 5, 9, 5, tzinfo=UTC)
+    before = scheduler.duplicates["acme/tick"]
+    try:
+        scheduler.fire(first.registry_id, "acme/tick", instant)
+        pg.clock.advance(seconds=16)
+        assert b.held()
+        second.start(paused=True)
+        scheduler.fire(second.registry_id, "acme/tick", instant)  # the new leader fires it again: skipped
+        assert count(pg, executions) == 1
+        later = instant + timedelta(minutes=5)
+        racing = [threading.Thread(target=scheduler.fire, args=(second.registry_id, "acme/tick", later))
+                  for _ in range(4)]
+        for thread in racing:
+            thread.start()
+        for thread in racing:
+            thread.join()
+    finally:
+        first.shutdown()
+        second.shutdown()
+    assert count(pg, executions) == 2
+    assert scheduler.duplicates["acme/tick"] - before == 4
+    with pg.store.read() as conn:
+        fired = conn.execute(select(schedule_fires.c.fire_at, schedule_fires.c.generation, executions.c.trigger)
+                             .join(executions, executions.c.id == schedule_fires.c.execution_id)
+                             .order_by(schedule_fires.c.fire_at)).all()
+    assert [(row.fire_at, row.generation, row.trigger["scheduled_at"]) for row in fired] == [
+        (instant, 1, instant.isoformat()), (later, 2, later.isoformat())]
+
+
+@pytest.fixture
+def any_store(tmp_path: Path, store_url: str) -> Iterator[Kit]:
+    with kit(tmp_path, store_url) as k:
+        yield k
+
+
+def test_sqlite_leads_by_the_file_lock_and_writes_the_lease(tmp_path: Path, sqlite_url: str) -> None:
+    """On SQLite a second process (a second lock on the file) follows; the lease row has the holder."""
+    with kit(tmp_path, sqlite_url) as k:
+        one, two = Leadership(k.store, k.data_dir), Leadership(k.store, k.data_dir)
+        assert one.held() and one.generation == 1 and one.held()
+        assert not two.held()
+        with k.store.read() as conn:
+            assert conn.execute(select(leader.c.holder, leader.c.generation)).one() == (one.id, 1)
+        one.release()
+        assert two.held() and two.generation == 2
+        two.release()
+
+
+def test_status_and_readyz_show_the_replicas_seen_recently(any_store: Kit) -> None:
+    """id, host, role and last heartbeat of each replica, leader first; one silent for 3 ttls is not shown,
+    one silent for 10 ttls is deleted by the leader."""
+    k = any_store
+    first, second, silent = (Leadership(k.store, k.data_dir, 15.0) for _ in range(3))
+    assert first.held()
+    assert not second.held() and not silent.held()
+    with k.store.tx() as conn:  # the third went quiet 4 ttls ago
+        conn.execute(replicas.update().where(replicas.c.id == silent.id)
+                     .values(heartbeat_at=datetime.now(UTC) - timedelta(seconds=60)))
+    settings = ["--repo", str(k.path), "--data-dir", str(k.data_dir), "--db", k.store.engine.url.render_as_string(False)]
+    shown = json.loads(CliRunner().invoke(cli, [*settings, "status", "--json"], catch_exceptions=False).output)
+    assert [(r["id"], r["role"]) for r in shown["replicas"]] == [(first.id, "leader"), (second.id, "follower")]
+    assert shown["replicas"][0]["host"] and shown["replicas"][0]["heartbeat_at"]
+    text = CliRunner().invoke(cli, [*settings, "status"], catch_exceptions=False).output
+    assert f"replica {first.id} on {shown['replicas'][0]['host']}: leader, last heartbeat" in text
+    assert f"replica {second.id} " in text and silent.id not in text
+
+    app = create_app(Settings(repo=str(k.path), data_dir=k.data_dir), k.store, k.engine,
+                     environ={secrets.KEY_ENV: Fernet.generate_key().decode()})
+    ready = app.test_client().get("/readyz").json
+    assert ready is not None
+    assert [r["id"] for r in ready["replicas"]] == [first.id, second.id]
+
+    with k.store.tx() as conn:
+        conn.execute(replicas.update().where(replicas.c.id == silent.id)
+                     .values(heartbeat_at=datetime.now(UTC) - timedelta(seconds=FORGOTTEN * 15 + 1)))
+    assert first.held()
+    with k.store.read() as conn:
+        assert {r["id"] for r in recent(conn)} == {first.id, second.id}
+        assert set(conn.execute(select(replicas.c.id)).scalars()) == {first.id, second.id}
+    first.release()
+    second.release()
+
+
+JOB = "schedule:acme/tick"
+
+
+def _replicas(url: str) -> list[dict[str, object]]:
+    store = open_store(url)
+    try:
+        with store.read() as conn:
+            return recent(conn)
+    finally:
+        store.close()
+
+
+def _leader_pid(url: str) -> int | None:
+    return next((int(r["pid"]) for r in _replicas(url) if r["role"] == "leader"), None)  # type: ignore[call-overload]
+
+
+def _job(url: str, due: datetime | None = None) -> float | None:
+    """The tick job's next run (epoch seconds); with ``due``, first make it due at that instant, as the
+    scheduler of a replica would leave it (in both the indexed column and the pickled state)."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            if not inspect(conn).has_table("apscheduler_jobs"):  # the first scheduler has not made it yet
+                return None
+            row = conn.execute(text("SELECT job_state, next_run_time FROM apscheduler_jobs WHERE id = :id"),
+                               {"id": JOB}).first()
+            if row is None or due is None:
+                return row.next_run_time if row is not None else None
+            state = pickle.loads(row.job_state)
+            state["next_run_time"] = due
+            conn.execute(text("UPDATE apscheduler_jobs SET job_state = :state, next_run_time = :at WHERE id = :id"),
+                         {"state": pickle.dumps(state), "at": due.timestamp(), "id": JOB})
+            return due.timestamp()
+    finally:
+        engine.dispose()
+
+
+def _fires(url: str) -> dict[datetime, tuple[int, int]]:
+    """fire instant -> (generation of the leader that fired it, executions started for that instant)."""
+    store = open_store(url)
+    try:
+        with store.read() as conn:
+            fired = {row.fire_at: row.generation for row in conn.execute(select(schedule_fires))}
+            started = Counter(trigger["scheduled_at"] for trigger in conn.execute(select(executions.c.trigger)).scalars())
+    finally:
+        store.close()
+    return {at: (generation, started[at.isoformat()]) for at, generation in fired.items()}
+
+
+def _serve(base: list[str], data: Path) -> subprocess.Popen[bytes]:
+    data.mkdir()
+    with (data / "serve.log").open("wb") as log:  # read when the test fails
+        return subprocess.Popen([*base, "--data-dir", str(data), "-v", "serve", "--interval", "0.3",
+                                 "--workers", "1", "--worker-processes", "0", "--lease-ttl", "2", "--port", "0"],
+                                stdout=subprocess.DEVNULL, stderr=log)
+
+
+@pytest.mark.postgres
+def test_a_killed_leader_is_replaced_and_schedules_fire_once_per_instant(tmp_path: Path, pg_url: str) -> None:
+    """Two `wfctl serve` on PostgreSQL, --lease-ttl 2: the leader fires an instant and is killed with kill -9
+    before its job moves on; the other takes over within ttl and a heartbeat, skips that instant (it fired
+    already) and fires the next one, once."""
+    url = pg_url
+    repo = tmp_path / "repo"
+    commit_files(make_repo(repo), {WF.format("tick"): TICK.format(name="tick")}, "add")
+    base = [sys.executable, "-m", "controller", "--repo", str(repo), "--db", url]
+    first = _serve(base, tmp_path / "a")
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        assert until(lambda: _leader_pid(url) == first.pid and _job(url) is not None, timeout=30)
+        second = follower = _serve(base, tmp_path / "b")
+        assert until(lambda: len(_replicas(url)) == 2, timeout=30)
+        instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        _job(url, due=instant)
+        assert until(lambda: instant in _fires(url), timeout=10)  # the leader fired it
+
+        first.kill()
+        killed = time.monotonic()
+        first.wait()
+        _job(url, due=instant)  # as if it died before moving its job on: the next leader sees it due
+        assert until(lambda: _leader_pid(url) == follower.pid, timeout=10)
+        took_over = time.monotonic() - killed
+        assert took_over < 6, took_over
+        assert until(lambda: (_job(url) or 0) > instant.timestamp(), timeout=10)  # ... and moved it on
+
+        later = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+        _job(url, due=later)
+        assert until(lambda: later in _fires(url), timeout=10)
+        assert _fires(url) == {instant: (1, 1), later: (2, 1)}
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(15)
