@@ -201,14 +201,19 @@ class Leadership:
 
 
 def recent(conn: Connection, clock: Callable[[], datetime] | None = None) -> list[dict[str, Any]]:
-    """The replicas that beat within :data:`SEEN` of their lease times, leader first: id, host, pid, role,
-    version, started_at and heartbeat_at (ISO 8601), age (seconds since the heartbeat)."""
+    """The replicas that beat within :data:`SEEN` of their lease times, leader first: id, host, pid, role
+    (``leader`` for the holder of the unexpired lease), version, started_at and heartbeat_at (ISO 8601),
+    age (seconds since the heartbeat)."""
     now = store_now(conn, clock)
+    lease = conn.execute(select(leader.c.holder, leader.c.expires_at).where(leader.c.name == NAME)).first()
+    # the role is the lease's, not the row's: a leader killed a moment ago still has its last row
+    holder = lease.holder if lease is not None and as_utc(lease.expires_at) > now else None
     seen = []
-    for row in conn.execute(select(replicas).order_by(replicas.c.role.desc(), replicas.c.id)).mappings():
+    for row in conn.execute(select(replicas).order_by(replicas.c.id)).mappings():
         age = (now - as_utc(row["heartbeat_at"])).total_seconds()
         if age <= SEEN * row["ttl"]:
-            seen.append({"id": row["id"], "host": row["host"], "pid": row["pid"], "role": row["role"],
+            role = "leader" if row["id"] == holder else "follower"
+            seen.append({"id": row["id"], "host": row["host"], "pid": row["pid"], "role": role,
                          "version": row["version"], "started_at": as_utc(row["started_at"]).isoformat(),
                          "heartbeat_at": as_utc(row["heartbeat_at"]).isoformat(), "age": round(max(age, 0.0), 1)})
-    return seen
+    return sorted(seen, key=lambda replica: replica["role"] != "leader")
