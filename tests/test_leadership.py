@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from sqlalchemy import create_engine, func, inspect, select, text
 from controller.cli import cli
 from controller.engine import scheduler
 from controller.engine.scheduler import Schedules
+from controller.errors import StoreError
 from controller.reconcile.reconciler import Reconciler
 from controller.security import secrets
 from controller.service import Controller, ServeOptions
@@ -354,3 +356,36 @@ def test_a_serving_leader_that_loses_the_lease_stops_its_schedules(pg: Kit) -> N
     with pg.store.read() as conn:
         assert conn.execute(select(leader.c.holder)).scalar_one() is None  # released on stop
         assert conn.execute(select(func.count()).select_from(replicas)).scalar_one() == 0
+
+
+def test_a_heartbeat_that_cannot_reach_the_store_stops_the_leading(any_store: Kit,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cut off from the store, a leader cannot renew: it stops leading at once (and its loops are kicked to
+    stop), rather than acting on a lease that may already be another replica's."""
+    k = any_store
+    with GitSource(str(k.path), data_dir=k.data_dir) as source:
+        controller = Controller(Reconciler(source, k.store), k.engine, ServeOptions())
+        controller._beat()
+        assert controller.leadership.leading
+
+        @contextmanager
+        def unreachable() -> Iterator[None]:
+            raise StoreError("store is not reachable: connection refused")
+            yield
+
+        monkeypatch.setattr(k.store, "tx", unreachable)
+        controller._kick.clear()
+        controller._beat()
+        assert not controller.leadership.leading and controller._kick.is_set()
+        monkeypatch.undo()
+        controller._beat()
+        assert controller.leadership.leading
+        controller.leadership.release()
+
+
+def test_lease_ttl_comes_from_the_option_or_the_environment(tmp_path: Path) -> None:
+    """`--lease-ttl` / WFC_LEASE_TTL: a value below 0.1 s is refused with one line naming the option."""
+    for args, env in ((["--lease-ttl", "0"], {}), ([], {"WFC_LEASE_TTL": "0.01"})):
+        result = CliRunner().invoke(cli, ["--repo", str(tmp_path), "serve", *args], env=env)
+        assert result.exit_code == 2
+        assert "Invalid value for '--lease-ttl'" in result.output and "Traceback" not in result.output

@@ -167,8 +167,9 @@ class Leadership:
                 return None
             taking = update(leader).where(leader.c.name == NAME)  # the file lock says the last holder is gone
         else:
-            taking = update(leader).where(leader.c.name == NAME,
-                                          or_(leader.c.holder.is_(None), leader.c.expires_at < now))
+            # (its own lease too: one it stopped trusting, after a failed beat, is taken again as new)
+            taking = update(leader).where(leader.c.name == NAME, or_(leader.c.holder.is_(None), leader.c.holder == self.id,
+                                                                     leader.c.expires_at < now))
         generation = conn.execute(taking.values(holder=self.id, generation=leader.c.generation + 1, expires_at=until)
                                   .returning(leader.c.generation)).scalar_one_or_none()
         if generation is not None:
