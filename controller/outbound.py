@@ -381,58 +381,62 @@ class OutboundClient:
         self.session = guarded_session(self.policy, self.resolver)
 
     def request(self, method: str, url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 30.0,
-                json: Any = None, data: bytes | None = None) -> Answer:
+                json: Any = None, data: bytes | None = None, label: str | None = None) -> Answer:
+        """The final answer after redirects; ``label`` names the call in errors instead of its URL (a chat
+        webhook's path is its credential)."""
         deadline = self.clock() + self.policy.timeout
         sent = dict(headers or {})
         body: dict[str, Any] = {"json": json} if json is not None else {"data": data} if data is not None else {}
         for _ in range(self.policy.max_redirects + 1):
-            remaining = self._remaining(deadline, url)
+            remaining = self._remaining(deadline, label or shown_url(url))
             with self.session.request(method, url, headers=sent, timeout=min(timeout, remaining), stream=True,
                                       allow_redirects=False, **body) as response:
                 location = response.headers.get("Location") if response.status_code in REDIRECTS else None
                 if not location:
-                    return Answer(response.status_code, dict(response.headers), self._read(response, deadline, url),
-                                  response.encoding or "", url)
+                    return Answer(response.status_code, dict(response.headers),
+                                  self._read(response, deadline, label or shown_url(url)), response.encoding or "", url)
                 status = response.status_code
-            following = self._next_hop(url, location)
+            following = self._next_hop(url, location, label)
             if status == 303 or (status in (301, 302) and method == "POST"):
                 method, body = "GET", {}  # what browsers and requests do; the body is not sent again
                 sent = {k: v for k, v in sent.items() if k.lower() not in ("content-type", "content-length")}
             if _origin(following) != _origin(url):
                 sent = {k: v for k, v in sent.items() if k.lower() not in _CREDENTIALS}
             url = following
-        raise ExecutionError(f"{shown_url(url)}: more than {self.policy.max_redirects} redirects; call the final "
-                             f"URL directly or raise outbound.max_redirects")
+        raise ExecutionError(f"{label or shown_url(url)}: more than {self.policy.max_redirects} redirects; call the "
+                             f"final URL directly or raise outbound.max_redirects")
 
-    def _remaining(self, deadline: float, url: str) -> float:
+    def _remaining(self, deadline: float, shown: str) -> float:
         remaining = deadline - self.clock()
         if remaining <= 0:
-            raise TransientError(f"{shown_url(url)}: over the time limit of {self.policy.timeout:g} s for one call "
+            raise TransientError(f"{shown}: over the time limit of {self.policy.timeout:g} s for one call "
                                  f"(outbound.timeout)", failure="timeout")
         return remaining
 
-    def _next_hop(self, url: str, location: str) -> str:
+    def _next_hop(self, url: str, location: str, label: str | None) -> str:
         following = urljoin(url, location.strip())
         scheme = urlsplit(following).scheme
         if scheme not in ("http", "https"):
-            raise ExecutionError(f"{shown_url(url)} redirected to a {scheme or 'relative'}: URL, which is not followed")
+            raise ExecutionError(f"{label or shown_url(url)} redirected to a {scheme or 'relative'}: URL, which is "
+                                 f"not followed")
         if urlsplit(url).scheme == "https" and scheme == "http" and not self.policy.allow_downgrade:
-            raise ExecutionError(f"{shown_url(url)} redirected from https to {shown_url(following)}, which is not "
+            target = urlsplit(following).hostname if label else shown_url(following)
+            raise ExecutionError(f"{label or shown_url(url)} redirected from https to {target}, which is not "
                                  f"followed; set outbound.allow_downgrade: true to allow it")
         return following
 
-    def _read(self, response: requests.Response, deadline: float, url: str) -> bytes:
+    def _read(self, response: requests.Response, deadline: float, shown: str) -> bytes:
         limit = self.policy.max_response_bytes
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise _too_large(url, limit)
+            raise _too_large(shown, limit)
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_content(chunk_size=65536):
             size += len(chunk)
             if size > limit:
-                raise _too_large(url, limit)
-            self._remaining(deadline, url)
+                raise _too_large(shown, limit)
+            self._remaining(deadline, shown)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -457,8 +461,8 @@ class Clients:
             return client
 
 
-def _too_large(url: str, limit: int) -> ExecutionError:
-    return ExecutionError(f"{shown_url(url)}: the response is larger than {limit} bytes and was cut off; ask the "
+def _too_large(shown: str, limit: int) -> ExecutionError:
+    return ExecutionError(f"{shown}: the response is larger than {limit} bytes and was cut off; ask the "
                           f"service for less or raise outbound.max_response_bytes")
 
 

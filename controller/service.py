@@ -256,7 +256,8 @@ class Controller:
             self.leadership.fence(conn)
             alerts.resolve_quiet(conn, self.engine.config, now)
             alerts.remind(conn, self.engine.config, now)
-        return delivery.deliver_due(self.engine.store, self.engine.config, now)
+        return delivery.deliver_due(self.engine.store, self.engine.config, now, clients=self.engine.http,
+                                    fence=self.leadership.fence)
 
     def _work(self, name: str) -> None:
         ran = 0

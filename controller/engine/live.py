@@ -163,7 +163,7 @@ class LiveEffects:
         # The webhook's path is its credential: name the channel and host, never the URL.
         what = f"{channel.ref} (webhook at {urlsplit(url).hostname})"
         status, _, content = self._exchange(what, "POST", url, timeout=self._channel_timeout, json=payload,
-                                            headers=headers or {})
+                                            headers=headers or {}, label=what)
         if not 200 <= status < 300:
             raise _status_failure(what, status, f"expected 2xx; {_snippet(content)}")
         return {"status": status}

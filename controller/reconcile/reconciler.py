@@ -18,7 +18,8 @@ commit applies nothing: ``SourceVerified=False`` names it, and the store keeps t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -258,13 +259,21 @@ class Reconciler:
         raise SourceError(f"there is no folder {self.source.root}/ in {self.source.branch} at {head.sha[:12]}; "
                           f"pass --root, the folder that holds <account>/<name>.yaml")
 
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction on the source's conditions, fenced like the apply (a paused old leader writes none)."""
+        with self.store.write() as conn:
+            if self.fence is not None:
+                self.fence(conn)
+            yield conn
+
     def _mark_reconciling(self, head: str) -> None:
         """Show ``Reconciling`` on the source while a pass over a new head runs."""
         with self.store.read() as conn:
             state = read_source(conn, self.name)
             if state.last_attempted_commit == head or conditions.refused_head(state.conditions, head):
                 return  # an idle pass, or a refused head again: no write lock taken
-        with self.store.write() as conn:
+        with self._writing() as conn:
             state = read_source(conn, self.name)
             if state.id is not None and state.last_attempted_commit != head:
                 marked = conditions.reconciling(state.conditions, self.clock(), head)
@@ -276,7 +285,7 @@ class Reconciler:
             if conditions.refused_head(read_source(conn, self.name).conditions, head):
                 return
         log.info("not applying %s: %s", head[:12], error)  # the caller says it: exit 3, or serve's warning
-        with self.store.write() as conn:
+        with self._writing() as conn:
             state = read_source(conn, self.name)
             refused = conditions.unverified(state.conditions, self.clock(), error.reason, error.message,
                                             state.last_applied_commit)
@@ -295,7 +304,7 @@ class Reconciler:
         if state.id is None or any(c["type"] == "SourceVerified" and c["status"] == "True" and c["message"] == message
                                    for c in state.conditions):
             return
-        with self.store.write() as conn:
+        with self._writing() as conn:
             state = read_source(conn, self.name)
             if state.id is not None:
                 marked = conditions.verified(state.conditions, self.clock(), message)
@@ -310,7 +319,7 @@ class Reconciler:
         reason = "SourceUnavailable" if isinstance(error, SourceError) else "ReconcileError"
         message = str(error) if isinstance(error, SourceError) else f"{type(error).__name__}: {error}"[:1000]
         try:
-            with self.store.write() as conn:
+            with self._writing() as conn:
                 state = read_source(conn, self.name)
                 if state.id is not None:
                     failed = conditions.source_failed(state.conditions, self.clock(), reason, message)

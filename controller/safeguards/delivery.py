@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from controller.addresses import HOST_ADDRESS, address, header_text
 from controller.config import Config
@@ -38,16 +38,23 @@ d = alert_deliveries.c
 Sender = Callable[[Mapping[str, Any], Mapping[str, Any]], None]
 
 
-def deliver_due(store: Store, config: Config, now: datetime, *, send: Sender | None = None, limit: int = 50) -> int:
-    """Send the deliveries that are due; returns how many went out."""
+def deliver_due(store: Store, config: Config, now: datetime, *, send: Sender | None = None, limit: int = 50,
+                clients: Clients | None = None, fence: Callable[[Connection], object] | None = None) -> int:
+    """Send the deliveries that are due; returns how many went out. ``clients``: the connection pools to send
+    webhooks with (serve passes the engine's, so a pass does not open new connections); ``fence``: serve's
+    leader check, in the transaction that claims them (a replica that lost the lease sends nothing)."""
     with store.tx() as conn:
+        if fence is not None:
+            fence(conn)
         due = [dict(row) for row in conn.execute(
             select(alert_deliveries).where(d.delivered_at.is_(None), d.next_at <= now, d.attempts < MAX_ATTEMPTS)
             .order_by(d.id).limit(limit)).mappings()]
         if due:
             conn.execute(update(alert_deliveries).where(d.id.in_([row["id"] for row in due]))
                          .values(next_at=now + timedelta(seconds=CLAIM_SECONDS)))
-    sender = send or Sinks(config).send
+    if not due:
+        return 0
+    sender = send or Sinks(config, clients=clients).send
     sent = 0
     for row in due:
         try:
@@ -72,10 +79,10 @@ def deliver_due(store: Store, config: Config, now: datetime, *, send: Sender | N
 class Sinks:
     """The real senders."""
 
-    def __init__(self, config: Config, environ: Mapping[str, str] | None = None):
+    def __init__(self, config: Config, environ: Mapping[str, str] | None = None, *, clients: Clients | None = None):
         self.config = config
         self.environ = os.environ if environ is None else environ
-        self.http = Clients()
+        self.http = clients or Clients()
 
     def send(self, sink: Mapping[str, Any], message: Mapping[str, Any]) -> None:
         kind = sink.get("type")
