@@ -40,7 +40,7 @@ def header_text(value: Any, field: str) -> str:
 def address(value: Any, field: str, pattern: re.Pattern[str] = ADDRESS) -> Address:
     """The one address ``value`` holds (``a@x.test`` or ``Name <a@x.test>``); else a step error naming ``field``."""
     text = header_text(value, field)
-    found = parsed(text, pattern)
+    found = _parse(text, pattern)
     if found is None:
         raise ExecutionError(f"{field}: {_shown(text)} is not an e-mail address (give exactly one: name@domain, "
                              f"\"Name <name@domain>\" or user:<id>; several recipients are a list)")
@@ -52,9 +52,10 @@ def parsed(text: str, pattern: re.Pattern[str] = ADDRESS) -> Address | None:
 
     The model checks a recipient written in a definition with it; :func:`address` at run time.
     """
-    if "\r" in text or "\n" in text.strip():
+    text = text.strip()
+    if "\r" in text or "\n" in text:
         return None
-    return _parse(text.strip(), pattern)
+    return _parse(text, pattern)
 
 
 def named(display_name: Any, addr_spec: Any, field: str) -> Address:

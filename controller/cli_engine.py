@@ -219,10 +219,12 @@ def directory() -> None:
 @click.pass_obj
 def directory_load(settings: Settings, file: Path, account: str) -> None:
     """Replace the account's directory with FILE (YAML or JSON), in one transaction."""
+    from controller.model import yamlfile
     from controller.model.directory import parse_directory
     from controller.safeguards import suspension
 
-    entries = parse_directory(file.read_text(), str(file))
+    text = yamlfile.decode(file.read_bytes(), str(file), max_bytes=yamlfile.MAX_DATA_FILE_BYTES)
+    entries = parse_directory(text, str(file))
     config = settings.config()
     store = settings.open_store()
     try:

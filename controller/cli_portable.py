@@ -66,9 +66,11 @@ def import_command(settings: Settings, file: Path, account: str, renames: tuple[
                    bindings_path: Path | None, match: str | None, make_commit: bool, dry_run: bool,
                    as_json: bool, interactive: bool | None) -> None:
     """Import an exported document into ACCOUNT: files under <root>/ACCOUNT/, disabled until reviewed."""
+    from controller.model import yamlfile
     from controller.portable import document
 
-    parsed = document.parse(file.read_text(encoding="utf-8"), str(file))
+    text = yamlfile.decode(file.read_bytes(), str(file), max_bytes=yamlfile.MAX_DATA_FILE_BYTES)
+    parsed = document.parse(text, str(file))
     _import(settings, parsed, account, source=file.name, renames=renames, binds=binds, bindings_path=bindings_path,
             match=match, make_commit=make_commit, dry_run=dry_run, as_json=as_json, interactive=interactive)
 
@@ -104,8 +106,8 @@ def _import(settings: Settings, parsed: dict[str, Any], account: str, *, source:
         fail("import writes into a checkout: run it in the workflow repository (--repo PATH), not against a URL")
     given: dict[str, tuple[str, str]] = {}
     if bindings_path is not None:
-        given.update(portable.bindings_file(yamlfile.parse(bindings_path.read_text(encoding="utf-8"),
-                                                           str(bindings_path)), str(bindings_path)))
+        text = yamlfile.decode(bindings_path.read_bytes(), str(bindings_path), max_bytes=yamlfile.MAX_DATA_FILE_BYTES)
+        given.update(portable.bindings_file(yamlfile.parse(text, str(bindings_path)), str(bindings_path)))
     explicit = dict(portable.parse_binding(b, "--bind") for b in binds)
     given.update(explicit)  # (a --bindings file is per environment: names this document lacks are fine)
     rename_map = {}

@@ -37,7 +37,8 @@ def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
             raise UsageError(f"the store at {store.safe_url} is empty or outdated; run `wfctl sync` first")
         account, name, definition, definitions = (_from_path(settings, target) if _is_path(target)
                                                    else _from_store(store, target))  # type: ignore[arg-type]
-        settings.config().require("workflow_dry_run", account, "dry run is")
+        config = settings.config()
+        config.require("workflow_dry_run", account, "dry run is")
         data = _entity(entity) if entity else entity_data
         if record is not None and store is not None:
             with store.read() as conn:
@@ -48,7 +49,7 @@ def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
             data = synthetic_record(kind) if kind else None
         runner = DryRunner(account=account, directory=_directory(store, account), definitions=definitions,
                            now=SystemClock().now, read_record=_reader(store),
-                           outbound=settings.config().outbound(account))
+                           outbound=config.outbound(account))
         case = synthetic_case(definition)[0].model_copy(update={"name": "dry-run"})  # made-up inbound mail
         return run_case(runner, name, definition, case, record=data,
                         synthetic=entity is None and record is None and entity_data is None)

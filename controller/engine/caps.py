@@ -23,26 +23,27 @@ PREVIEW = 1024  # characters of a cut value's JSON kept in its marker
 
 def capped(value: Any, limit: int = STORED_LIMIT) -> Any:
     """``value`` when its JSON fits in ``limit`` bytes, else the same map with its largest values cut, or a marker."""
-    size = _size(value)
+    text = _json(value)
+    size = _bytes(text)
     if size <= limit:
         return value
     if not isinstance(value, dict):
-        return marker(value, size, limit)
+        return _marker(text, size, limit)
+    texts = {key: _json(item) for key, item in value.items()}  # each value serialised once, for size and preview
+    sizes = {key: _bytes(part) for key, part in texts.items()}
     kept = dict(value)
-    sizes = {key: _size(item) for key, item in kept.items()}
     total = size
     for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
-        cut = marker(kept[key], sizes[key], limit)
+        cut = _marker(texts[key], sizes[key], limit)
         kept[key] = cut
-        total += _size(cut) - sizes[key]
+        total += _bytes(_json(cut)) - sizes[key]
         if total <= limit:
             return kept
-    return marker(value, size, limit)  # too many keys to keep even with every value cut
+    return _marker(text, size, limit)  # too many keys to keep even with every value cut
 
 
-def marker(value: Any, size: int, limit: int) -> dict[str, Any]:
-    """What stands for a value too big to keep."""
-    text = _json(value)
+def _marker(text: str, size: int, limit: int) -> dict[str, Any]:
+    """What stands for a value too big to keep, from its JSON ``text``."""
     return {"truncated": True, "size": size, "limit": limit, "preview": text[:PREVIEW]}
 
 
@@ -50,5 +51,5 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _size(value: Any) -> int:
-    return len(_json(value).encode("utf-8"))
+def _bytes(text: str) -> int:
+    return len(text.encode("utf-8"))

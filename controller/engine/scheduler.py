@@ -77,7 +77,7 @@ def fire(registry_id: str, key: str, fire_at: datetime | None = None) -> None:
                 duplicates[key] += 1
                 log.info("schedule of %s fired for %s already (another replica): skipped", key, at.isoformat())
                 return
-            verdict = engine.admit(Request(key, schedule.TYPE, schedule.payload(at)), conn)
+            verdict = engine.admission.admit(conn, Request(key, schedule.TYPE, schedule.payload(at)), target)
             if target is not None and verdict.execution_id is not None:
                 conn.execute(update(schedule_fires).where(schedule_fires.c.workflow_id == target.id,
                                                           schedule_fires.c.fire_at == at)

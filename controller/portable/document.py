@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.errors import UsageError
+from controller.model import yamlfile
 from controller.model.entries import DirectoryEntry
 from controller.reconcile.rules import call_sites, cycle_through, parse_field_path
 
@@ -63,7 +64,11 @@ def dumps(document: Mapping[str, Any]) -> str:
 
 
 def parse(text: str, source: str) -> dict[str, Any]:
-    """A document read from ``source``; UsageError for anything that is not one."""
+    """A document read from ``source``; UsageError for anything that is not one (nested past the parser
+    limits included: checked on the text before ``json`` recurses into it)."""
+    too_deep = yamlfile.shape_problem(text, source)
+    if too_deep is not None:
+        raise UsageError(str(too_deep))
     try:
         document = json.loads(text)
     except ValueError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.errors import UsageError
+from controller.model import yamlfile
 from controller.model.directory import parse_directory
 from controller.model.entries import DirectoryEntry
 
@@ -28,7 +29,8 @@ def load_directories(folder: Path) -> Directories:
     found: Directories = {}
     for file in sorted(folder.iterdir()):
         if file.suffix in (".yaml", ".yml", ".json") and file.is_file():
-            entries = parse_directory(file.read_text(encoding="utf-8"), str(file))
+            text = yamlfile.decode(file.read_bytes(), str(file), max_bytes=yamlfile.MAX_DATA_FILE_BYTES)
+            entries = parse_directory(text, str(file))
             found[file.stem] = {entry.ref: entry for entry in entries}
     if not found:
         raise UsageError(f"--directory {folder} holds no <account>.yaml file")

@@ -227,7 +227,7 @@ class Walk:
         wanted = set(keys)  # (a list here made a cold sync of 10,000 files quadratic: ~2 s of it)
         mine = {k: v for k, v in proposals.items() if k in wanted}
         cross = call_problems(account, graph, mine)
-        for key, found in outbound_problems(mine).items():
+        for key, found in outbound_problems(mine)[0].items():
             cross.setdefault(key, []).extend(found)
         if account in self._directories:
             for key, found in ref_problems(account, self._directories[account], mine).items():

@@ -19,7 +19,7 @@ from typing import Any
 from controller.errors import Problem
 from controller.model import iter_refs
 from controller.model.entries import DirectoryEntry, check_refs
-from controller.outbound import METADATA, OutboundPolicy, static_refusal
+from controller.outbound import METADATA, OutboundPolicy, OutboundRefused, static_refusal
 from controller.reconcile.loader import Loaded, locate
 
 
@@ -60,15 +60,16 @@ def ref_problems(account: str, entries: Mapping[str, DirectoryEntry], proposals:
     return problems
 
 
-def outbound_problems(proposals: Mapping[str, Loaded], *, allowable: bool = False) -> dict[str, list[Problem]]:
-    """Problems per key for literal ``http.request`` URLs the outbound guard refuses whatever the
-    configuration says (cloud metadata); with ``allowable``, the URLs it refuses by default, which an
-    account's ``outbound.allow`` could allow (``wfctl validate`` shows those as warnings).
+def outbound_problems(proposals: Mapping[str, Loaded]) -> tuple[dict[str, list[Problem]], dict[str, list[Problem]]]:
+    """Per key, literal ``http.request`` URLs the outbound guard refuses: those it refuses whatever the
+    configuration says (cloud metadata: problems), and those it refuses by default, which an account's
+    ``outbound.allow`` could allow (``wfctl validate`` shows those as warnings).
 
     Judged without DNS, by the guard's own function: literal addresses in every spelling,
     ``localhost`` and the metadata names; a URL holding a placeholder is judged at run time.
     """
-    problems: dict[str, list[Problem]] = {}
+    never: dict[str, list[Problem]] = {}
+    by_default: dict[str, list[Problem]] = {}
     for key, loaded in proposals.items():
         if not loaded.ok:
             continue
@@ -76,10 +77,16 @@ def outbound_problems(proposals: Mapping[str, Loaded], *, allowable: bool = Fals
             url = action.get("url")
             if action.get("type") != "http.request" or not isinstance(url, str) or "{{" in url:
                 continue
-            refused = static_refusal(url, OutboundPolicy())
-            if refused is not None and (refused.rule == METADATA) != allowable:
-                problems.setdefault(key, []).append(locate(loaded, (*loc, "url"), str(refused)))
-    return problems
+            refused = _refusal(url)
+            if refused is not None:
+                found = never if refused.rule == METADATA else by_default
+                found.setdefault(key, []).append(locate(loaded, (*loc, "url"), str(refused)))
+    return never, by_default
+
+
+def _refusal(url: str) -> OutboundRefused | None:
+    """What the guard says of ``url`` under the default policy, from the URL alone."""
+    return static_refusal(url, OutboundPolicy()) if url else None
 
 
 def _webhook(entries: Mapping[str, DirectoryEntry], ref: str) -> str:
@@ -88,7 +95,7 @@ def _webhook(entries: Mapping[str, DirectoryEntry], ref: str) -> str:
 
 
 def _never_allowed(url: str) -> str | None:
-    refused = static_refusal(url, OutboundPolicy()) if url else None
+    refused = _refusal(url)
     return str(refused) if refused is not None and refused.rule == METADATA else None
 
 

@@ -66,9 +66,9 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = (),
     for account, loaded in by_account.items():
         graph = {k.split("/", 1)[1]: tuple(sorted(v.workflow.calls())) if v.workflow else () for k, v in loaded.items()}
         cross = call_problems(account, graph, loaded)
-        for key, found in outbound_problems(loaded).items():
+        never, cautions = outbound_problems(loaded)
+        for key, found in never.items():
             cross.setdefault(key, []).extend(found)
-        cautions = outbound_problems(loaded, allowable=True)
         if directories is not None and account in directories:
             for key, found in ref_problems(account, directories[account], loaded).items():
                 cross.setdefault(key, []).extend(found)

@@ -162,12 +162,16 @@ def list_tokens(conn: Connection, account: str) -> list[dict[str, Any]]:
     missing or not active), ``granted`` what it was created with.
     """
     rows = conn.execute(select(api_tokens).where(t.account == account).order_by(t.id.desc())).mappings()
+    holds: dict[str, frozenset[str] | None] = {}  # per user: most tokens share a few users
     listed = []
     for row in rows:
-        try:
-            held = _check_user(conn, account, row["user_id"], AuthError)
-        except AuthError:
-            held = frozenset()
+        user = row["user_id"]
+        if user not in holds:
+            try:
+                holds[user] = _check_user(conn, account, user, AuthError)
+            except AuthError:
+                holds[user] = frozenset()
+        held = holds[user]
         listed.append({**_token(row, held).view(), "created_at": row["created_at"].isoformat(),
                        "revoked_at": row["revoked_at"].isoformat() if row["revoked_at"] else None})
     return listed
