@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from git import Repo
 from gitutil import commit_files, make_repo
@@ -19,6 +19,8 @@ from controller.reconcile.reconciler import Reconciler
 from controller.source import GitSource
 from controller.store import Store, open_store, views
 from controller.store import directory as store_directory
+
+T = TypeVar("T")
 
 DIRECTORY = """
 users:
@@ -65,6 +67,16 @@ class Kit:
 
     def steps(self, execution_id: int) -> dict[str, dict[str, Any]]:
         return {s["action_id"]: s for s in self.show(execution_id)["steps"]}
+
+
+def read_store(url: str, read: Callable[[Any], T]) -> T:
+    """``read(conn)`` on a store opened for this one read (of a store another process writes), then closed."""
+    store = open_store(url)
+    try:
+        with store.read() as conn:
+            return read(conn)
+    finally:
+        store.close()
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 
+import requests
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -47,6 +48,14 @@ ALLOW_LOOPBACK = f"outbound:\n  allow: ['{HOST}']\n"
 def loopback_config() -> Config:
     """The default configuration, with calls to 127.0.0.1 allowed."""
     return Config(outbound_policies={"": LOOPBACK})
+
+
+def ready(url: str) -> bool:
+    """Whether the service at ``url`` (``http://127.0.0.1:<port>``) answers ``/readyz`` with 200 (not yet up: False)."""
+    try:
+        return requests.get(f"{url}/readyz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 from gitutil import commit_files, make_repo
-from servers import free_port, until
+from servers import free_port, ready, until
 
 from controller.security.signing import sign
 
@@ -51,7 +51,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        until(lambda: _ready(url), timeout=60)
+        until(lambda: ready(url), timeout=60)
         auth = {"Authorization": f"Bearer {token}"}
         body = json.dumps({"email": "ada@example.com", "name": "Ada", "message": "Hi"}).encode()
         at = int(time.time())
@@ -65,13 +65,6 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _ready(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/readyz", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 @pytest.mark.skipif(shutil.which("st", path=str(ST.parent)) is None, reason="schemathesis is not installed")

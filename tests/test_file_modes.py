@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 from gitutil import commit_files, make_repo
-from servers import free_port, until
+from servers import free_port, ready, until
 
 from controller.datadir import ensure
 from controller.store import open_store
@@ -72,7 +71,7 @@ def test_serve_with_a_worker_process_keeps_the_data_dir_private_while_it_runs(tm
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, umask=0)
     data = tmp_path / "data"
     try:
-        until(lambda: _ready(port), timeout=60)
+        until(lambda: ready(f"http://127.0.0.1:{port}"), timeout=60)
         counters = until(lambda: sorted((data / "prometheus").glob("*.db")), timeout=60)
         assert counters and (data / "wfctl.db-wal").exists() and (data / "wfctl.db-shm").exists()
         assert _not_private(data) == {}
@@ -80,13 +79,6 @@ def test_serve_with_a_worker_process_keeps_the_data_dir_private_while_it_runs(tm
         server.send_signal(signal.SIGTERM)
         server.wait(30)
     assert _not_private(data) == {}
-
-
-def _ready(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
 
 
 def test_a_data_dir_of_an_earlier_version_is_made_private(tmp_path: Path) -> None:

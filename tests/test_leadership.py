@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import PG_SKIP, PG_URL, _pg_schema_url
 from cryptography.fernet import Fernet
-from enginekit import Kit, kit
+from enginekit import Kit, kit, read_store
 from gitutil import commit_files, make_repo
 from servers import until
 from sqlalchemy import create_engine, func, inspect, select, text
@@ -243,12 +243,7 @@ JOB = "schedule:acme/tick"
 
 
 def _replicas(url: str) -> list[dict[str, object]]:
-    store = open_store(url)
-    try:
-        with store.read() as conn:
-            return recent(conn)
-    finally:
-        store.close()
+    return read_store(url, recent)
 
 
 def _leader_pid(url: str) -> int | None:

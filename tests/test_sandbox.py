@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from enginekit import kit
+from enginekit import kit, read_store
 
 from controller.engine.caps import STORED_LIMIT, capped
 from controller.engine.dryrun import DryRunner, SyntheticDirectory
@@ -331,17 +331,6 @@ SERVED = json.dumps({
 })
 
 
-def _stored(db: str, read: Any) -> Any:
-    from controller.store import open_store
-
-    store = open_store(db)
-    try:
-        with store.read() as conn:
-            return read(conn)
-    finally:
-        store.close()
-
-
 @pytest.mark.parametrize("worker_processes", ["0", "1"])
 def test_sigterm_stops_serve_while_a_template_runs_away(tmp_path: Path, worker_processes: str) -> None:
     """SIGTERM during a runaway render (in a worker thread, or a worker process): the render stops at its
@@ -364,10 +353,10 @@ def test_sigterm_stops_serve_while_a_template_runs_away(tmp_path: Path, worker_p
                                "--worker-processes", worker_processes], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:
-        until(lambda: _stored(db, lambda c: any(w["id"] == "acme/spin" for w in views.status(c)["workflows"])))
+        until(lambda: read_store(db, lambda c: any(w["id"] == "acme/spin" for w in views.status(c)["workflows"])))
         started = subprocess.run([*base, "run", "acme/spin"], capture_output=True, text=True, check=True)
         execution = int(started.stdout.strip())
-        until(lambda: _stored(db, lambda c: record_store.list_records(c, "acme", "task")), poll=0.01)
+        until(lambda: read_store(db, lambda c: record_store.list_records(c, "acme", "task")), poll=0.01)
         began = time.monotonic()  # the step before the runaway one has committed: the render is running
         server.send_signal(signal.SIGTERM)
         assert server.wait(15) == 0
@@ -377,5 +366,5 @@ def test_sigterm_stops_serve_while_a_template_runs_away(tmp_path: Path, worker_p
             server.kill()
             server.wait()
     assert elapsed < 5.0  # the grace period is 9 s; the budget is 1 s
-    shown = _stored(db, lambda c: views.execution(c, execution))
+    shown = read_store(db, lambda c: views.execution(c, execution))
     assert shown["status"] == "failed" and "ran longer than its budget of 1 s" in shown["error"], shown

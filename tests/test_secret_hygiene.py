@@ -25,7 +25,7 @@ import pytest
 import requests
 from cryptography.fernet import Fernet
 from gitutil import commit_files, make_repo
-from servers import ALLOW_LOOPBACK, HttpServer, SmtpServer, free_port, http_server, smtp_server, until
+from servers import ALLOW_LOOPBACK, HttpServer, SmtpServer, free_port, http_server, ready, smtp_server, until
 
 from controller.security.signing import sign
 
@@ -105,7 +105,7 @@ def test_no_secret_appears_in_logs_answers_traces_exports_metrics_or_the_store(
     url = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {token}"}
     try:
-        until(lambda: _get(f"{url}/readyz") == 200, timeout=60)
+        until(lambda: ready(url), timeout=60)
         body = json.dumps({"name": "Ada"}).encode()
         at = int(time.time())
         answers = [requests.post(f"{url}/hooks/acme/leak", data=body, timeout=10,
@@ -164,13 +164,6 @@ def test_no_secret_appears_in_logs_answers_traces_exports_metrics_or_the_store(
     stored = [name for name, value in secrets.items() if value.encode() in store and value not in (HEADER_SECRET, API_KEY)]
     stored += [name for name, value in secrets.items() if value in runtime]
     assert not stored and "Kx7Pq2" not in runtime and "call" in runtime, f"in the store in plain text: {stored}"
-
-
-def _get(url: str) -> int:
-    try:
-        return requests.get(url, timeout=2).status_code
-    except requests.ConnectionError:
-        return 0
 
 
 def _around(text: str, value: str) -> Any:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import requests
+from enginekit import read_store
 from gitutil import commit_files, make_repo
 from servers import free_port, until
 
@@ -46,12 +47,7 @@ def _serve(base: list[str], port: int = 0) -> subprocess.Popen[bytes]:
 
 
 def _execution(db: str, execution_id: int) -> dict[str, Any]:
-    store = open_store(db)
-    try:
-        with store.read() as conn:
-            return views.execution(conn, execution_id)
-    finally:
-        store.close()
+    return read_store(db, lambda conn: views.execution(conn, execution_id))
 
 
 def _healthy(port: int) -> Any:

@@ -30,10 +30,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import requests
 from bench_engine import WORKFLOW, rows
 from gitutil import commit_files, make_repo
-from servers import free_port
+from servers import free_port, ready
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -64,13 +63,6 @@ def _drop(base: str, schema: str) -> None:
     admin.dispose()
 
 
-def _ready(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except requests.ConnectionError:
-        return False
-
-
 def run(base_db: str, replicas: int, n: int, serve_args: list[str], tmp: Path) -> dict[str, float]:
     """Drain ``n`` executions with ``replicas`` serve processes on a fresh schema; the figures."""
     schema, url = _schema(base_db)
@@ -89,7 +81,7 @@ def run(base_db: str, replicas: int, n: int, serve_args: list[str], tmp: Path) -
                        "--data-dir", str(tmp / f"data{replicas}-{i}"), "serve", "--port", str(port), *serve_args]
             servers.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         deadline = time.monotonic() + 60
-        while not all(_ready(p) for p in ports):
+        while not all(ready(f"http://127.0.0.1:{p}") for p in ports):
             if time.monotonic() > deadline:
                 raise SystemExit(f"{replicas} replica(s) not ready after 60 s")
             time.sleep(0.2)
