@@ -286,7 +286,8 @@ class Admission:
             "at": now, "account": target.account, "workflow_id": target.id, "workflow_key": target.key,
             "version": verdict.version, "trigger": request.kind, "decision": str(verdict.decision),
             "reason": verdict.reason, "execution_id": verdict.execution_id,
-            "record_type": str(ref["type"]) if ref else None, "record_id": str(ref["id"]) if ref else None}])
+            "record_type": str(ref["type"]) if ref else None, "record_id": str(ref["id"]) if ref else None,
+            "event": decisions.kept_event(request.trigger) if verdict.decision == Decision.FILTERED else None}])
         return verdict
 
 

@@ -313,6 +313,9 @@ trigger_decisions = Table(
     Column("execution_id", Integer),  # no foreign key: executions may be pruned before their decisions
     Column("record_type", String(255)),
     Column("record_id", String(200)),
+    # A filtered decision's trigger input, for the impact preview's replay (a started one's is the
+    # execution's); None when it was larger than ``decisions.EVENT_MAX_BYTES``.
+    Column("event", Json),
     Index(None, "account", "record_type", "record_id", "id"),
     Index(None, "workflow_id", "id"),
 )
