@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from apscheduler.schedulers.base import STATE_PAUSED
 from click.testing import CliRunner
 from conftest import PG_SKIP, PG_URL, _pg_schema_url
 from cryptography.fernet import Fernet
@@ -329,6 +330,43 @@ def test_a_killed_leader_is_replaced_and_schedules_fire_once_per_instant(tmp_pat
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(15)
+
+
+def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_new_leader(tmp_path: Path, store_url: str) -> None:
+    """APScheduler's loop in a replica that lost the lease submits a due job (the fire is fenced out) and then
+    moves the job on in the shared store: the store refuses that write, so the instant is still due and the
+    new leader fires it, once. The old scheduler pauses instead of finding the same job due again at once."""
+    with kit(tmp_path, store_url) as k:
+        url = k.store.engine.url.render_as_string(hide_password=False)
+        a = lease(k)
+        assert a.held()
+        k.deploy({WF.format("tick"): TICK.format(name="tick")})
+        old = Schedules(k.engine, a.fence)
+        old.start(paused=True)
+        new: Schedules | None = None
+        try:
+            # B takes over: on PostgreSQL once A's lease ran out, on SQLite by the file lock of its own data dir
+            b = Leadership(k.store, tmp_path / "b", clock=k.clock.now)
+            k.clock.advance(seconds=16)
+            assert b.held() and b.generation == 2
+            instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+            _job(url, due=instant)
+            old.scheduler.resume()  # A wakes up: its loop finds the job due
+            assert until(lambda: old.scheduler.state == STATE_PAUSED or _job(url) != instant.timestamp(), timeout=10)
+            assert _job(url) == instant.timestamp(), "the fenced-out scheduler moved the job on"
+            assert count(k, schedule_fires) == 0 and not a.leading
+            assert old.jobstore.paused and old.jobstore.refused == 1
+            old.shutdown()
+
+            new = Schedules(k.engine, b.fence)
+            new.start()
+            assert until(lambda: instant in _fires(url) and (_job(url) or 0) > instant.timestamp(), timeout=10)
+        finally:
+            old.shutdown()
+            if new is not None:
+                new.shutdown()
+        assert _fires(url) == {instant: (2, 1)}
+        b.release()
 
 
 def test_a_serving_leader_that_loses_the_lease_stops_its_schedules(pg: Kit) -> None:

@@ -10,7 +10,9 @@ Several replicas share the job store, and for a moment around a take-over two of
 jobs: each fire inserts its (workflow, instant) into ``schedule_fires`` in the transaction that queues
 the execution, so the second fire of an instant finds the row and queues nothing (``duplicates``
 counts them), and the leader's fence (:meth:`controller.store.leadership.Leadership.fence`) runs in that
-transaction too, so a replica that lost the lease queues nothing at all.
+transaction too, so a replica that lost the lease queues nothing at all. The job store is fenced the same
+way (:class:`_FencedJobStore`): APScheduler's loop moves a job on in the shared store right after submitting
+it, and a replica that lost the lease must not, or the new leader would never see that instant due.
 
 Registration checks the cadence again, with validation's own functions: a definition that reached
 the store without validation (written there by hand, or applied by an older release) gets no job if
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -29,18 +32,23 @@ from typing import TYPE_CHECKING, Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
+from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Connection, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 
 from controller.engine.admission import Request, read_target
 from controller.engine.triggers import schedule
 from controller.engine.triggers.listeners import Listener, listeners
 from controller.model import parse_duration
 from controller.model.cadence import check_cron, check_every, cron_trigger, time_zone
+from controller.store.db import Store
 from controller.store.leadership import NotLeader
 from controller.store.tables import schedule_fires
 
@@ -113,6 +121,72 @@ class _Executor(ThreadPoolExecutor):  # type: ignore[misc]
         super()._do_submit_job(job, run_times)
 
 
+class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """APScheduler's SQLAlchemy job store whose writes (add, move on, remove) run the leader's fence first,
+    in their own transaction: a replica that lost the lease changes no job and its scheduler pauses.
+
+    APScheduler's loop submits a due job and then moves it on (``update_job``) or removes it, whatever the
+    fire did; an exception there would end the loop's thread, so a refused write is logged, changes
+    nothing, and pauses the scheduler: else the job, still due in the store, would be found again at once,
+    in a loop of reads. ``paused`` says the pause was this store's; :meth:`Schedules.register` (the leader's
+    pass) resumes it. With ``fence`` None (one process, no lease) it is APScheduler's store unchanged.
+    """
+
+    def __init__(self, store: Store, fence: Fence | None):
+        super().__init__(engine=store.engine, tablename=JOB_TABLE)
+        self.store = store
+        self.fence = fence
+        self.paused = False
+        self.refused = 0
+        """Writes refused because this replica no longer led."""
+
+    def add_job(self, job: Job) -> None:
+        if self.fence is None:
+            return super().add_job(job)
+        with self.store.tx() as conn:  # (BEGIN IMMEDIATE on SQLite: the fence reads before the write)
+            if self._leads(conn, "added", job.id):
+                try:
+                    conn.execute(self.jobs_t.insert().values(id=job.id, **self._state(job)))
+                except IntegrityError:
+                    raise ConflictingIdError(job.id) from None
+
+    def update_job(self, job: Job) -> None:
+        if self.fence is None:
+            return super().update_job(job)
+        with self.store.tx() as conn:  # (BEGIN IMMEDIATE on SQLite: the fence reads before the write)
+            if self._leads(conn, "moved on", job.id):
+                moved = conn.execute(self.jobs_t.update().values(**self._state(job)).where(self.jobs_t.c.id == job.id))
+                if moved.rowcount == 0:
+                    raise JobLookupError(job.id)
+
+    def remove_job(self, job_id: str) -> None:
+        if self.fence is None:
+            return super().remove_job(job_id)
+        with self.store.tx() as conn:
+            if not self._leads(conn, "removed", job_id):
+                return
+            if conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id)).rowcount == 0:
+                raise JobLookupError(job_id)
+
+    def _state(self, job: Job) -> dict[str, Any]:
+        return {"next_run_time": datetime_to_utc_timestamp(job.next_run_time),
+                "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol)}
+
+    def _leads(self, conn: Connection, change: str, job_id: str) -> bool:
+        """True when this replica still leads (checked in ``conn``'s transaction); else the refusal."""
+        assert self.fence is not None
+        try:
+            self.fence(conn)
+        except NotLeader as e:
+            self.refused += 1
+            log.warning("schedule job %s not %s in the shared store: %s", job_id, change, e)
+            if self._scheduler is not None and self._scheduler.state == STATE_RUNNING:
+                self.paused = True
+                self._scheduler.pause()  # the loop then waits for resume() instead of a next run
+            return False
+        return True
+
+
 def check_cadence(spec: Mapping[str, Any], today: date | None = None) -> None:
     """ValueError if the schedule ``spec`` could fire more often than the floor, or is no schedule at all.
 
@@ -153,7 +227,7 @@ class Schedules:
         self.registry_id = uuid.uuid4().hex
         self.refused: dict[str, str] = {}
         """The schedule workflows the last ``register`` gave no job: key -> the reason."""
-        self.jobstore = SQLAlchemyJobStore(engine=engine.store.engine, tablename=JOB_TABLE)
+        self.jobstore = _FencedJobStore(engine.store, fence)
         self.scheduler = BackgroundScheduler(
             jobstores={"default": self.jobstore}, executors={"default": _Executor()}, timezone=UTC,
             job_defaults={"coalesce": True, "misfire_grace_time": 3600, "max_instances": 1},
@@ -183,7 +257,12 @@ class Schedules:
 
         A workflow whose cadence is below the floor gets no job (an older one is removed): it is in
         ``refused`` with the reason, and one warning says so. Returns how many jobs are scheduled.
+        A scheduler paused by a refused write (the lease was lost, see :class:`_FencedJobStore`) resumes:
+        register runs in the leader's pass, so the lease is this replica's again.
         """
+        if self.jobstore.paused and self.scheduler.state == STATE_PAUSED:
+            self.jobstore.paused = False
+            self.scheduler.resume()
         with self.engine.store.read() as conn:
             wanted = {f"schedule:{w.key}": w for w in listeners(conn, "schedule")}
         now = self.engine.clock.now()  # next runs follow the engine's clock (a manual one in tests)
