@@ -53,19 +53,27 @@ def _dry_run_text(result: Any) -> str:
 
 @click.command()
 @click.option("--base", default=None, metavar="REF", help="Compare with this commit or branch (the PR's target).")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "github", "junit"]), default="text",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "github", "junit", "markdown"]), default="text",
+              show_default=True, help="markdown: a pull-request comment.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the report here instead of standard output.")
 @click.option("--controller", "controller_url", default=None, metavar="URL",
               help="A live controller: whether a restore would be held back now, and its account directory.")
-@click.option("--token", default=None, help="API token for --controller (workflow.read).")
+@click.option("--token", default=None, envvar="WFC_TOKEN",
+              help="API token for --controller (workflow.read; workflow.replay to see values in the impact preview).")
+@click.option("--replay", "replay_limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Impact preview: replay the last N events of each changed workflow on --controller.")
+@click.option("--replay-since", default=None, metavar="DURATION", help="Replay only events this recent (24h, 7d).")
+@click.option("--replay-like", default=None, metavar="ACCOUNT/NAME",
+              help="For a workflow with no events of its own (a new one): replay this workflow's.")
 @click.option("--directory", "directory", envvar="WFC_DIRECTORY", default=None,
               type=click.Path(path_type=Path), help="A folder of <account>.yaml directory files: check references.")
 @click.pass_obj
 def check(settings: Settings, base: str | None, fmt: str, output: Path | None, controller_url: str | None,
-          token: str | None, directory: Path | None) -> None:
-    """What CI runs on a pull request: validate, plan against --base, dry-run what changed."""
+          token: str | None, replay_limit: int | None, replay_since: str | None, replay_like: str | None,
+          directory: Path | None) -> None:
+    """What CI runs on a pull request: validate, plan against --base, dry-run what changed; with --replay,
+    what would change for the workflows' recent real events. Exit 1 when something fails."""
     from controller.check.check import run_check
     from controller.check.report import render
     from controller.engine.clock import SystemClock
@@ -73,6 +81,12 @@ def check(settings: Settings, base: str | None, fmt: str, output: Path | None, c
 
     lookup, directories = None, load_directories(directory) if directory is not None else None
     stand_in = None  # the dry runs' directory: the files' entries, or made up
+    replay = None
+    replaying = replay_limit is not None or replay_since is not None or replay_like is not None
+    if replaying and not controller_url:
+        fail("--replay needs --controller URL and --token (the controller keeps the events it replays)")
+    if replay_since is not None:
+        _duration("--replay-since", replay_since)
     if controller_url:
         if not token:
             fail("--controller needs --token (an API token with workflow.read)")
@@ -80,6 +94,11 @@ def check(settings: Settings, base: str | None, fmt: str, output: Path | None, c
 
         client = ControllerClient(controller_url, token)
         lookup = client.in_flight
+        if replaying:
+            from controller.check.check import ReplayAsk
+            from controller.check.replay import DEFAULT_LIMIT
+
+            replay = ReplayAsk(client.replay, replay_limit or DEFAULT_LIMIT, replay_since, replay_like)
         if directories is None:  # the live directory, unless a folder was given
             from controller.engine.dryrun import SyntheticDirectory
 
@@ -87,7 +106,8 @@ def check(settings: Settings, base: str | None, fmt: str, output: Path | None, c
             directories = client.directories(sorted(p.name for p in top.iterdir() if p.is_dir()) if top.is_dir() else [])
             stand_in = SyntheticDirectory()  # the API gives which references exist, not their contact data
     report = run_check(Path(settings.repo), settings.root, base=base, config=settings.config(),
-                       now=SystemClock().now, in_flight=lookup, directories=directories, directory=stand_in)
+                       now=SystemClock().now, in_flight=lookup, directories=directories, directory=stand_in,
+                       replay=replay)
     rendered = render(report, fmt)
     if output is not None:
         output.write_text(rendered)
@@ -95,6 +115,15 @@ def check(settings: Settings, base: str | None, fmt: str, output: Path | None, c
     else:
         click.echo(rendered, nl=False)
     sys.exit(0 if report.ok else 1)
+
+
+def _duration(option: str, value: str) -> None:
+    from controller.model.durations import parse_duration
+
+    try:
+        parse_duration(value)
+    except ValueError as e:
+        fail(f"{option} {value!r}: {e}")
 
 
 def register(cli: click.Group) -> None:

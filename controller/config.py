@@ -24,6 +24,9 @@ A YAML file (``--config`` / ``WFC_CONFIG``, default ``<data-dir>/config.yaml`` w
     notifications:
       smtp: {host: smtp.example.com, port: 587, starttls: true, username: wfctl, password_env: WFC_SMTP_PASSWORD}
       from: wfctl@example.com                  # alert e-mails and notices to workflow authors
+    replay:                                 # the impact preview (`wfctl check --replay`)
+      max_events: 1000                      # the most recent events one replay request may ask for
+      budget: 30s                           # the time one replay request may take; the rest is not replayed
     effects:
       idempotency_header: Idempotency-Key   # sent with non-GET calls and channel posts; "" for none
     outbound:                               # http.request, channel.post and alert webhooks (security.outbound)
@@ -65,6 +68,8 @@ DEFAULTS: Mapping[str, bool] = {"workflow_dry_run": True, "workflow_metrics": Tr
 TIMELINE_RETENTION = "7d"
 METRICS_RETENTION = "90d"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAY_MAX_EVENTS = 1000
+REPLAY_BUDGET = "30s"
 
 
 class _Strict(BaseModel):
@@ -85,6 +90,11 @@ class _Executions(_Strict):
 
 class _Metrics(_Strict):
     retention: Duration = METRICS_RETENTION
+
+
+class _Replay(_Strict):
+    max_events: int = Field(default=REPLAY_MAX_EVENTS, ge=1, le=100_000)
+    budget: Duration = REPLAY_BUDGET
 
 
 class _Effects(_Strict):
@@ -162,6 +172,7 @@ class _File(_Strict):
     effects: _Effects = Field(default_factory=_Effects)
     executions: _Executions = Field(default_factory=_Executions)
     metrics: _Metrics = Field(default_factory=_Metrics)
+    replay: _Replay = Field(default_factory=_Replay)
     alerts: _Alerts = Field(default_factory=_Alerts)
     notifications: _Notifications = Field(default_factory=_Notifications)
     outbound: _Outbound = Field(default_factory=_Outbound)
@@ -199,6 +210,8 @@ class Config:
     mail_from: str = "wfctl@localhost"
     outbound_policies: Mapping[str, OutboundPolicy] = field(default_factory=dict)  # "" is the global one
     account_signers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # account -> keys (--verify-commits)
+    replay_max_events: int = REPLAY_MAX_EVENTS
+    replay_budget: str = REPLAY_BUDGET
 
     def outbound(self, account: str) -> OutboundPolicy:
         """What ``account``'s HTTP calls and chat posts may reach (see controller.outbound)."""
@@ -243,6 +256,10 @@ class Config:
     def metrics_retention_seconds(self) -> int:
         return parse_duration(self.metrics_retention)
 
+    @property
+    def replay_budget_seconds(self) -> int:
+        return parse_duration(self.replay_budget)
+
 
 def load_config(path: Path | None) -> Config:
     if path is None or not path.exists():
@@ -278,7 +295,8 @@ def load_config(path: Path | None) -> Config:
                   parsed.timeline.retention, parsed.effects.idempotency_header, parsed.executions.retention,
                   parsed.metrics.retention, policies, smtp.model_dump() if smtp else None,
                   parsed.notifications.from_, _outbound_policies(parsed))
-    return replace(config, account_signers={name: tuple(a.signers) for name, a in parsed.accounts.items() if a.signers})
+    return replace(config, account_signers={name: tuple(a.signers) for name, a in parsed.accounts.items() if a.signers},
+                   replay_max_events=parsed.replay.max_events, replay_budget=parsed.replay.budget)
 
 
 def _outbound_policies(parsed: _File) -> dict[str, OutboundPolicy]:

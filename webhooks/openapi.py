@@ -135,6 +135,17 @@ def _paths() -> dict[str, Any]:
             permission=("workflow.dry_run",), params=WORKFLOW,
             body={"type": "object", "properties": {"record": RECORD_REF}}, body_required=False,
             errors=(400, 404, 409, 422))},
+        "/api/v1/workflows/{account}/{name}/replay": {"post": _op(
+            "The impact preview: the workflow's recent events dry-run through the applied version and the proposed "
+            "one in the body, compared; values only with workflow.replay (else field paths and counts)",
+            (200, "the replay report: totals, headline, groups of differences with examples", OBJECT),
+            permission=("workflow.read", "workflow.replay"), params=WORKFLOW,
+            body={"type": "object", "required": ["source"], "properties": {
+                "source": {"type": "string", "description": "the proposed workflow file"},
+                "path": {"type": "string"}, "limit": {"type": "integer", "minimum": 1},
+                "since": {"type": "string", "description": "a duration: only events this recent (24h)"},
+                "like": {"type": "string", "description": "ACCOUNT/NAME whose events to replay"}}},
+            errors=(400, 403, 404, 422))},
         "/api/v1/workflows/{account}/{name}/resume": {"post": _op(
             "Resume a workflow the controller suspended (its mailbox or channel went away), once that is active again",
             (200, "resumed", OBJECT), permission=("workflow.manage",), params=WORKFLOW, errors=(404, 409))},

@@ -6,6 +6,10 @@
 3. Dry-run every added, changed or restored workflow, and every workflow whose test file changed:
    its test cases, or one synthetic case when it has none.
 4. Optionally ask a live controller whether a restore would be held back right now.
+5. Optionally the impact preview (``--replay``): the live controller replays the recent real events of each
+   workflow step 3 dry-runs through its applied version and the proposed file, and answers what would
+   change for customers (:mod:`controller.check.replay`); the check fails when the proposed version fails on
+   events the applied one handled.
 """
 
 from __future__ import annotations
@@ -39,6 +43,16 @@ HISTORY_DEPTH = 50  # earlier revisions of a file searched for a restore
 BlockedLookup = Callable[[str], list[int]]  # workflow key -> executions in flight on a live controller
 
 
+@dataclass(frozen=True)
+class ReplayAsk:
+    """``--replay``: what to ask the live controller's impact preview for each workflow dry-run."""
+
+    fetch: Callable[..., dict[str, Any]]  # ControllerClient.replay
+    limit: int
+    since: str | None = None
+    like: str | None = None  # for a workflow with no events of its own
+
+
 @dataclass
 class WorkflowChange:
     id: str
@@ -61,15 +75,21 @@ class CheckReport:
     cases: list[CaseResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (path, message)
+    replays: list[dict[str, Any]] = field(default_factory=list)  # the controller's reports, with "path"
+
+    @property
+    def regressions(self) -> int:
+        """Events the applied version handled and the proposed one would fail on (impact preview)."""
+        return sum(int(r["totals"]["newly_failing"]) for r in self.replays)
 
     @property
     def ok(self) -> bool:
-        return not self.problems and all(c.ok for c in self.cases)
+        return not self.problems and all(c.ok for c in self.cases) and not self.regressions
 
 
 def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Callable[[], datetime],
               directory: Directory | None = None, in_flight: BlockedLookup | None = None,
-              directories: Directories | None = None) -> CheckReport:
+              directories: Directories | None = None, replay: ReplayAsk | None = None) -> CheckReport:
     """``directories`` (from ``--directory``): references are checked as the controller checks them, and
     dry runs see those entries (anything else they name is made up)."""
     top = top.resolve()
@@ -94,6 +114,10 @@ def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Ca
                                 f"(feature flag workflow_dry_run)")
             continue
         report.cases += _dry_run(top, key, loaded, directory, templates, now, report, config.outbound(account))
+    if replay is not None:
+        for key in sorted(selected):
+            if key in loaded and loaded[key].ok and config.enabled("workflow_dry_run", key.split("/", 1)[0]):
+                _replay(replay, loaded[key], report)
     if in_flight is not None:
         for change in report.changes:
             if change.change == "restored" and (busy := in_flight(change.id)):
@@ -134,6 +158,24 @@ def _dry_run(top: Path, key: str, loaded: Mapping[str, Loaded], directory: Direc
         if not result.ok:  # placed by the round-trip loader, which is slow: failures only
             result.line = position(text, ("cases", index))[0]
     return results
+
+
+def _replay(ask: ReplayAsk, target: Loaded, report: CheckReport) -> None:
+    """The controller's impact preview of one proposed file; another workflow's events when it has none."""
+    path = target.where.path
+    found = ask.fetch(target.key, target.source_text, path=path, limit=ask.limit, since=ask.since)
+    if found["events"] == 0 and ask.like and ask.like != target.key:
+        try:
+            found = ask.fetch(target.key, target.source_text, path=path, limit=ask.limit, since=ask.since,
+                              like=ask.like)
+        except SourceError as e:
+            report.notes.append(f"{target.key}: not replayed with the events of {ask.like}: {e}")
+            return
+        found["like"] = ask.like
+    if found["events"] == 0:
+        hint = "" if ask.like else "; pass --replay-like ACCOUNT/NAME to replay another workflow's"
+        report.notes.append(f"{target.key}: no recent events to replay{hint}")
+    report.replays.append({**found, "path": path})
 
 
 def plan_against(top: Path, root: str, base: str, loaded: Mapping[str, Loaded]) -> list[WorkflowChange]:

@@ -53,10 +53,22 @@ class ControllerClient:
                 return dict(row)
         raise NotFoundError(f"{key} has no version {version} on {self.url}; see `wfctl history {key}`", workflow=key)
 
+    def replay(self, key: str, source: str, *, path: str = "", limit: int, since: str | None = None,
+               like: str | None = None) -> dict[str, Any]:
+        """The controller's impact preview of the proposed ``source`` of workflow ``key`` (its report)."""
+        account, name = key.split("/", 1)
+        body = {"source": source, "path": path, "limit": limit, "since": since, "like": like}
+        return dict(self._send("POST", f"/api/v1/workflows/{account}/{name}/replay", json=body,
+                               timeout=max(self.timeout, 120.0)))
+
     def _get(self, path: str, params: dict[str, str]) -> Any:
+        return self._send("GET", path, params=params)
+
+    def _send(self, method: str, path: str, **options: Any) -> Any:
         where = f"{self.url}{quote(path)}"
+        options.setdefault("timeout", self.timeout)
         try:
-            response = self.session.get(where, params=params, timeout=self.timeout)
+            response = self.session.request(method, where, **options)
         except requests.RequestException as e:
             raise SourceError(f"controller {self.url} did not answer: {type(e).__name__}") from None
         if response.status_code != 200:

@@ -1,4 +1,4 @@
-"""`wfctl check` output: human text, JSON, GitHub annotations, JUnit XML."""
+"""`wfctl check` output: human text, JSON, GitHub annotations, JUnit XML, Markdown (a pull-request comment)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from controller.check.check import CheckReport
+from controller.check.replay import REGRESSION
 from controller.check.runner import CaseResult
 
-FORMATS = ("text", "json", "github", "junit")
+FORMATS = ("text", "json", "github", "junit", "markdown")
+CELL = 80  # the longest value shown in a Markdown table cell
 
 
 def render(report: CheckReport, fmt: str) -> str:
-    return {"text": text, "json": as_json, "github": github, "junit": junit}[fmt](report)
+    return {"text": text, "json": as_json, "github": github, "junit": junit, "markdown": markdown}[fmt](report)
 
 
 def as_json(report: CheckReport) -> str:
@@ -25,6 +27,7 @@ def as_json(report: CheckReport) -> str:
         "cases": [c.view() for c in report.cases],
         "notes": report.notes,
         "warnings": [{"path": path, "message": message} for path, message in report.warnings],
+        "replays": report.replays,
     }
     return json.dumps(data, indent=2, default=str) + "\n"
 
@@ -46,10 +49,42 @@ def text(report: CheckReport) -> str:
         if not case.ok and case.result is not None:
             lines += [f"       - {s['action_id']}: {s['status']}" + (f" ({s['intent']})" if s.get("intent") else "")
                       + (f" {s['error']}" if s.get("error") else "") for s in case.result.steps]
+    for replay in report.replays:
+        lines.append(f"impact preview of {replay['workflow']}: {replay['headline']}" + _cut_short(replay))
+        for group in replay["groups"]:
+            lines.append(f"  {group['count']:>5}  {group['summary']}")
+            lines += [f"         e.g. {_example(e)}" for e in group["examples"]]
     lines += [f"note: {n}" for n in report.notes]
     lines += [f"warning: {message}" for _, message in report.warnings]
-    lines.append("check passed" if report.ok else "check FAILED")
+    lines.append("check passed" if report.ok else "check FAILED" + _regressions(report))
     return "\n".join(lines) + "\n"
+
+
+def _cut_short(replay: dict[str, Any]) -> str:
+    if not replay["truncated"]:
+        return ""
+    return (f" (the controller's time budget ran out: {replay['replayed']} of {replay['events']} events replayed; "
+            f"configuration replay.budget)")
+
+
+def _regressions(report: CheckReport) -> str:
+    count = report.regressions
+    return f": the proposed version fails on {count} event(s) the applied one handled" if count else ""
+
+
+def _example(example: dict[str, Any]) -> str:
+    """One example event of a group of differences; values only when the controller sent them."""
+    where = example["event"] + (f" ({example['record']})" if example.get("record") else "")
+    if "before" not in example:
+        return where
+    return f"{where}: {_value(example['before'])} -> {_value(example['after'])}"
+
+
+def _value(value: Any, limit: int = CELL) -> str:
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        value = ", ".join(value)  # recipients
+    shown = "-" if value is None else value if isinstance(value, str) else json.dumps(value, default=str)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def _summary(case: CaseResult) -> str:
@@ -72,8 +107,14 @@ def github(report: CheckReport) -> str:
             lines.append(f"::error file={case.path or case.workflow},line={case.line},col=1::{message}")
     for path, message in report.warnings:
         lines.append(f"::warning file={path},line=1,col=1::{_escape(message)}")
+    for replay in report.replays:
+        for group in replay["groups"]:
+            level = "error" if group["kind"] == REGRESSION else "warning"
+            message = f"{replay['workflow']}: {group['count']} of {replay['replayed']} recent event(s) {group['summary']}"
+            lines.append(f"::{level} file={replay['path']},line=1,col=1::{_escape(message)}")
     lines.append(f"check {'passed' if report.ok else 'failed'}: {len(report.problems)} problem(s), "
-                 f"{sum(not c.ok for c in report.cases)} failed case(s) of {len(report.cases)}")
+                 f"{sum(not c.ok for c in report.cases)} failed case(s) of {len(report.cases)}"
+                 + (f", {report.regressions} event(s) newly failing in the impact preview" if report.replays else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -110,4 +151,45 @@ def junit(report: CheckReport) -> str:
             ET.SubElement(case, "system-out").text = "\n".join(
                 f"{s['action_id']}: {s['status']}" + (f" - {s['intent']}" if s.get("intent") else "")
                 for s in result.result.steps)
+    if report.replays:
+        replays = ET.SubElement(suites, "testsuite", name="impact-preview", tests=str(len(report.replays)),
+                                failures=str(sum(bool(r["totals"]["newly_failing"]) for r in report.replays)))
+        for replay in report.replays:
+            case = ET.SubElement(replays, "testcase", classname=replay["workflow"], name="replay", file=replay["path"])
+            if replay["totals"]["newly_failing"]:
+                ET.SubElement(case, "failure", message=replay["headline"])
+            ET.SubElement(case, "system-out").text = "\n".join(
+                [replay["headline"], *(f"{g['count']} {g['summary']}" for g in replay["groups"])])
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def markdown(report: CheckReport) -> str:
+    """The report as a pull-request comment: the verdict, then what changes for customers, then the details."""
+    lines = [f"### wfctl check {'passed' if report.ok else 'FAILED'}" + _regressions(report), ""]
+    for replay in report.replays:
+        lines += [f"**Impact preview of `{replay['workflow']}`**: {_cell(replay['headline'], 400)}"
+                  + _cut_short(replay), ""]
+        if replay["groups"]:
+            lines += ["| events | what would change | examples |", "|---:|---|---|"]
+            lines += [f"| {g['count']} | {_cell(g['summary'], 200)} | "
+                      f"{'<br>'.join(_cell(_example(e), 2 * CELL) for e in g['examples'])} |" for g in replay["groups"]]
+            lines.append("")
+        if not replay["values"]:
+            lines += ["<sub>Field paths and counts only: the token has no `workflow.replay`.</sub>", ""]
+    lines.append(f"- validate: {report.files} file(s), {len(report.problems)} problem(s)")
+    lines += [f"  - `{_cell(str(p), 200)}`" for p in report.problems]
+    if report.base is not None:
+        lines.append(f"- plan against `{report.base}`: {len(report.changes)} change(s)")
+        lines += [f"  - {c.change} `{c.id}`" for c in report.changes]
+    lines.append(f"- dry run: {sum(c.ok for c in report.cases)}/{len(report.cases)} case(s) passed")
+    lines += [f"  - FAIL `{c.workflow}` :: {_cell(c.name)}: {_cell('; '.join(str(m) for m in c.mismatches), 300)}"
+              for c in report.cases if not c.ok]
+    lines += [f"- note: {_cell(n, 300)}" for n in report.notes]
+    lines += [f"- warning: {_cell(message, 300)}" for _, message in report.warnings]
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: str, limit: int = CELL) -> str:
+    """Text safe in a Markdown table cell and a comment: no pipe, line break or HTML of its own."""
+    shown = value.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"

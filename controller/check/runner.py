@@ -48,7 +48,7 @@ def run_case(runner: DryRunner, name: str, definition: Mapping[str, Any], case: 
     trigger, record = trigger_for(spec, case, record, synthetic=synthetic, now=runner.interpreter.now())
     outcome = CaseResult(key, case.name, synthetic=synthetic)
     unknown = unknown_actions(runner, definition, case.expect)
-    started, why = _when(runner, key, spec, trigger, record)
+    started, why = when_of(runner, key, spec, trigger, record)
     if not started:
         outcome.started = False
         outcome.mismatches = list(unknown)
@@ -153,7 +153,7 @@ def _flatten(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return flat
 
 
-def _when(runner: DryRunner, key: str, spec: Mapping[str, Any], trigger: dict[str, Any],
+def when_of(runner: DryRunner, key: str, spec: Mapping[str, Any], trigger: dict[str, Any],
           record: dict[str, Any] | None) -> tuple[bool, str]:
     """The trigger's ``when``, over the same scope admission evaluates it in."""
     scope = scopes.build(workflow=key, version=None, trigger=trigger, record=record, now=runner.interpreter.now(),

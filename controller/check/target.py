@@ -47,8 +47,8 @@ def dry_run(settings: Settings, target: str, *, entity: Path | None = None,
             spec = definition["spec"]["trigger"]
             kind = spec.get("entity") or (spec.get("entities") or [None])[0]
             data = synthetic_record(kind) if kind else None
-        runner = DryRunner(account=account, directory=_directory(store, account), definitions=definitions,
-                           now=SystemClock().now, read_record=_reader(store),
+        runner = DryRunner(account=account, directory=directory_for(store, account), definitions=definitions,
+                           now=SystemClock().now, read_record=record_reader(store),
                            outbound=config.outbound(account))
         case = synthetic_case(definition)[0].model_copy(update={"name": "dry-run"})  # made-up inbound mail
         return run_case(runner, name, definition, case, record=data,
@@ -109,7 +109,7 @@ def _from_store(store: Store, key: str) -> tuple[str, str, dict[str, Any], Any]:
     return account, name, definition, current
 
 
-def _directory(store: Store | None, account: str) -> Directory:
+def directory_for(store: Store | None, account: str) -> Directory:
     """The account's real directory when it is loaded, otherwise made-up entries."""
     if store is not None:
         with store.read() as conn:
@@ -118,7 +118,7 @@ def _directory(store: Store | None, account: str) -> Directory:
     return SyntheticDirectory()
 
 
-def _reader(store: Store | None) -> Any:
+def record_reader(store: Store | None) -> Any:
     if store is None:
         return None
 

@@ -2,5 +2,5 @@
 
 from __future__ import annotations
 
-PERMISSIONS = ("workflow.read", "workflow.run_manual", "workflow.dry_run", "workflow.retry", "workflow.manage",
-               "records.write", "directory.write", "admin")
+PERMISSIONS = ("workflow.read", "workflow.run_manual", "workflow.dry_run", "workflow.replay", "workflow.retry",
+               "workflow.manage", "records.write", "directory.write", "admin")

@@ -15,6 +15,7 @@ Permissions::
     workflow.read        read workflows, versions, audit, executions, secret fingerprints
     workflow.run_manual  start manual runs ("Run workflow" on a record page)
     workflow.dry_run     dry-run a workflow
+    workflow.replay      see record and payload values in an impact preview (`wfctl check --replay`)
     workflow.retry       retry a failed or terminated execution
     workflow.manage      rotate a webhook secret, cancel an execution
     records.write        write records, post record events and inbound mail

@@ -189,3 +189,33 @@ def _check_compatible(key: str, trigger: dict[str, Any], record: tuple[str, str]
         return
     if record[0] not in allowed:
         raise UsageError(f"{key} runs on {', '.join(allowed)} records, not on {record[0]}")
+
+
+@blueprint.post("/workflows/<account>/<name>/replay")
+@requires("workflow.read", "workflow.replay")
+def replay(account: str, name: str) -> Any:
+    """The impact preview: the workflow's recent events through the applied and the proposed version.
+
+    Values (records, payloads, addresses, errors) are in the report only for a token with ``workflow.replay``.
+    """
+    from controller.check.replay import DEFAULT_LIMIT, Request
+    from controller.check.replay import replay as run_replay
+    from controller.check.target import directory_for, record_reader
+
+    key = _key(account, name)
+    body = json_object()
+    limit = field(body, "limit", (int, float), required=False)  # JSON Schema's integer: 200.0 is one too
+    if isinstance(limit, float) and not limit.is_integer():
+        raise PayloadError(f"field 'limit' must be an integer, not {limit}")
+    found = services()
+    config = found.engine.config  # the live engine's: its outbound policy judges the replayed calls too
+    config.require("workflow_dry_run", account, "dry run (and so replay) is")
+    like = field(body, "like", str, required=False)
+    if like is not None:  # another account's workflow answers 404, as it does everywhere
+        _key(like.partition("/")[0], like.partition("/")[2])
+    asked = Request(key, field(body, "source", str), path=field(body, "path", str, required=False) or "",
+                    limit=DEFAULT_LIMIT if limit is None else int(limit),
+                    since=field(body, "since", str, required=False), like=like,
+                    values=caller().allows("workflow.replay"))
+    return run_replay(found.store, config, asked, directory=directory_for(found.store, account),
+                      now=found.engine.clock.now, read_record=record_reader(found.store))

@@ -1,0 +1,322 @@
+"""The impact preview: a workflow's recent real events replayed through the applied and the proposed version.
+
+Runs on the controller (``POST /api/v1/workflows/<a>/<n>/replay``), where the events are: raw records and
+payloads never leave it. For each event (:func:`controller.store.decisions.recent_events`: the inputs of
+started executions and of triggers the ``when`` filtered) both versions are dry-run
+(:mod:`controller.engine.dryrun`, zero side effects) at the event's own time, each run is reduced to an
+:class:`Outcome` (started or not, the steps run, branches, each intended effect's fields, the failure), and
+:func:`compare` lists the :class:`Difference` s. :func:`summarise` groups them into what a reviewer reads in
+ten seconds: totals, one sentence per group, two or three example events each.
+
+Privacy: without ``values`` (the ``workflow.replay`` permission) the report names differences by field path
+and counts them; no record value, payload, address, error text or record id is in it.
+
+Flow: store (events, applied version) -> this module (pure from here on: outcomes, differences, report)
+-> the API answers the report -> ``wfctl check --replay`` renders it (:mod:`controller.check.report`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from controller.check.runner import when_of
+from controller.config import Config
+from controller.engine.admission import FILTERED_KINDS
+from controller.engine.directory import Directory
+from controller.engine.dryrun import DryRunner, DryRunResult
+from controller.engine.templating import Templates
+from controller.errors import DefinitionError, NotFoundError, UsageError
+from controller.model.durations import parse_duration
+from controller.reconcile.loader import WorkflowPath, load
+from controller.store import Store, views
+from controller.store.decisions import Event, recent_events
+
+EXAMPLES = 3  # example events per group of differences
+DEFAULT_LIMIT = 200  # events replayed per workflow when the request names no number
+NOT_COMPARED = ("action_id", "workflow", "description")  # an intent's fields that are not its effect
+VERBS = {"email.send": "send an e-mail", "http.request": "make an HTTP request", "channel.post": "post to a channel",
+         "record.create": "create a record", "record.update": "update a record", "wait": "wait",
+         "workflow.call": "call a workflow"}
+FIELD_NAMES = {"to": "recipient (to)", "cc": "copy (cc)", "bcc": "blind copy (bcc)", "from": "sender (from)",
+               "url": "URL", "json": "JSON body", "entity": "record type", "record_id": "record"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one version would make of one event, reduced to what can differ for a customer."""
+
+    started: bool
+    reason: str = ""  # why it would not start
+    failed: bool = False
+    error: str | None = None
+    failed_step: str | None = None
+    steps: frozenset[str] = frozenset()  # action ids of the workflow's own steps that would run
+    branches: Mapping[str, str] = field(default_factory=dict)
+    effects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # action id -> kind and fields
+
+
+NOT_STARTED = Outcome(False, "no applied version")
+
+
+def outcome_of(started: bool, reason: str, result: DryRunResult | None) -> Outcome:
+    """The :class:`Outcome` of one dry run (``result`` is None when the ``when`` kept it from starting)."""
+    if not started or result is None:
+        return Outcome(False, reason)
+    steps = result.steps  # its own; a called workflow's effects are among the intents
+    failed_step = next((s["action_id"] for s in reversed(steps) if s["status"] == "failed"), None)
+    effects: dict[str, dict[str, Any]] = {}
+    for intent in result.intents:
+        where = intent.action_id if intent.workflow == result.workflow else f"{intent.workflow}:{intent.action_id}"
+
+        view = intent.view()
+        effects[where] = {"kind": intent.kind, **_fields({k: v for k, v in view.items() if k not in NOT_COMPARED})}
+    return Outcome(True, failed=not result.ok, error=result.error, failed_step=failed_step,
+                   steps=frozenset(s["action_id"] for s in steps),
+                   branches={s["action_id"]: str(s.get("branch")) for s in steps if s["type"] == "if"},
+                   effects=effects)
+
+
+def _fields(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """An effect's fields by dotted path: the record fields a step sets compare one by one (``set.status``)."""
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        if name == "kind":
+            continue
+        if name == "set" and isinstance(value, Mapping):
+            flat.update(_fields(value, f"{prefix}set."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One way the proposed version treats an event differently from the applied one."""
+
+    kind: str  # start stop fail recover error runs skips branch added removed changed
+    where: str  # the action id, or "<action id>.<field>" for a changed effect field; "" for start/stop
+    before: Any = None
+    after: Any = None
+    verb: str = ""  # what the step does, for an effect: "send an e-mail"
+
+
+def compare(before: Outcome, after: Outcome) -> list[Difference]:
+    """Every difference between the applied version's outcome and the proposed one's, in a stable order."""
+    found: list[Difference] = []
+    if before.started != after.started:
+        found.append(Difference("start" if after.started else "stop", "", before.reason, after.reason))
+    if after.failed and not before.failed:
+        found.append(Difference("fail", after.failed_step or "", None, after.error))
+    elif before.failed and not after.failed:
+        found.append(Difference("recover", before.failed_step or "", before.error, None))
+    elif before.failed and after.failed and (before.error, before.failed_step) != (after.error, after.failed_step):
+        found.append(Difference("error", after.failed_step or "", before.error, after.error))
+    effectful = set(before.effects) | set(after.effects)
+    if before.started == after.started:  # else which steps run is the start itself; its effects still count
+        for step in sorted((before.steps ^ after.steps) - effectful):
+            found.append(Difference("runs" if step in after.steps else "skips", step))
+    for step in sorted(set(before.branches) & set(after.branches)):
+        if before.branches[step] != after.branches[step]:
+            found.append(Difference("branch", step, before.branches[step], after.branches[step]))
+    for step in sorted(effectful):
+        old, new = before.effects.get(step), after.effects.get(step)
+        verb = VERBS.get(str((new or old or {}).get("kind")), "have an effect")
+        if old is None or new is None:
+            found.append(Difference("added" if old is None else "removed", step, old, new, verb))
+            continue
+        if old["kind"] != new["kind"]:
+            found.append(Difference("changed", f"{step}.kind", old["kind"], new["kind"], verb))
+            continue
+        for name in sorted(set(old) | set(new)):
+            if name != "kind" and old.get(name) != new.get(name):
+                found.append(Difference("changed", f"{step}.{name}", old.get(name), new.get(name), verb))
+    return found
+
+
+REGRESSION = "fail"
+"""The one kind that fails the check: the proposed version fails on an event the applied one handled."""
+FIRST = {REGRESSION: 0, "start": 1, "stop": 1}  # groups of these kinds lead the report; the rest by count
+
+
+def sentence(kind: str, where: str, verb: str) -> str:
+    """What a group of differences means, in words ("would now also send an e-mail (step notify)")."""
+    step = f"step {where}" if where else ""
+    if kind == "changed":
+        action, _, name = where.partition(".")
+        named = f"value of {name[4:]}" if name.startswith("set.") else FIELD_NAMES.get(name, name)
+        return f"would {verb} with a different {named} (step {action})"
+    return {
+        "start": "would now start", "stop": "would no longer start",
+        "fail": f"would fail at {step or 'the start'}", "recover": f"would no longer fail at {step or 'the start'}",
+        "error": f"would fail differently at {step or 'the start'}",
+        "runs": f"would now run {step}", "skips": f"would no longer run {step}",
+        "branch": f"would take another branch at {step}",
+        "added": f"would now also {verb} ({step})", "removed": f"would no longer {verb} ({step})",
+    }[kind]
+
+
+@dataclass
+class _Group:
+    kind: str
+    where: str
+    verb: str
+    count: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+def summarise(key: str, noun: str, pairs: Iterable[tuple[Event, Outcome, Outcome]], *, values: bool,
+              events: int, truncated: bool = False) -> dict[str, Any]:
+    """The report of one workflow's replay: totals, a headline, groups of differences with examples.
+
+    ``values``: example events carry record references, values before and after and error texts; without,
+    only field paths, counts and where the controller keeps each example (``execution 12``).
+    """
+    groups: dict[tuple[str, str], _Group] = {}
+    totals = Counter[str]()
+    for event, before, after in pairs:
+        totals["replayed"] += 1
+        differences = compare(before, after)
+        totals["changed" if differences else "unchanged"] += 1
+        for kind in {d.kind for d in differences}:
+            totals[kind] += 1
+        for difference in differences:
+            group = groups.setdefault((difference.kind, difference.where),
+                                      _Group(difference.kind, difference.where, difference.verb))
+            group.count += 1
+            if values and difference.kind in ("fail", "error") and difference.after:
+                group.errors[str(difference.after)] += 1
+            if len(group.examples) < EXAMPLES:
+                group.examples.append(_example(event, difference, values))
+    ordered = sorted(groups.values(), key=lambda g: (FIRST.get(g.kind, len(FIRST)), -g.count, g.kind, g.where))
+    view_groups = []
+    for group in ordered:
+        text = sentence(group.kind, group.where, group.verb)
+        if group.errors:
+            error = group.errors.most_common(1)[0][0]
+            text += f": {error.removeprefix(f'step {group.where}: ')}"
+        view_groups.append({"kind": group.kind, "where": group.where, "count": group.count, "summary": text,
+                            "examples": group.examples})
+    replayed = totals["replayed"]
+    headline = f"of {replayed} recent {noun}: " + (
+        ", ".join(f"{g['count']} {g['summary']}" for g in view_groups[:4]) + (", ..." if len(view_groups) > 4 else "")
+        if view_groups else "no observable change")
+    return {"workflow": key, "events": events, "replayed": replayed, "truncated": truncated, "values": values,
+            "headline": headline,
+            "totals": {"changed": totals["changed"], "unchanged": totals["unchanged"],
+                       "would_start": totals["start"], "would_stop": totals["stop"],
+                       "newly_failing": totals[REGRESSION], "no_longer_failing": totals["recover"]},
+            "groups": view_groups}
+
+
+def _example(event: Event, difference: Difference, values: bool) -> dict[str, Any]:
+    example: dict[str, Any] = {"event": event.ref, "at": event.at.isoformat()}
+    if values:
+        if event.record_ref:
+            example["record"] = f"{event.record_ref.get('type')}:{event.record_ref.get('id')}"
+        example["before"], example["after"] = difference.before, difference.after
+    return example
+
+
+def noun_of(trigger: Mapping[str, Any]) -> str:
+    """What the events of a trigger are called in a headline ("ticket events", "deliveries")."""
+    kind = trigger.get("type")
+    if kind in ("record", "inactivity"):
+        return f"{trigger.get('entity')} events"
+    return {"webhook": "deliveries", "email": "e-mails", "schedule": "fires", "manual": "runs",
+            "call": "calls"}.get(str(kind), "events")
+
+
+# -- on the controller: read the events and the applied version, dry-run both ---------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """What ``wfctl check --replay`` asks for one workflow."""
+
+    key: str
+    source: str  # the proposed file's text
+    path: str = ""  # where the file sits in the repository (for located problems)
+    limit: int = DEFAULT_LIMIT
+    since: str | None = None  # a duration: only events this recent
+    like: str | None = None  # ACCOUNT/NAME whose events to replay (a new workflow has none)
+    values: bool = False  # the caller holds workflow.replay
+
+
+def replay(store: Store, config: Config, request: Request, *, directory: Directory, now: Callable[[], datetime],
+           read_record: Callable[..., Any] | None = None, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+    """Replay ``request``'s events through the applied and the proposed version; the report (see ``summarise``).
+
+    UsageError for a request out of bounds, DefinitionError (located problems) for a proposed file that is
+    not a valid workflow, NotFoundError for a ``like`` workflow that is not there. Reads only.
+    """
+    account, name = request.key.split("/", 1)
+    if not 1 <= request.limit <= config.replay_max_events:
+        raise UsageError(f"replay asks for {request.limit} events; ask for 1 to {config.replay_max_events} "
+                         f"(configuration replay.max_events)")
+    proposed = load(WorkflowPath(request.path or f"{account}/{name}.yaml", account, name), request.source.encode())
+    if not proposed.ok:
+        raise DefinitionError(list(proposed.problems))
+    try:
+        since = now() - timedelta(seconds=parse_duration(request.since)) if request.since else None
+    except ValueError as e:
+        raise UsageError(f"since: {e}") from None
+    source_key = request.like or request.key
+    if request.like is not None and request.like.split("/", 1)[0] != account:
+        raise UsageError(f"--replay-like {request.like}: the events must come from a workflow of account {account}")
+    with store.read() as conn:
+        applied = views.current_definition(conn, request.key)
+        try:
+            source_id: int | None = views.workflow_id(conn, source_key)
+        except NotFoundError:
+            if request.like is not None:
+                raise NotFoundError(f"no workflow {request.like!r} to take events from; see GET /api/v1/workflows",
+                                    workflow=request.like) from None
+            source_id = None  # a new workflow: no events of its own
+        if request.like is not None:
+            _same_trigger(request.like, views.current_definition(conn, request.like), proposed.content)
+        events = recent_events(conn, source_id, limit=request.limit, since=since) if source_id is not None else []
+
+    def definitions(called: str) -> Mapping[str, Any] | None:
+        with store.read() as conn:
+            return views.current_definition(conn, f"{account}/{called}")
+
+    instant = [now()]
+    runner = DryRunner(account=account, directory=directory, definitions=definitions, now=lambda: instant[0],
+                       templates=Templates(), read_record=read_record, outbound=config.outbound(account))
+    budget, started_at = config.replay_budget_seconds, clock()
+    pairs: list[tuple[Event, Outcome, Outcome]] = []
+    for event in events:
+        if clock() - started_at > budget:
+            break
+        instant[0] = event.at  # the event's own time: templates on `now` see what they saw then
+        before = _outcome(runner, name, applied, event) if applied is not None else NOT_STARTED
+        pairs.append((event, before, _outcome(runner, name, proposed.content, event)))
+    return summarise(request.key, noun_of((applied or proposed.content)["spec"]["trigger"]), pairs,
+                     values=request.values, events=len(events), truncated=len(pairs) < len(events))
+
+
+def _same_trigger(like: str, theirs: Mapping[str, Any] | None, mine: Mapping[str, Any]) -> None:
+    """UsageError unless ``like``'s events are of the kind the proposed workflow is triggered by."""
+    a, b = (theirs or {}).get("spec", {}).get("trigger", {}), mine["spec"]["trigger"]
+    if (a.get("type"), a.get("entity")) != (b.get("type"), b.get("entity")):
+        raise UsageError(f"--replay-like {like}: its trigger ({a.get('type')} {a.get('entity') or ''}) is not the "
+                         f"proposed workflow's ({b.get('type')} {b.get('entity') or ''}); name a workflow with the "
+                         f"same trigger entity".replace(" )", ")"))
+
+
+def _outcome(runner: DryRunner, name: str, definition: Mapping[str, Any], event: Event) -> Outcome:
+    """One version's outcome on one event: its ``when`` first (as admission decides), then the dry run."""
+    key = f"{runner.account}/{name}"
+    spec = definition["spec"]["trigger"]
+    record = event.trigger.get("record")
+    started, why = (when_of(runner, key, spec, event.trigger, record) if event.trigger.get("type") in FILTERED_KINDS
+                    else (True, ""))
+    if not started:
+        return outcome_of(False, why, None)
+    return outcome_of(True, "", runner.run(name, definition, trigger=event.trigger, record=record))

@@ -1,0 +1,247 @@
+"""The impact preview: `wfctl check --replay` against a real controller with real executions and decisions.
+
+The controller (a real HTTP server over a real store) has run ``acme/escalate`` on 50 tickets: 25 high
+priority started (each mailed through the outbox, posted to a real HTTP listener on 127.0.0.1 and flagged
+its ticket), 25 filtered by the ``when``. Pull requests change the workflow; the check replays those events
+through the applied and the proposed version on the controller and reports what would change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from click.testing import CliRunner
+from enginekit import DIRECTORY, Kit, kit
+from servers import HttpServer, http_server
+from sqlalchemy import func, select
+
+from controller.cli import cli
+from controller.engine.records import RecordService
+from controller.security import tokens
+from controller.settings import Settings
+from controller.store.tables import metadata
+from webhooks import create_app, start_server
+
+PATH = "workflows.d/acme/escalate.yaml"
+SNAPSHOT = Path(__file__).parent / "data" / "replay_recipient.md"
+LEAD = "\n  - {id: u_lead, name: Lena Lead, email: lena.lead@acme.test, permissions: []}"
+
+
+def workflow(*, when: str = "{{ record.priority == 'high' }}", to: str = "user:u_alice",
+             subject: str = "VIP ticket {{ record.id }}", description: str = "Escalate urgent tickets",
+             url: str = "http://127.0.0.1:9/hook") -> str:
+    return f"""apiVersion: workflows/v1
+kind: Workflow
+metadata:
+  name: escalate
+  description: {description}
+spec:
+  trigger:
+    type: record
+    entity: ticket
+    events: [created]
+    when: "{when}"
+  actions:
+    - id: vip
+      type: if
+      condition: "{{{{ record.vip }}}}"
+      then:
+        - id: mail-lead
+          type: email.send
+          mailbox: "mailbox:mb_support"
+          to: "{to}"
+          subject: "{subject}"
+          body: "{{{{ record.title }}}}"
+      else:
+        - {{id: routine, type: set, vars: {{routine: true}}}}
+    - id: tell-crm
+      type: http.request
+      method: POST
+      url: "{url}"
+      json: {{ticket: "{{{{ record.id }}}}"}}
+    - {{id: flag, type: record.update, entity: ticket, record_id: "{{{{ record.id }}}}", set: {{escalated: true}}}}
+"""
+
+
+class Live:
+    def __init__(self, k: Kit, url: str, hook: HttpServer, bearers: dict[str, str]):
+        self.k, self.url, self.hook, self.bearers = k, url, hook, bearers
+
+    def propose(self, text: str) -> None:
+        """The pull request: a commit on top of what the controller applied (not synced)."""
+        self.k.commit({PATH: text}, "proposed")
+
+    def check(self, *args: str, token: str = "replay") -> Any:
+        return CliRunner().invoke(cli, ["--repo", str(self.k.path), "check", "--base", "HEAD~1", "--controller",
+                                        self.url, "--token", self.bearers[token], "--replay", "100", *args])
+
+    def replay(self, report: Any) -> dict[str, Any]:
+        [found] = json.loads(report.stdout)["replays"]
+        return dict(found)
+
+
+@pytest.fixture
+def live(tmp_path: Path, sqlite_url: str) -> Iterator[Live]:
+    with http_server() as hook, kit(tmp_path, sqlite_url) as k:
+        k.directory(DIRECTORY.replace("permissions: [admin]}", "permissions: [admin]}" + LEAD))
+        k.deploy({PATH: workflow(url=f"{hook.url}/crm")}, "escalate")
+        records = RecordService(k.engine)
+        for n in range(50):
+            priority = "high" if n % 2 == 0 else ("medium" if n % 4 == 1 else "low")
+            fields = {"title": f"printer {n} on fire", "priority": priority, "vip": n % 4 == 0}
+            if n % 8 == 0:
+                fields["assignee"] = {"email": f"agent{n}@acme.test"}
+            records.create("acme", "ticket", fields)
+            k.clock.advance(seconds=60)
+            k.engine.run_until_idle()
+        with k.store.tx() as conn:
+            bearers = {name: tokens.create(conn, "acme", "u_alice", permissions, k.clock.now(), name=name).bearer
+                       for name, permissions in [("read", ["workflow.read"]), ("replay", ["workflow.read", "workflow.replay"]),
+                                                 ("records", ["records.write"])]}
+        settings = Settings(repo=str(k.path), data_dir=k.data_dir, database_url=sqlite_url)
+        server = start_server(create_app(settings, k.store, k.engine, environ={"WFC_SECRET_KEY": ""}), port=0)
+        try:
+            yield Live(k, server.url, hook, bearers)
+        finally:
+            server.stop()
+
+
+def effects(live: Live) -> dict[str, Any]:
+    """Everything a replay must leave as it was: the row count of every table, the outbox, the listener."""
+    with live.k.store.read() as conn:
+        rows = {t.name: conn.execute(select(func.count()).select_from(t)).scalar() for t in metadata.sorted_tables}
+    outbox = sorted(str(p) for p in live.k.data_dir.rglob("*.eml"))
+    return {"rows": rows, "outbox": outbox, "calls": len(live.hook.requests)}
+
+
+def test_the_controller_has_real_history(live: Live) -> None:
+    """The fixture is what the tests claim: 25 executions that mailed, called and flagged; 25 filtered."""
+    seen = effects(live)
+    assert seen["calls"] == 25 and len(seen["outbox"]) == 13  # every 4th ticket is a VIP: 0, 4, ..., 48
+    assert seen["rows"]["executions"] == 25
+    with live.k.store.read() as conn:
+        from controller.store.tables import trigger_decisions as d
+
+        filtered = conn.execute(select(func.count()).where(d.c.decision == "filtered", d.c.event.is_not(None)))
+        assert filtered.scalar() == 25
+
+
+def test_a_widened_when_shows_the_events_that_would_now_start(live: Live) -> None:
+    before = effects(live)
+    live.propose(workflow(when="{{ record.priority in ['high', 'medium'] }}", url=f"{live.hook.url}/crm"))
+    result = live.check("--format", "json")
+    assert result.exit_code == 0, result.output
+    report = live.replay(result)
+    assert report["events"] == report["replayed"] == 50 and not report["truncated"]
+    assert report["totals"]["would_start"] == 13 and report["totals"]["changed"] == 13
+    groups = {(g["kind"], g["where"]): g for g in report["groups"]}
+    assert groups[("start", "")]["count"] == 13
+    assert groups[("added", "tell-crm")]["count"] == groups[("added", "flag")]["count"] == 13
+    assert groups[("added", "tell-crm")]["summary"] == "would now also make an HTTP request (step tell-crm)"
+    assert report["headline"].startswith("of 50 recent ticket events: 13 would now start")
+    assert effects(live) == before  # zero side effects: no row, no mail, no call
+
+
+def test_a_changed_recipient_names_the_field_and_the_values(live: Live) -> None:
+    live.propose(workflow(to="user:u_lead", url=f"{live.hook.url}/crm"))
+    result = live.check("--format", "json")
+    assert result.exit_code == 0, result.output
+    report = live.replay(result)
+    [group] = report["groups"]
+    assert (group["kind"], group["where"], group["count"]) == ("changed", "mail-lead.to", 13)
+    assert group["summary"] == "would send an e-mail with a different recipient (to) (step mail-lead)"
+    example = group["examples"][0]
+    assert example["record"].startswith("ticket:") and example["event"].startswith("execution ")
+    assert example["before"] == ["Alice <alice@acme.test>"] and example["after"] == ["Lena Lead <lena.lead@acme.test>"]
+    assert len(group["examples"]) == 3
+
+
+def test_a_template_error_on_some_records_fails_the_check(live: Live) -> None:
+    live.propose(workflow(subject="VIP ticket for {{ record.assignee.email }}", url=f"{live.hook.url}/crm"))
+    result = live.check()
+    assert result.exit_code == 1, result.output
+    assert "the proposed version fails on 6 event(s) the applied one handled" in result.stdout
+    report = live.replay(live.check("--format", "json"))
+    # VIP tickets are every 4th; those with an assignee every 8th: 13 VIPs, 7 of them with one.
+    assert report["totals"]["newly_failing"] == 6
+    failing = report["groups"][0]
+    assert (failing["kind"], failing["where"], failing["count"]) == ("fail", "mail-lead", 6)
+    assert "assignee" in failing["summary"]
+    changed = {(g["kind"], g["where"]): g["count"] for g in report["groups"]}
+    assert changed[("changed", "mail-lead.subject")] == 7  # the others mail with the new subject
+    assert changed[("removed", "tell-crm")] == 6  # a failed run stops before its later steps
+
+
+def test_a_change_nothing_observable_depends_on_says_so(live: Live) -> None:
+    live.propose(workflow(description="Escalate urgent tickets to the lead", url=f"{live.hook.url}/crm"))
+    result = live.check()
+    assert result.exit_code == 0, result.output
+    assert "impact preview of acme/escalate: of 50 recent ticket events: no observable change" in result.stdout
+    report = live.replay(live.check("--format", "json"))
+    assert report["groups"] == [] and report["totals"]["unchanged"] == 50
+
+
+def test_without_workflow_replay_only_paths_and_counts_leave_the_controller(live: Live) -> None:
+    live.propose(workflow(to="user:u_lead", subject="VIP ticket for {{ record.assignee.email }}",
+                          url=f"{live.hook.url}/crm"))
+    redacted = live.check("--format", "json", token="read")
+    assert redacted.exit_code == 1, redacted.output
+    report = live.replay(redacted)
+    assert report["values"] is False
+    assert {(g["kind"], g["where"]) for g in report["groups"]} >= {("fail", "mail-lead"), ("changed", "mail-lead.to")}
+    for group in report["groups"]:
+        assert group["count"] > 0
+        for example in group["examples"]:
+            assert set(example) == {"event", "at"}
+    text = json.dumps(report)
+    for secret in ("acme.test", "printer", "ticket:", "assignee", "Lena"):
+        assert secret not in text, secret
+    full = live.replay(live.check("--format", "json", token="replay"))
+    assert full["values"] is True and "lena.lead@acme.test" in json.dumps(full)
+    refused = requests.post(f"{live.url}/api/v1/workflows/acme/escalate/replay", json={"source": workflow()},
+                            headers={"Authorization": f"Bearer {live.bearers['records']}"}, timeout=10)
+    assert refused.status_code == 403 and "workflow.read or workflow.replay" in refused.json()["error"]["message"]
+
+
+def test_the_markdown_comment_matches_its_snapshot(live: Live) -> None:
+    live.propose(workflow(to="user:u_lead", url=f"{live.hook.url}/crm"))
+    result = live.check("--format", "markdown")
+    assert result.exit_code == 0, result.output
+    if os.environ.get("WFC_UPDATE_SNAPSHOTS"):  # after a deliberate change of the format: read the diff
+        SNAPSHOT.write_text(result.stdout)
+    assert result.stdout == SNAPSHOT.read_text(), result.stdout
+
+
+def test_a_new_workflow_replays_the_events_of_one_like_it(live: Live) -> None:
+    live.k.commit({"workflows.d/acme/escalate-copy.yaml": workflow(url=f"{live.hook.url}/crm").replace(
+        "name: escalate", "name: escalate-copy")}, "a new workflow")
+    plain = live.check("--format", "json")
+    assert "acme/escalate-copy: no recent events to replay; pass --replay-like" in plain.stdout
+    like = live.check("--format", "json", "--replay-like", "acme/escalate")
+    [report] = json.loads(like.stdout)["replays"]
+    assert report["like"] == "acme/escalate" and report["totals"]["would_start"] == 25
+    assert {(g["kind"], g["where"]): g["count"] for g in report["groups"]}[("added", "flag")] == 25
+
+
+def test_replay_is_bounded_and_checks_its_input(live: Live) -> None:
+    client = live.k  # the API directly: the bounds are the controller's
+    headers = {"Authorization": f"Bearer {live.bearers['replay']}"}
+    where = f"{live.url}/api/v1/workflows/acme/escalate/replay"
+    too_many = requests.post(where, json={"source": workflow(), "limit": 1001}, headers=headers, timeout=10)
+    assert too_many.status_code == 422 and "1 to 1000" in too_many.json()["error"]["message"]
+    broken = requests.post(where, json={"source": "spec: [", "path": PATH}, headers=headers, timeout=10)
+    assert broken.status_code == 422 and PATH in broken.json()["error"]["message"]
+    since = requests.post(where, json={"source": workflow(), "since": "ages"}, headers=headers, timeout=10)
+    assert since.status_code == 422
+    client.clock.advance(seconds=600)
+    recent = requests.post(where, json={"source": workflow(), "since": "15m"}, headers=headers, timeout=10)
+    assert recent.status_code == 200 and recent.json()["events"] == 5  # one ticket a minute, ten minutes since
+    other = requests.post(f"{live.url}/api/v1/workflows/globex/escalate/replay", json={"source": workflow()},
+                          headers=headers, timeout=10)
+    assert other.status_code == 404
