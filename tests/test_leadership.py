@@ -4,26 +4,25 @@ the replicas in `wfctl status` and /readyz."""
 from __future__ import annotations
 
 import json
-import pickle
 import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import leasekit
 import pytest
 from apscheduler.schedulers.base import STATE_PAUSED
 from click.testing import CliRunner
 from conftest import PG_SKIP, PG_URL, _pg_schema_url
 from cryptography.fernet import Fernet
-from enginekit import Kit, kit, read_store
+from enginekit import Kit, kit
 from gitutil import commit_files, make_repo
 from servers import until
-from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy import func, select
 
 from controller.cli import cli
 from controller.engine import scheduler
@@ -34,7 +33,6 @@ from controller.security import secrets
 from controller.service import Controller, ServeOptions
 from controller.settings import Settings
 from controller.source import GitSource
-from controller.store import open_store
 from controller.store.leadership import FORGOTTEN, Leadership, NotLeader, recent
 from controller.store.tables import executions, leader, replicas, schedule_fires, workflow_versions
 from webhooks import create_app
@@ -243,45 +241,9 @@ def test_status_and_readyz_show_the_replicas_seen_recently(any_store: Kit) -> No
 JOB = "schedule:acme/tick"
 
 
-def _replicas(url: str) -> list[dict[str, object]]:
-    return read_store(url, recent)
-
-
-def _leader_pid(url: str) -> int | None:
-    return next((int(r["pid"]) for r in _replicas(url) if r["role"] == "leader"), None)  # type: ignore[call-overload]
-
-
 def _job(url: str, due: datetime | None = None) -> float | None:
-    """The tick job's next run (epoch seconds); with ``due``, first make it due at that instant, as the
-    scheduler of a replica would leave it (in both the indexed column and the pickled state)."""
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            if not inspect(conn).has_table("apscheduler_jobs"):  # the first scheduler has not made it yet
-                return None
-            row = conn.execute(text("SELECT job_state, next_run_time FROM apscheduler_jobs WHERE id = :id"),
-                               {"id": JOB}).first()
-            if row is None or due is None:
-                return row.next_run_time if row is not None else None
-            state = pickle.loads(row.job_state)
-            state["next_run_time"] = due
-            conn.execute(text("UPDATE apscheduler_jobs SET job_state = :state, next_run_time = :at WHERE id = :id"),
-                         {"state": pickle.dumps(state), "at": due.timestamp(), "id": JOB})
-            return due.timestamp()
-    finally:
-        engine.dispose()
+    return leasekit.job(url, JOB, due)
 
-
-def _fires(url: str) -> dict[datetime, tuple[int, int]]:
-    """fire instant -> (generation of the leader that fired it, executions started for that instant)."""
-    store = open_store(url)
-    try:
-        with store.read() as conn:
-            fired = {row.fire_at: row.generation for row in conn.execute(select(schedule_fires))}
-            started = Counter(trigger["scheduled_at"] for trigger in conn.execute(select(executions.c.trigger)).scalars())
-    finally:
-        store.close()
-    return {at: (generation, started[at.isoformat()]) for at, generation in fired.items()}
 
 
 def _serve(base: list[str], data: Path) -> subprocess.Popen[bytes]:
@@ -304,18 +266,18 @@ def test_a_killed_leader_is_replaced_and_schedules_fire_once_per_instant(tmp_pat
     first = _serve(base, tmp_path / "a")
     second: subprocess.Popen[bytes] | None = None
     try:
-        assert until(lambda: _leader_pid(url) == first.pid and _job(url) is not None, timeout=30)
+        assert until(lambda: leasekit.leader_pid(url) == first.pid and _job(url) is not None, timeout=30)
         second = follower = _serve(base, tmp_path / "b")
-        assert until(lambda: len(_replicas(url)) == 2, timeout=30)
+        assert until(lambda: len(leasekit.replicas(url)) == 2, timeout=30)
         instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
         _job(url, due=instant)
-        assert until(lambda: instant in _fires(url), timeout=10)  # the leader fired it
+        assert until(lambda: instant in leasekit.fires(url), timeout=10)  # the leader fired it
 
         first.kill()
         killed = time.monotonic()
         first.wait()
         _job(url, due=instant)  # as if it died before moving its job on: the next leader sees it due
-        assert until(lambda: _leader_pid(url) == follower.pid, timeout=10)
+        assert until(lambda: leasekit.leader_pid(url) == follower.pid, timeout=10)
         took_over = time.monotonic() - killed
         assert took_over < 6, took_over
         print(f"leader lease taken over {took_over:.2f} s after kill -9 (ttl 2 s)")  # shown with -s
@@ -323,8 +285,8 @@ def test_a_killed_leader_is_replaced_and_schedules_fire_once_per_instant(tmp_pat
 
         later = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
         _job(url, due=later)
-        assert until(lambda: later in _fires(url), timeout=10)
-        assert _fires(url) == {instant: (1, 1), later: (2, 1)}
+        assert until(lambda: later in leasekit.fires(url), timeout=10)
+        assert leasekit.fires(url) == {instant: (1, 1), later: (2, 1)}
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
@@ -360,12 +322,12 @@ def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_new_leader(tmp_path: P
 
             new = Schedules(k.engine, b.fence)
             new.start()
-            assert until(lambda: instant in _fires(url) and (_job(url) or 0) > instant.timestamp(), timeout=10)
+            assert until(lambda: instant in leasekit.fires(url) and (_job(url) or 0) > instant.timestamp(), timeout=10)
         finally:
             old.shutdown()
             if new is not None:
                 new.shutdown()
-        assert _fires(url) == {instant: (2, 1)}
+        assert leasekit.fires(url) == {instant: (2, 1)}
         b.release()
 
 
