@@ -361,8 +361,7 @@ def test_github_actions_workflow_runs_check_on_pull_requests() -> None:
     """The GitHub Actions example: pull_request, full history, Python 3.11, wfctl check as annotations and JUnit."""
     flow = load_yaml(ROOT / "deploy/ci/github-actions.yml")
     assert "pull_request" in (flow.get("on") or flow.get(True))  # YAML 1.1 readers take `on` for true
-    [job] = flow["jobs"].values()
-    steps = job["steps"]
+    steps = flow["jobs"]["check"]["steps"]
     checkout = next(s for s in steps if str(s.get("uses", "")).startswith("actions/checkout@"))
     assert checkout["with"]["fetch-depth"] == 0
     python = next(s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python@"))
@@ -373,6 +372,22 @@ def test_github_actions_workflow_runs_check_on_pull_requests() -> None:
     assert "--format junit --output wfctl-check.xml" in runs
     upload = next(s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact@"))
     assert upload["with"]["path"] == "wfctl-check.xml" and upload["if"] == "always()"
+
+
+def test_github_actions_impact_preview_comments_on_the_pull_request() -> None:
+    """The impact-preview job asks the controller (URL and token from the repository's settings), renders
+    Markdown and posts it as a comment, with the one extra permission that takes."""
+    job = load_yaml(ROOT / "deploy/ci/github-actions.yml")["jobs"]["impact-preview"]
+    assert job["if"] == "${{ vars.WFC_CONTROLLER_URL != '' }}"
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
+    replay = next(s for s in job["steps"] if "--replay" in s.get("run", ""))
+    assert replay["env"] == {"WFC_TOKEN": "${{ secrets.WFC_TOKEN }}"}
+    for part in ("wfctl check --base origin/${{ github.base_ref }}", '--controller "${{ vars.WFC_CONTROLLER_URL }}"',
+                 "--replay 200", "--format markdown --output wfctl-impact.md"):
+        assert part in replay["run"]
+    comment = job["steps"][-1]
+    assert "gh pr comment" in comment["run"] and "--body-file wfctl-impact.md" in comment["run"]
+    assert comment["env"]["GH_TOKEN"] == "${{ github.token }}"
 
 
 def test_gitlab_pipeline_runs_check_on_merge_requests() -> None:

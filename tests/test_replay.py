@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from enginekit import DIRECTORY, Kit, kit
 from servers import HttpServer, http_server
 from sqlalchemy import func, select
 
+from controller.check.replay import Request, replay
 from controller.cli import cli
 from controller.engine.records import RecordService
 from controller.security import tokens
 from controller.settings import Settings
+from controller.store.directory import StoreDirectory
 from controller.store.tables import metadata
 from webhooks import create_app, start_server
 
@@ -87,8 +90,8 @@ class Live:
 
 
 @pytest.fixture
-def live(tmp_path: Path, sqlite_url: str) -> Iterator[Live]:
-    with http_server() as hook, kit(tmp_path, sqlite_url) as k:
+def live(tmp_path: Path, store_url: str) -> Iterator[Live]:
+    with http_server() as hook, kit(tmp_path, store_url) as k:
         k.directory(DIRECTORY.replace("permissions: [admin]}", "permissions: [admin]}" + LEAD))
         k.deploy({PATH: workflow(url=f"{hook.url}/crm")}, "escalate")
         records = RecordService(k.engine)
@@ -104,7 +107,7 @@ def live(tmp_path: Path, sqlite_url: str) -> Iterator[Live]:
             bearers = {name: tokens.create(conn, "acme", "u_alice", permissions, k.clock.now(), name=name).bearer
                        for name, permissions in [("read", ["workflow.read"]), ("replay", ["workflow.read", "workflow.replay"]),
                                                  ("records", ["records.write"])]}
-        settings = Settings(repo=str(k.path), data_dir=k.data_dir, database_url=sqlite_url)
+        settings = Settings(repo=str(k.path), data_dir=k.data_dir, database_url=store_url)
         server = start_server(create_app(settings, k.store, k.engine, environ={"WFC_SECRET_KEY": ""}), port=0)
         try:
             yield Live(k, server.url, hook, bearers)
@@ -245,3 +248,14 @@ def test_replay_is_bounded_and_checks_its_input(live: Live) -> None:
     other = requests.post(f"{live.url}/api/v1/workflows/globex/escalate/replay", json={"source": workflow()},
                           headers=headers, timeout=10)
     assert other.status_code == 404
+
+
+def test_the_time_budget_cuts_a_replay_short_and_says_so(live: Live) -> None:
+    """Past ``replay.budget`` no more events are replayed; the report counts what was left out."""
+    ticks = iter(range(1000))
+    config = replace(live.k.engine.config, replay_budget="3s")
+    asked = Request("acme/escalate", workflow(url=f"{live.hook.url}/crm"), limit=50, values=True)
+    report = replay(live.k.store, config, asked, directory=StoreDirectory(live.k.store), now=live.k.clock.now,
+                    clock=lambda: float(next(ticks)))  # one second per look at the clock
+    assert report["events"] == 50 and report["replayed"] == 3 and report["truncated"] is True
+    assert report["totals"]["unchanged"] == 3

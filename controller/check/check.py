@@ -30,7 +30,7 @@ from controller.config import Config
 from controller.engine.directory import Directory
 from controller.engine.dryrun import DryRunner, SyntheticDirectory
 from controller.engine.templating import Templates
-from controller.errors import DefinitionError, Problem, SourceError, UsageError
+from controller.errors import DefinitionError, NotFoundError, Problem, SourceError, UsageError
 from controller.outbound import OutboundPolicy
 from controller.reconcile.diff import FieldChange, field_changes
 from controller.reconcile.directories import NOT_CHECKED, Directories, FileDirectory
@@ -163,7 +163,11 @@ def _dry_run(top: Path, key: str, loaded: Mapping[str, Loaded], directory: Direc
 def _replay(ask: ReplayAsk, target: Loaded, report: CheckReport) -> None:
     """The controller's impact preview of one proposed file; another workflow's events when it has none."""
     path = target.where.path
-    found = ask.fetch(target.key, target.source_text, path=path, limit=ask.limit, since=ask.since)
+    try:
+        found = ask.fetch(target.key, target.source_text, path=path, limit=ask.limit, since=ask.since)
+    except NotFoundError as e:  # another account than the token's: the controller shows it nothing
+        report.notes.append(f"{target.key}: not replayed: {e}")
+        return
     if found["events"] == 0 and ask.like and ask.like != target.key:
         try:
             found = ask.fetch(target.key, target.source_text, path=path, limit=ask.limit, since=ask.since,

@@ -32,6 +32,7 @@ from controller.engine.dryrun import DryRunner, DryRunResult
 from controller.engine.templating import Templates
 from controller.errors import DefinitionError, NotFoundError, UsageError
 from controller.model.durations import parse_duration
+from controller.model.entries import DirectoryEntry
 from controller.reconcile.loader import WorkflowPath, load
 from controller.store import Store, views
 from controller.store.decisions import Event, recent_events
@@ -219,7 +220,10 @@ def _example(event: Event, difference: Difference, values: bool) -> dict[str, An
     if values:
         if event.record_ref:
             example["record"] = f"{event.record_ref.get('type')}:{event.record_ref.get('id')}"
-        example["before"], example["after"] = difference.before, difference.after
+        if difference.kind in ("start", "stop"):  # why the version that does not start it does not
+            example["reason"] = difference.before if difference.kind == "start" else difference.after
+        else:
+            example["before"], example["after"] = difference.before, difference.after
     return example
 
 
@@ -286,9 +290,13 @@ def replay(store: Store, config: Config, request: Request, *, directory: Directo
         with store.read() as conn:
             return views.current_definition(conn, f"{account}/{called}")
 
+    # Both versions of every event look up the same entries, called workflows and records: each is read from
+    # the store once per replay (one consistent picture, and no store round trip per event and version).
     instant = [now()]
-    runner = DryRunner(account=account, directory=directory, definitions=definitions, now=lambda: instant[0],
-                       templates=Templates(), read_record=read_record, outbound=config.outbound(account))
+    runner = DryRunner(account=account, directory=_Remembered(directory), definitions=_once(definitions),
+                       now=lambda: instant[0], templates=Templates(),
+                       read_record=_once(read_record) if read_record is not None else None,
+                       outbound=config.outbound(account))
     budget, started_at = config.replay_budget_seconds, clock()
     pairs: list[tuple[Event, Outcome, Outcome]] = []
     for event in events:
@@ -299,6 +307,33 @@ def replay(store: Store, config: Config, request: Request, *, directory: Directo
         pairs.append((event, before, _outcome(runner, name, proposed.content, event)))
     return summarise(request.key, noun_of((applied or proposed.content)["spec"]["trigger"]), pairs,
                      values=request.values, events=len(events), truncated=len(pairs) < len(events))
+
+
+class _Remembered:
+    """A directory that asks the real one once per reference (for the length of one replay)."""
+
+    def __init__(self, real: Directory):
+        self._real = real
+        self._found: dict[tuple[str, str], DirectoryEntry | None] = {}
+
+    def get(self, account: str, ref: str) -> DirectoryEntry | None:
+        key = (account, ref)
+        if key not in self._found:
+            self._found[key] = self._real.get(account, ref)
+        return self._found[key]
+
+
+def _once(read: Callable[..., Any]) -> Callable[..., Any]:
+    """``read`` asked once per set of arguments; a copy of a remembered mapping each time (callers may add to it)."""
+    found: dict[tuple[Any, ...], Any] = {}
+
+    def remembered(*args: Any) -> Any:
+        if args not in found:
+            found[args] = read(*args)
+        value = found[args]
+        return dict(value) if isinstance(value, dict) else value
+
+    return remembered
 
 
 def _same_trigger(like: str, theirs: Mapping[str, Any] | None, mine: Mapping[str, Any]) -> None:

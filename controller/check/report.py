@@ -75,6 +75,8 @@ def _regressions(report: CheckReport) -> str:
 def _example(example: dict[str, Any]) -> str:
     """One example event of a group of differences; values only when the controller sent them."""
     where = example["event"] + (f" ({example['record']})" if example.get("record") else "")
+    if "reason" in example:
+        return f"{where}: {example['reason']}"
     if "before" not in example:
         return where
     return f"{where}: {_value(example['before'])} -> {_value(example['after'])}"
