@@ -1,8 +1,8 @@
 """The impact preview: `wfctl check --replay` against a real controller with real executions and decisions.
 
-The controller (a real HTTP server over a real store) has run ``acme/escalate`` on 50 tickets: 25 high
-priority started (each mailed through the outbox, posted to a real HTTP listener on 127.0.0.1 and flagged
-its ticket), 25 filtered by the ``when``. Pull requests change the workflow; the check replays those events
+The controller (a real HTTP server over a real store) has run ``acme/escalate`` on 100 tickets: 50 high
+priority started real executions (each VIP one mailed through the outbox; each posted to a real HTTP listener
+on 127.0.0.1 and flagged its ticket), 50 were filtered by the ``when``. Pull requests change the workflow; the check replays those events
 through the applied and the proposed version on the controller and reports what would change.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 from click.testing import CliRunner
+from conftest import PG_SKIP, PG_URL, _pg_schema_url
 from enginekit import DIRECTORY, Kit, kit
 from servers import HttpServer, http_server
 from sqlalchemy import func, select
@@ -73,8 +74,8 @@ spec:
 
 
 class Live:
-    def __init__(self, k: Kit, url: str, hook: HttpServer, bearers: dict[str, str]):
-        self.k, self.url, self.hook, self.bearers = k, url, hook, bearers
+    def __init__(self, k: Kit, url: str, hook: HttpServer, bearers: dict[str, str], applied: str):
+        self.k, self.url, self.hook, self.bearers, self.applied = k, url, hook, bearers, applied
 
     def propose(self, text: str) -> None:
         """The pull request: a commit on top of what the controller applied (not synced)."""
@@ -89,13 +90,33 @@ class Live:
         return dict(found)
 
 
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def history(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The controller and its history, made once per back end (the tests only read it, and commit on top)."""
+    tmp = tmp_path_factory.mktemp("replay")
+    if request.param == "sqlite":
+        yield from _controller(tmp, f"sqlite:///{tmp / 'store.db'}")
+        return
+    if not PG_URL:
+        pytest.skip(PG_SKIP)
+    for url in _pg_schema_url(PG_URL):
+        yield from _controller(tmp, url)
+
+
 @pytest.fixture
-def live(tmp_path: Path, store_url: str) -> Iterator[Live]:
-    with http_server() as hook, kit(tmp_path, store_url) as k:
+def live(history: Live) -> Live:
+    """The controller's repository back at the applied commit: each test proposes its own change."""
+    history.k.repo.git.reset("--hard", history.applied)
+    history.k.repo.git.clean("-fdq")
+    return history
+
+
+def _controller(tmp: Path, store_url: str) -> Iterator[Live]:
+    with http_server() as hook, kit(tmp, store_url) as k:
         k.directory(DIRECTORY.replace("permissions: [admin]}", "permissions: [admin]}" + LEAD))
         k.deploy({PATH: workflow(url=f"{hook.url}/crm")}, "escalate")
         records = RecordService(k.engine)
-        for n in range(50):
+        for n in range(100):
             priority = "high" if n % 2 == 0 else ("medium" if n % 4 == 1 else "low")
             fields = {"title": f"printer {n} on fire", "priority": priority, "vip": n % 4 == 0}
             if n % 8 == 0:
@@ -105,12 +126,13 @@ def live(tmp_path: Path, store_url: str) -> Iterator[Live]:
             k.engine.run_until_idle()
         with k.store.tx() as conn:
             bearers = {name: tokens.create(conn, "acme", "u_alice", permissions, k.clock.now(), name=name).bearer
-                       for name, permissions in [("read", ["workflow.read"]), ("replay", ["workflow.read", "workflow.replay"]),
+                       for name, permissions in [("read", ["workflow.read"]),
+                                                 ("replay", ["workflow.read", "workflow.replay"]),
                                                  ("records", ["records.write"])]}
         settings = Settings(repo=str(k.path), data_dir=k.data_dir, database_url=store_url)
         server = start_server(create_app(settings, k.store, k.engine, environ={"WFC_SECRET_KEY": ""}), port=0)
         try:
-            yield Live(k, server.url, hook, bearers)
+            yield Live(k, server.url, hook, bearers, k.repo.head.commit.hexsha)
         finally:
             server.stop()
 
@@ -124,15 +146,15 @@ def effects(live: Live) -> dict[str, Any]:
 
 
 def test_the_controller_has_real_history(live: Live) -> None:
-    """The fixture is what the tests claim: 25 executions that mailed, called and flagged; 25 filtered."""
+    """The fixture is what the tests claim: 50 executions that called and flagged (25 VIPs mailed); 50 filtered."""
     seen = effects(live)
-    assert seen["calls"] == 25 and len(seen["outbox"]) == 13  # every 4th ticket is a VIP: 0, 4, ..., 48
-    assert seen["rows"]["executions"] == 25
+    assert seen["calls"] == 50 and len(seen["outbox"]) == 25  # every 4th ticket is a VIP: 0, 4, ..., 96
+    assert seen["rows"]["executions"] == 50
     with live.k.store.read() as conn:
         from controller.store.tables import trigger_decisions as d
 
         filtered = conn.execute(select(func.count()).where(d.c.decision == "filtered", d.c.event.is_not(None)))
-        assert filtered.scalar() == 25
+        assert filtered.scalar() == 50
 
 
 def test_a_widened_when_shows_the_events_that_would_now_start(live: Live) -> None:
@@ -141,13 +163,13 @@ def test_a_widened_when_shows_the_events_that_would_now_start(live: Live) -> Non
     result = live.check("--format", "json")
     assert result.exit_code == 0, result.output
     report = live.replay(result)
-    assert report["events"] == report["replayed"] == 50 and not report["truncated"]
-    assert report["totals"]["would_start"] == 13 and report["totals"]["changed"] == 13
+    assert report["events"] == report["replayed"] == 100 and not report["truncated"]
+    assert report["totals"]["would_start"] == 25 and report["totals"]["changed"] == 25
     groups = {(g["kind"], g["where"]): g for g in report["groups"]}
-    assert groups[("start", "")]["count"] == 13
-    assert groups[("added", "tell-crm")]["count"] == groups[("added", "flag")]["count"] == 13
+    assert groups[("start", "")]["count"] == 25
+    assert groups[("added", "tell-crm")]["count"] == groups[("added", "flag")]["count"] == 25
     assert groups[("added", "tell-crm")]["summary"] == "would now also make an HTTP request (step tell-crm)"
-    assert report["headline"].startswith("of 50 recent ticket events: 13 would now start")
+    assert report["headline"].startswith("of 100 recent ticket events: 25 would now start")
     assert effects(live) == before  # zero side effects: no row, no mail, no call
 
 
@@ -157,7 +179,7 @@ def test_a_changed_recipient_names_the_field_and_the_values(live: Live) -> None:
     assert result.exit_code == 0, result.output
     report = live.replay(result)
     [group] = report["groups"]
-    assert (group["kind"], group["where"], group["count"]) == ("changed", "mail-lead.to", 13)
+    assert (group["kind"], group["where"], group["count"]) == ("changed", "mail-lead.to", 25)
     assert group["summary"] == "would send an e-mail with a different recipient (to) (step mail-lead)"
     example = group["examples"][0]
     assert example["record"].startswith("ticket:") and example["event"].startswith("execution ")
@@ -169,25 +191,25 @@ def test_a_template_error_on_some_records_fails_the_check(live: Live) -> None:
     live.propose(workflow(subject="VIP ticket for {{ record.assignee.email }}", url=f"{live.hook.url}/crm"))
     result = live.check()
     assert result.exit_code == 1, result.output
-    assert "the proposed version fails on 6 event(s) the applied one handled" in result.stdout
+    assert "the proposed version fails on 12 event(s) the applied one handled" in result.stdout
     report = live.replay(live.check("--format", "json"))
-    # VIP tickets are every 4th; those with an assignee every 8th: 13 VIPs, 7 of them with one.
-    assert report["totals"]["newly_failing"] == 6
+    # VIP tickets are every 4th; those with an assignee every 8th: 25 VIPs, 13 of them with one.
+    assert report["totals"]["newly_failing"] == 12
     failing = report["groups"][0]
-    assert (failing["kind"], failing["where"], failing["count"]) == ("fail", "mail-lead", 6)
+    assert (failing["kind"], failing["where"], failing["count"]) == ("fail", "mail-lead", 12)
     assert "assignee" in failing["summary"]
     changed = {(g["kind"], g["where"]): g["count"] for g in report["groups"]}
-    assert changed[("changed", "mail-lead.subject")] == 7  # the others mail with the new subject
-    assert changed[("removed", "tell-crm")] == 6  # a failed run stops before its later steps
+    assert changed[("changed", "mail-lead.subject")] == 13  # the others mail with the new subject
+    assert changed[("removed", "tell-crm")] == 12  # a failed run stops before its later steps
 
 
 def test_a_change_nothing_observable_depends_on_says_so(live: Live) -> None:
     live.propose(workflow(description="Escalate urgent tickets to the lead", url=f"{live.hook.url}/crm"))
     result = live.check()
     assert result.exit_code == 0, result.output
-    assert "impact preview of acme/escalate: of 50 recent ticket events: no observable change" in result.stdout
+    assert "impact preview of acme/escalate: of 100 recent ticket events: no observable change" in result.stdout
     report = live.replay(live.check("--format", "json"))
-    assert report["groups"] == [] and report["totals"]["unchanged"] == 50
+    assert report["groups"] == [] and report["totals"]["unchanged"] == 100
 
 
 def test_without_workflow_replay_only_paths_and_counts_leave_the_controller(live: Live) -> None:
@@ -228,8 +250,8 @@ def test_a_new_workflow_replays_the_events_of_one_like_it(live: Live) -> None:
     assert "acme/escalate-copy: no recent events to replay; pass --replay-like" in plain.stdout
     like = live.check("--format", "json", "--replay-like", "acme/escalate")
     [report] = json.loads(like.stdout)["replays"]
-    assert report["like"] == "acme/escalate" and report["totals"]["would_start"] == 25
-    assert {(g["kind"], g["where"]): g["count"] for g in report["groups"]}[("added", "flag")] == 25
+    assert report["like"] == "acme/escalate" and report["totals"]["would_start"] == 50
+    assert {(g["kind"], g["where"]): g["count"] for g in report["groups"]}[("added", "flag")] == 50
 
 
 def test_replay_is_bounded_and_checks_its_input(live: Live) -> None:
