@@ -281,3 +281,15 @@ def test_the_time_budget_cuts_a_replay_short_and_says_so(live: Live) -> None:
                     clock=lambda: float(next(ticks)))  # one second per look at the clock
     assert report["events"] == 50 and report["replayed"] == 3 and report["truncated"] is True
     assert report["totals"]["unchanged"] == 3
+
+
+def test_the_token_can_come_from_the_environment_as_in_the_ci_job(live: Live) -> None:
+    """deploy/ci's impact-preview job passes the token as WFC_TOKEN, never on the command line."""
+    live.propose(workflow(to="user:u_lead", url=f"{live.hook.url}/crm"))
+    result = CliRunner(env={"WFC_TOKEN": live.bearers["read"]}).invoke(
+        cli, ["--repo", str(live.k.path), "check", "--base", "HEAD~1", "--controller", live.url, "--replay", "10",
+              "--format", "markdown"])
+    assert result.exit_code == 0, result.output
+    assert "Field paths and counts only" in result.stdout and "lena" not in result.stdout.lower()
+    # the last 10 tickets (90-99): five started, two of them VIPs (92, 96)
+    assert "of 10 recent ticket events: 2 would send an e-mail with a different recipient (to)" in result.stdout
