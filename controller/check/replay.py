@@ -39,12 +39,12 @@ from controller.store.decisions import Event, recent_events
 
 EXAMPLES = 3  # example events per group of differences
 DEFAULT_LIMIT = 200  # events replayed per workflow when the request names no number
-NOT_COMPARED = ("action_id", "workflow", "description")  # an intent's fields that are not its effect
 VERBS = {"email.send": "send an e-mail", "http.request": "make an HTTP request", "channel.post": "post to a channel",
          "record.create": "create a record", "record.update": "update a record", "wait": "wait",
          "workflow.call": "call a workflow"}
 FIELD_NAMES = {"to": "recipient (to)", "cc": "copy (cc)", "bcc": "blind copy (bcc)", "from": "sender (from)",
-               "url": "URL", "json": "JSON body", "entity": "record type", "record_id": "record"}
+               "url": "URL", "json": "JSON body", "entity": "record type", "record_id": "record",
+               "seconds": "duration"}
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,15 @@ class Outcome:
     failed_step: str | None = None
     steps: frozenset[str] = frozenset()  # action ids of the workflow's own steps that would run
     branches: Mapping[str, str] = field(default_factory=dict)
-    effects: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # action id -> kind and fields
+    effects: Mapping[str, Effect] = field(default_factory=dict)  # by action id ("<workflow>:<id>" in a called one)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """One intended side effect: its kind and its fields by dotted path (record fields set: ``set.status``)."""
+
+    kind: str
+    fields: Mapping[str, Any]
 
 
 NOT_STARTED = Outcome(False, "no applied version")
@@ -70,29 +78,16 @@ def outcome_of(started: bool, reason: str, result: DryRunResult | None) -> Outco
         return Outcome(False, reason)
     steps = result.steps  # its own; a called workflow's effects are among the intents
     failed_step = next((s["action_id"] for s in reversed(steps) if s["status"] == "failed"), None)
-    effects: dict[str, dict[str, Any]] = {}
+    effects = {}
     for intent in result.intents:
         where = intent.action_id if intent.workflow == result.workflow else f"{intent.workflow}:{intent.action_id}"
-
-        view = intent.view()
-        effects[where] = {"kind": intent.kind, **_fields({k: v for k, v in view.items() if k not in NOT_COMPARED})}
+        fields = {name: value for name, value in intent.fields.items() if name != "set"}
+        fields.update({f"set.{name}": value for name, value in (intent.fields.get("set") or {}).items()})
+        effects[where] = Effect(intent.kind, fields)
     return Outcome(True, failed=not result.ok, error=result.error, failed_step=failed_step,
                    steps=frozenset(s["action_id"] for s in steps),
                    branches={s["action_id"]: str(s.get("branch")) for s in steps if s["type"] == "if"},
                    effects=effects)
-
-
-def _fields(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """An effect's fields by dotted path: the record fields a step sets compare one by one (``set.status``)."""
-    flat: dict[str, Any] = {}
-    for name, value in values.items():
-        if name == "kind":
-            continue
-        if name == "set" and isinstance(value, Mapping):
-            flat.update(_fields(value, f"{prefix}set."))
-        else:
-            flat[f"{prefix}{name}"] = value
-    return flat
 
 
 @dataclass(frozen=True)
@@ -126,16 +121,16 @@ def compare(before: Outcome, after: Outcome) -> list[Difference]:
             found.append(Difference("branch", step, before.branches[step], after.branches[step]))
     for step in sorted(effectful):
         old, new = before.effects.get(step), after.effects.get(step)
-        verb = VERBS.get(str((new or old or {}).get("kind")), "have an effect")
+        verb = VERBS.get((new or old).kind, "have an effect")  # type: ignore[union-attr]
         if old is None or new is None:
-            found.append(Difference("added" if old is None else "removed", step, old, new, verb))
-            continue
-        if old["kind"] != new["kind"]:
-            found.append(Difference("changed", f"{step}.kind", old["kind"], new["kind"], verb))
-            continue
-        for name in sorted(set(old) | set(new)):
-            if name != "kind" and old.get(name) != new.get(name):
-                found.append(Difference("changed", f"{step}.{name}", old.get(name), new.get(name), verb))
+            found.append(Difference("added" if old is None else "removed", step, old and old.fields,
+                                    new and new.fields, verb))
+        elif old.kind != new.kind:
+            found.append(Difference("changed", f"{step}.kind", old.kind, new.kind, verb))
+        else:
+            found += [Difference("changed", f"{step}.{name}", old.fields.get(name), new.fields.get(name), verb)
+                      for name in sorted(set(old.fields) | set(new.fields))
+                      if old.fields.get(name) != new.fields.get(name)]
     return found
 
 
