@@ -294,10 +294,12 @@ def test_a_killed_leader_is_replaced_and_schedules_fire_once_per_instant(tmp_pat
                 process.wait(15)
 
 
-def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_new_leader(tmp_path: Path, store_url: str) -> None:
+@pytest.mark.parametrize("then", ["new leader", "leading again"])
+def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_leader(tmp_path: Path, store_url: str, then: str) -> None:
     """APScheduler's loop in a replica that lost the lease submits a due job (the fire is fenced out) and then
     moves the job on in the shared store: the store refuses that write, so the instant is still due and the
-    new leader fires it, once. The old scheduler pauses instead of finding the same job due again at once."""
+    leader fires it, once: the new leader, or the same replica once it leads again (its pass of register
+    resumes the scheduler the refusal paused, rather than let it find the same job due again at once)."""
     with kit(tmp_path, store_url) as k:
         url = k.store.engine.url.render_as_string(hide_password=False)
         a = lease(k)
@@ -318,17 +320,22 @@ def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_new_leader(tmp_path: P
             assert _job(url) == instant.timestamp(), "the fenced-out scheduler moved the job on"
             assert count(k, schedule_fires) == 0 and not a.leading
             assert old.jobstore.paused and old.jobstore.refused == 1
-            old.shutdown()
 
-            new = Schedules(k.engine, b.fence)
-            new.start()
+            if then == "new leader":
+                old.shutdown()
+                new = Schedules(k.engine, b.fence)
+                new.start()
+            else:
+                b.release()
+                assert a.held() and a.generation == 3
+                old.register()
             assert until(lambda: instant in leasekit.fires(url) and (_job(url) or 0) > instant.timestamp(), timeout=10)
         finally:
             old.shutdown()
             if new is not None:
                 new.shutdown()
-        assert leasekit.fires(url) == {instant: (2, 1)}
-        b.release()
+        assert leasekit.fires(url) == {instant: (2 if then == "new leader" else 3, 1)}
+        (b if then == "new leader" else a).release()
 
 
 def test_a_serving_leader_that_loses_the_lease_stops_its_schedules(pg: Kit) -> None:

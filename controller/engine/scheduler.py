@@ -168,6 +168,13 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             if conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id)).rowcount == 0:
                 raise JobLookupError(job_id)
 
+    def remove_all_jobs(self) -> None:
+        if self.fence is None:
+            return super().remove_all_jobs()
+        with self.store.tx() as conn:
+            if self._leads(conn, "removed", "(all)"):
+                conn.execute(self.jobs_t.delete())
+
     def _state(self, job: Job) -> dict[str, Any]:
         return {"next_run_time": datetime_to_utc_timestamp(job.next_run_time),
                 "job_state": pickle.dumps(job.__getstate__(), self.pickle_protocol)}
