@@ -11,7 +11,7 @@ ten seconds: totals, one sentence per group, two or three example events each.
 Privacy: without ``values`` (the ``workflow.replay`` permission) the report names differences by field path
 and counts them; no record value, payload, address, error text or record id is in it.
 
-Flow: store (events, applied version) -> this module (pure from here on: outcomes, differences, report)
+Flow: store (events, their records, applied version) -> this module (pure from here on: outcomes, differences, report)
 -> the API answers the report -> ``wfctl check --replay`` renders it (:mod:`controller.check.report`).
 """
 
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
+
 from controller.check.runner import when_of
 from controller.config import Config
 from controller.engine.admission import FILTERED_KINDS
@@ -35,6 +37,7 @@ from controller.model.durations import parse_duration
 from controller.model.entries import DirectoryEntry
 from controller.reconcile.loader import WorkflowPath, load
 from controller.store import Store, views
+from controller.store import records as record_store
 from controller.store.decisions import Event, recent_events
 
 EXAMPLES = 3  # example events per group of differences
@@ -280,6 +283,7 @@ def replay(store: Store, config: Config, request: Request, *, directory: Directo
         if request.like is not None:
             _same_trigger(request.like, views.current_definition(conn, request.like), proposed.content)
         events = recent_events(conn, source_id, limit=request.limit, since=since) if source_id is not None else []
+        known = _event_records(conn, account, events) if read_record is not None else {}
 
     def definitions(called: str) -> Mapping[str, Any] | None:
         with store.read() as conn:
@@ -290,7 +294,7 @@ def replay(store: Store, config: Config, request: Request, *, directory: Directo
     instant = [now()]
     runner = DryRunner(account=account, directory=_Remembered(directory), definitions=_once(definitions),
                        now=lambda: instant[0], templates=Templates(),
-                       read_record=_once(read_record) if read_record is not None else None,
+                       read_record=_once(read_record, known) if read_record is not None else None,
                        outbound=config.outbound(account))
     budget, started_at = config.replay_budget_seconds, clock()
     pairs: list[tuple[Event, Outcome, Outcome]] = []
@@ -318,9 +322,10 @@ class _Remembered:
         return self._found[key]
 
 
-def _once(read: Callable[..., Any]) -> Callable[..., Any]:
-    """``read`` asked once per set of arguments; a copy of a remembered mapping each time (callers may add to it)."""
-    found: dict[tuple[Any, ...], Any] = {}
+def _once(read: Callable[..., Any], known: Mapping[tuple[Any, ...], Any] | None = None) -> Callable[..., Any]:
+    """``read`` asked once per set of arguments (``known``: answers already read); a copy of a remembered
+    mapping each time (callers may add to it)."""
+    found: dict[tuple[Any, ...], Any] = dict(known or {})
 
     def remembered(*args: Any) -> Any:
         if args not in found:
@@ -329,6 +334,24 @@ def _once(read: Callable[..., Any]) -> Callable[..., Any]:
         return dict(value) if isinstance(value, dict) else value
 
     return remembered
+
+
+def _event_records(conn: Connection, account: str, events: Iterable[Event]) -> dict[tuple[str, str, str], Any]:
+    """The built-in store's records the events are about, one query per type, keyed as the record reader is
+    asked (account, type, id): what a ``record.update`` of either version reads back, without a read per event."""
+    by_type: dict[str, set[str]] = {}
+    for event in events:
+        ref = event.record_ref or {}
+        if ref.get("type") and ref.get("id") is not None:
+            by_type.setdefault(str(ref["type"]), set()).add(str(ref["id"]))
+    known: dict[tuple[str, str, str], Any] = {}
+    for kind, ids in by_type.items():
+        try:
+            found = record_store.get_many(conn, account, kind, ids)
+        except UsageError:  # not a type of the built-in store: the reader is asked record by record
+            continue
+        known.update({(account, kind, record_id): view for record_id, view in found.items()})
+    return known
 
 
 def _same_trigger(like: str, theirs: Mapping[str, Any] | None, mine: Mapping[str, Any]) -> None:
