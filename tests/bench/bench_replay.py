@@ -17,7 +17,7 @@ token holding ``workflow.replay`` and one without (a redacted report); (b) the w
 two dry runs. Peak RSS: of this process (which serves the controller) during the measurement
 (``/proc/self/clear_refs`` resets the high-water mark first), and of the wfctl child for (b) (its VmHWM
 polled every 10 ms: the last few ms before it exits are not seen).
-``--profile`` adds the top functions of one replay, in-process under cProfile. The aim (issue 19):
+``--profile`` adds the top functions (cProfile) of one replay in-process and of one wfctl check process. The aim (issue 19):
 under 5 s for 1,000 events. Not part of the default test run.
 """
 
