@@ -20,6 +20,7 @@ from servers import HttpServer, Response, http_server
 from wfyaml import broken_duration, workflow
 
 from controller.check.cases import parse_tests
+from controller.check.report import MARKER
 from controller.cli import cli
 from controller.errors import DefinitionError
 
@@ -381,11 +382,14 @@ def test_github_actions_impact_preview_comments_on_the_pull_request() -> None:
     assert job["if"] == "${{ vars.WFC_CONTROLLER_URL != '' }}"
     assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
     replay = next(s for s in job["steps"] if "--replay" in s.get("run", ""))
-    assert replay["env"] == {"WFC_TOKEN": "${{ secrets.WFC_TOKEN }}"}
-    for part in ("wfctl check --base origin/${{ github.base_ref }}", '--controller "${{ vars.WFC_CONTROLLER_URL }}"',
-                 "--replay 200", "--format markdown --output wfctl-impact.md"):
+    assert replay["env"] == {"WFC_TOKEN": "${{ secrets.WFC_TOKEN }}", "CONTROLLER": "${{ vars.WFC_CONTROLLER_URL }}",
+                             "BASE": "origin/${{ github.base_ref }}"}  # never pasted into the shell command
+    assert "${{" not in replay["run"]
+    for part in ('wfctl check --base "$BASE" --controller "$CONTROLLER"', "--replay 200",
+                 "--format markdown --output wfctl-impact.md"):
         assert part in replay["run"]
     comment = job["steps"][-1]
+    assert "${{" not in comment["run"] and f'startswith("{MARKER}")' in comment["run"]
     assert "gh pr comment" in comment["run"] and "--body-file wfctl-impact.md" in comment["run"]
     assert comment["env"]["GH_TOKEN"] == "${{ github.token }}"
 

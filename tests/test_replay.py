@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,8 +24,12 @@ from enginekit import DIRECTORY, Kit, kit
 from servers import HttpServer, http_server
 from sqlalchemy import func, select
 
-from controller.check.replay import Request, replay
+from controller.check.check import CheckReport
+from controller.check.replay import Request, compare, outcome_of, outcomes, replay
+from controller.check.report import render
 from controller.cli import cli
+from controller.engine.clock import ManualClock
+from controller.engine.dryrun import DryRunner, SyntheticDirectory
 from controller.engine.records import RecordService
 from controller.security import tokens
 from controller.settings import Settings
@@ -273,14 +278,15 @@ def test_replay_is_bounded_and_checks_its_input(live: Live) -> None:
 
 
 def test_the_time_budget_cuts_a_replay_short_and_says_so(live: Live) -> None:
-    """Past ``replay.budget`` no more events are replayed; the report counts what was left out."""
-    ticks = iter(range(1000))
+    """Past ``replay.budget`` (asked before every action) nothing more is replayed; the report counts what was left
+    out, and the event the budget ran out in is not half-counted."""
+    looks = iter(range(10_000))
     config = replace(live.k.engine.config, replay_budget="3s")
     asked = Request("acme/escalate", workflow(url=f"{live.hook.url}/crm"), limit=50, values=True)
     report = replay(live.k.store, config, asked, directory=StoreDirectory(live.k.store), now=live.k.clock.now,
-                    clock=lambda: float(next(ticks)))  # one second per look at the clock
-    assert report["events"] == 50 and report["replayed"] == 3 and report["truncated"] is True
-    assert report["totals"]["unchanged"] == 3
+                    clock=lambda: 0.0 if next(looks) < 40 else 10.0)  # the budget is gone at the 40th look
+    assert report["events"] == 50 and report["truncated"] is True
+    assert 0 < report["replayed"] < 50 and report["totals"]["unchanged"] == report["replayed"]
 
 
 def test_the_token_can_come_from_the_environment_as_in_the_ci_job(live: Live) -> None:
@@ -293,3 +299,74 @@ def test_the_token_can_come_from_the_environment_as_in_the_ci_job(live: Live) ->
     assert "Field paths and counts only" in result.stdout and "lena" not in result.stdout.lower()
     # the last 10 tickets (90-99): five started, two of them VIPs (92, 96)
     assert "of 10 recent ticket events: 2 would send an e-mail with a different recipient (to)" in result.stdout
+
+
+def test_replaying_the_applied_version_reproduces_the_controllers_own_decisions(live: Live) -> None:
+    """Parity: the replay decides with admission's own functions, so the applied version starts exactly the events
+    the controller started and filters exactly those it filtered."""
+    asked = Request("acme/escalate", workflow(url=f"{live.hook.url}/crm"), limit=1000)
+    replayed = outcomes(live.k.store, live.k.engine.config, asked, directory=StoreDirectory(live.k.store),
+                        now=live.k.clock.now)
+    assert len(replayed.pairs) == replayed.events == 100
+    for event, before, after in replayed.pairs:
+        assert before.started == (event.decision == "started"), event
+        assert before == after and compare(before, after) == []
+
+
+def test_a_trigger_that_no_longer_takes_the_events_and_a_disabled_workflow_stop_them(live: Live) -> None:
+    live.propose(workflow(url=f"{live.hook.url}/crm").replace("events: [created]", "events: [updated]"))
+    report = live.replay(live.check("--format", "json"))
+    assert report["totals"]["would_stop"] == 50 and report["totals"]["proposed_starts"] == 0
+    [stop] = [g for g in report["groups"] if g["kind"] == "stop"]
+    assert stop["examples"][0]["reason"] == "its trigger (record ticket updated) does not take this record event"
+    live.propose(workflow(url=f"{live.hook.url}/crm").replace("spec:\n", "spec:\n  enabled: false\n"))
+    report = live.replay(live.check("--format", "json"))
+    assert report["totals"]["would_stop"] == 50
+    assert {g["examples"][0]["reason"] for g in report["groups"] if g["kind"] == "stop"} == {
+        "disabled (spec.enabled: false)"}
+
+
+def test_a_when_that_cannot_be_evaluated_is_a_failure_not_a_filter(live: Live) -> None:
+    live.propose(workflow(when="{{ record.nothing.deeper == 1 }}", url=f"{live.hook.url}/crm"))
+    result = live.check()
+    assert result.exit_code == 1, result.output
+    assert "fails on 100 event(s) the applied one handled" in result.stdout
+    assert "would fail at the trigger's when: the trigger's when could not be evaluated" in result.stdout
+
+
+def test_effects_of_a_called_workflow_are_told_apart_by_the_call_step() -> None:
+    """Two calls of one child: each call's effects are its own (a change to the second call is not hidden)."""
+    child = {"spec": {"trigger": {"type": "manual"}, "actions": [
+        {"id": "note", "type": "record.create", "entity": "task", "set": {"title": "{{ trigger.input.title }}"}}]}}
+
+    def parent(second: str) -> dict[str, Any]:
+        return {"spec": {"trigger": {"type": "manual"}, "actions": [
+            {"id": "c1", "type": "workflow.call", "workflow": "child", "input": {"title": "one"}},
+            {"id": "c2", "type": "workflow.call", "workflow": "child", "input": {"title": second}}]}}
+
+    runner = DryRunner(account="acme", directory=SyntheticDirectory(), definitions={"child": child}.get,
+                       now=ManualClock().now)
+    before, after = (outcome_of(True, "", runner.run("parent", parent(title), trigger={"type": "manual"}))
+                     for title in ("two", "TWO"))
+    assert set(before.effects) == {"c1>acme/child:note", "c2>acme/child:note"}
+    [changed] = compare(before, after)
+    assert (changed.kind, changed.where, changed.before, changed.after) == (
+        "changed", "c2>acme/child:note.set.title", "two", "TWO")
+
+
+def test_the_markdown_comment_keeps_a_records_text_as_text() -> None:
+    """A record value cannot make a link, an image, a mention, HTML or a new table cell in the comment."""
+    hostile = "![x](https://evil.test/p.png) [click](https://evil.test) @octocat <b>|</b> `code`\n::error::x"
+    report = CheckReport(replays=[{
+        "workflow": "acme/a", "path": PATH, "events": 1, "replayed": 1, "truncated": False, "values": True,
+        "headline": f"of 1 recent ticket events: 1 would fail at step s: {hostile}",
+        "totals": {"newly_failing": 1}, "groups": [{"kind": "changed", "where": "s.to", "count": 1,
+                                                     "summary": "would send an e-mail with a different recipient",
+                                                     "examples": [{"event": "execution 1", "at": "",
+                                                                   "before": hostile, "after": "b"}]}]}])
+    shown = render(report, "markdown")
+    for active in ("<b>", "@octocat", "https://", "\n::error"):
+        assert active not in shown, active
+    assert not re.search(r"(?<!\\)[\[`]", shown.split("\n", 1)[1])  # no bracket or backtick left unescaped
+    assert shown.count("|") - shown.count("\\|") == 12  # the table's own: 4 each in the header, rule and row
+    assert "\n::error" not in render(report, "text")

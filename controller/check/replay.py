@@ -8,8 +8,16 @@ started executions and of triggers the ``when`` filtered) both versions are dry-
 :func:`compare` lists the :class:`Difference` s. :func:`summarise` groups them into what a reviewer reads in
 ten seconds: totals, one sentence per group, two or three example events each.
 
+Each version decides as the live controller would: the listeners' matching (:func:`controller.engine.triggers.listens`),
+``spec.enabled``, then the ``when`` through admission's own function (:func:`controller.engine.scope.admission_when`), at
+the event's own time. The steps see the record as the event carried it (the trigger's snapshot), not as it is now:
+the stored record already holds what the applied version's steps wrote. A ``record.update`` step's output is the
+stored record with the step's fields, as in a real run.
+
 Privacy: without ``values`` (the ``workflow.replay`` permission) the report names differences by field path
-and counts them; no record value, payload, address, error text or record id is in it.
+and counts them; no record value, payload, address, error text or record id is in it. That keeps values out of
+the report, not out of reach: a token with ``workflow.read`` reads executions over the API anyway, and a proposed
+file is code, so one written to probe a value can learn it from the counts.
 
 Flow: store (events, their records, applied version) -> this module (pure from here on: outcomes, differences, report)
 -> the API answers the report -> ``wfctl check --replay`` renders it (:mod:`controller.check.report`).
@@ -26,12 +34,13 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from controller.check.runner import when_of
 from controller.config import Config
-from controller.engine.admission import FILTERED_KINDS
+from controller.engine import scope as scopes
+from controller.engine.admission import FILTERED_KINDS, read_target
 from controller.engine.directory import Directory
 from controller.engine.dryrun import DryRunner, DryRunResult
 from controller.engine.templating import Templates
+from controller.engine.triggers import listens
 from controller.errors import DefinitionError, NotFoundError, UsageError
 from controller.model.durations import parse_duration
 from controller.model.entries import DirectoryEntry
@@ -61,7 +70,7 @@ class Outcome:
     failed_step: str | None = None
     steps: frozenset[str] = frozenset()  # action ids of the workflow's own steps that would run
     branches: Mapping[str, str] = field(default_factory=dict)
-    effects: Mapping[str, Effect] = field(default_factory=dict)  # by action id ("<workflow>:<id>" in a called one)
+    effects: Mapping[str, Effect] = field(default_factory=dict)  # by action id ("<call step>><workflow>:<id>" below)
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,8 @@ def outcome_of(started: bool, reason: str, result: DryRunResult | None) -> Outco
     failed_step = next((s["action_id"] for s in reversed(steps) if s["status"] == "failed"), None)
     effects = {}
     for intent in result.intents:
-        where = intent.action_id if intent.workflow == result.workflow else f"{intent.workflow}:{intent.action_id}"
+        own = intent.workflow == result.workflow and not intent.via
+        where = intent.action_id if own else f"{intent.via}{intent.workflow}:{intent.action_id}"
         fields = {name: value for name, value in intent.fields.items() if name != "set"}
         fields.update({f"set.{name}": value for name, value in (intent.fields.get("set") or {}).items()})
         effects[where] = Effect(intent.kind, fields)
@@ -111,7 +121,7 @@ def compare(before: Outcome, after: Outcome) -> list[Difference]:
         found.append(Difference("start" if after.started else "stop", "", before.reason, after.reason))
     if after.failed and not before.failed:
         found.append(Difference("fail", after.failed_step or "", None, after.error))
-    elif before.failed and not after.failed:
+    elif before.failed and not after.failed and after.started:  # one that no longer starts is a "stop"
         found.append(Difference("recover", before.failed_step or "", before.error, None))
     elif before.failed and after.failed and (before.error, before.failed_step) != (after.error, after.failed_step):
         found.append(Difference("error", after.failed_step or "", before.error, after.error))
@@ -137,6 +147,7 @@ def compare(before: Outcome, after: Outcome) -> list[Difference]:
     return found
 
 
+WHEN = "the trigger's when"  # where a version fails that cannot evaluate its when
 REGRESSION = "fail"
 """The one kind that fails the check: the proposed version fails on an event the applied one handled."""
 FIRST = {REGRESSION: 0, "start": 1, "stop": 1}  # groups of these kinds lead the report; the rest by count
@@ -151,8 +162,8 @@ def sentence(kind: str, where: str, verb: str) -> str:
         return f"would {verb} with a different {named} (step {action})"
     return {
         "start": "would now start", "stop": "would no longer start",
-        "fail": f"would fail at {step or 'the start'}", "recover": f"would no longer fail at {step or 'the start'}",
-        "error": f"would fail differently at {step or 'the start'}",
+        "fail": f"would fail at {step or WHEN}", "recover": f"would no longer fail at {step or WHEN}",
+        "error": f"would fail differently at {step or WHEN}",
         "runs": f"would now run {step}", "skips": f"would no longer run {step}",
         "branch": f"would take another branch at {step}",
         "added": f"would now also {verb} ({step})", "removed": f"would no longer {verb} ({step})",
@@ -180,6 +191,8 @@ def summarise(key: str, noun: str, pairs: Iterable[tuple[Event, Outcome, Outcome
     totals = Counter[str]()
     for event, before, after in pairs:
         totals["replayed"] += 1
+        totals["applied_starts"] += before.started
+        totals["proposed_starts"] += after.started
         differences = compare(before, after)
         totals["changed" if differences else "unchanged"] += 1
         for kind in {d.kind for d in differences}:
@@ -208,6 +221,7 @@ def summarise(key: str, noun: str, pairs: Iterable[tuple[Event, Outcome, Outcome
     return {"workflow": key, "events": events, "replayed": replayed, "truncated": truncated, "values": values,
             "headline": headline,
             "totals": {"changed": totals["changed"], "unchanged": totals["unchanged"],
+                       "applied_starts": totals["applied_starts"], "proposed_starts": totals["proposed_starts"],
                        "would_start": totals["start"], "would_stop": totals["stop"],
                        "newly_failing": totals[REGRESSION], "no_longer_failing": totals["recover"]},
             "groups": view_groups}
@@ -220,7 +234,7 @@ def _example(event: Event, difference: Difference, values: bool) -> dict[str, An
             example["record"] = f"{event.record_ref.get('type')}:{event.record_ref.get('id')}"
         if difference.kind in ("start", "stop"):  # why the version that does not start it does not
             example["reason"] = difference.before if difference.kind == "start" else difference.after
-        else:
+        elif difference.before is not None or difference.after is not None:
             example["before"], example["after"] = difference.before, difference.after
     return example
 
@@ -257,6 +271,24 @@ def replay(store: Store, config: Config, request: Request, *, directory: Directo
     UsageError for a request out of bounds, DefinitionError (located problems) for a proposed file that is
     not a valid workflow, NotFoundError for a ``like`` workflow that is not there. Reads only.
     """
+    replayed = outcomes(store, config, request, directory=directory, now=now, read_record=read_record, clock=clock)
+    return summarise(request.key, noun_of(replayed.trigger), replayed.pairs, values=request.values,
+                     events=replayed.events, truncated=len(replayed.pairs) < replayed.events)
+
+
+@dataclass
+class Replayed:
+    """The outcomes of a replay, before they are compared: one pair per event replayed within the budget."""
+
+    events: int  # how many events were found
+    trigger: Mapping[str, Any]  # the applied version's trigger (the proposed one's for a new workflow)
+    pairs: list[tuple[Event, Outcome, Outcome]] = field(default_factory=list)
+
+
+def outcomes(store: Store, config: Config, request: Request, *, directory: Directory, now: Callable[[], datetime],
+             read_record: Callable[..., Any] | None = None, clock: Callable[[], float] = time.monotonic) -> Replayed:
+    """Each of ``request``'s events through both versions (see :func:`replay`); an event the time budget cuts
+    short is left out, and so are those after it."""
     account, name = request.key.split("/", 1)
     if not 1 <= request.limit <= config.replay_max_events:
         raise UsageError(f"replay asks for {request.limit} events; ask for 1 to {config.replay_max_events} "
@@ -266,13 +298,15 @@ def replay(store: Store, config: Config, request: Request, *, directory: Directo
         raise DefinitionError(list(proposed.problems))
     try:
         since = now() - timedelta(seconds=parse_duration(request.since)) if request.since else None
-    except ValueError as e:
-        raise UsageError(f"since: {e}") from None
+    except (ValueError, OverflowError) as e:
+        raise UsageError(f"since {request.since!r}: {e}") from None
     source_key = request.like or request.key
     if request.like is not None and request.like.split("/", 1)[0] != account:
         raise UsageError(f"--replay-like {request.like}: the events must come from a workflow of account {account}")
     with store.read() as conn:
         applied = views.current_definition(conn, request.key)
+        target = read_target(conn, request.key) if applied is not None else None
+        version = target.version if target is not None else 0
         try:
             source_id: int | None = views.workflow_id(conn, source_key)
         except NotFoundError:
@@ -285,27 +319,37 @@ def replay(store: Store, config: Config, request: Request, *, directory: Directo
         events = recent_events(conn, source_id, limit=request.limit, since=since) if source_id is not None else []
         known = _event_records(conn, account, events) if read_record is not None else {}
 
-    def definitions(called: str) -> Mapping[str, Any] | None:
+    def stored(called: str) -> Mapping[str, Any] | None:
         with store.read() as conn:
             return views.current_definition(conn, f"{account}/{called}")
 
     # Both versions of every event look up the same entries, called workflows and records: each is read from
     # the store once per replay (one consistent picture, and no store round trip per event and version).
-    instant = [now()]
-    runner = DryRunner(account=account, directory=_Remembered(directory), definitions=_once(definitions),
-                       now=lambda: instant[0], templates=Templates(),
-                       read_record=_once(read_record, known) if read_record is not None else None,
-                       outbound=config.outbound(account))
+    instant, templates, definitions = [now()], Templates(), _once(stored)
+    entries = _Remembered(directory)
+    records = _once(read_record, known) if read_record is not None else None
+
+    def runner(own: Mapping[str, Any] | None) -> DryRunner:
+        """A runner whose calls of the workflow itself run ``own`` (the version under replay)."""
+        return DryRunner(account=account, directory=entries, now=lambda: instant[0], templates=templates,
+                         definitions=lambda called: own if called == name else definitions(called),
+                         read_record=records, outbound=config.outbound(account))
+
+    old, new = runner(applied), runner(proposed.content)
     budget, started_at = config.replay_budget_seconds, clock()
-    pairs: list[tuple[Event, Outcome, Outcome]] = []
+
+    def spent() -> bool:
+        return clock() - started_at > budget
+
+    found = Replayed(len(events), (applied or proposed.content)["spec"]["trigger"])
     for event in events:
-        if clock() - started_at > budget:
-            break
         instant[0] = event.at  # the event's own time: templates on `now` see what they saw then
-        before = _outcome(runner, name, applied, event) if applied is not None else NOT_STARTED
-        pairs.append((event, before, _outcome(runner, name, proposed.content, event)))
-    return summarise(request.key, noun_of((applied or proposed.content)["spec"]["trigger"]), pairs,
-                     values=request.values, events=len(events), truncated=len(pairs) < len(events))
+        before = _outcome(old, name, applied, version, event, spent) if applied is not None else NOT_STARTED
+        after = _outcome(new, name, proposed.content, version + 1, event, spent)
+        if spent():  # cut short (or about to be): not replayed
+            break
+        found.pairs.append((event, before, after))
+    return found
 
 
 class _Remembered:
@@ -363,13 +407,30 @@ def _same_trigger(like: str, theirs: Mapping[str, Any] | None, mine: Mapping[str
                          f"same trigger entity".replace(" )", ")"))
 
 
-def _outcome(runner: DryRunner, name: str, definition: Mapping[str, Any], event: Event) -> Outcome:
-    """One version's outcome on one event: its ``when`` first (as admission decides), then the dry run."""
+def _outcome(runner: DryRunner, name: str, definition: Mapping[str, Any], version: int, event: Event,
+             stop: Callable[[], bool]) -> Outcome:
+    """One version's outcome on one event, decided as the live controller decides: does its trigger take the
+    event, is it enabled, its ``when`` (admission's own function), then the dry run."""
     key = f"{runner.account}/{name}"
-    spec = definition["spec"]["trigger"]
-    record = event.trigger.get("record")
-    started, why = (when_of(runner, key, spec, event.trigger, record) if event.trigger.get("type") in FILTERED_KINDS
-                    else (True, ""))
-    if not started:
-        return outcome_of(False, why, None)
-    return outcome_of(True, "", runner.run(name, definition, trigger=event.trigger, record=record))
+    spec = definition["spec"]
+    trigger = event.trigger
+    if not listens(spec["trigger"], trigger):
+        return Outcome(False, f"its trigger ({_trigger_text(spec['trigger'])}) does not take this "
+                              f"{trigger.get('type')} event")
+    if not spec.get("enabled", True):
+        return Outcome(False, "disabled (spec.enabled: false)")
+    if trigger.get("type") in FILTERED_KINDS:
+        decided = scopes.admission_when(runner.interpreter.templates, spec["trigger"], workflow=key, version=version,
+                                        trigger=trigger, now=event.at)
+        if decided.broken:  # the controller would not start it, and would say why: a failure of the version
+            return Outcome(False, decided.reason, failed=True, error=decided.reason)
+        if not decided.started:
+            return Outcome(False, f"not started: {decided.reason}")
+    return outcome_of(True, "", runner.run(name, definition, trigger=trigger, record=trigger.get("record"),
+                                           stop=stop))
+
+
+def _trigger_text(spec: Mapping[str, Any]) -> str:
+    """A trigger in a few words: ``record ticket created, updated``."""
+    parts = [spec.get("type"), spec.get("entity"), ", ".join(spec.get("events") or []) or None, spec.get("mailbox")]
+    return " ".join(str(p) for p in parts if p)

@@ -12,6 +12,7 @@ from controller.check.runner import CaseResult
 
 FORMATS = ("text", "json", "github", "junit", "markdown")
 CELL = 80  # the longest value shown in a Markdown table cell
+MARKER = "<!-- wfctl check -->"  # the first line of the Markdown report: CI finds its earlier comment by it
 
 
 def render(report: CheckReport, fmt: str) -> str:
@@ -50,9 +51,9 @@ def text(report: CheckReport) -> str:
             lines += [f"       - {s['action_id']}: {s['status']}" + (f" ({s['intent']})" if s.get("intent") else "")
                       + (f" {s['error']}" if s.get("error") else "") for s in case.result.steps]
     for replay in report.replays:
-        lines.append(f"impact preview of {replay['workflow']}: {replay['headline']}" + _cut_short(replay))
+        lines.append(f"impact preview of {replay['workflow']}: {_plain(replay['headline'])}" + _cut_short(replay))
         for group in replay["groups"]:
-            lines.append(f"  {group['count']:>5}  {group['summary']}")
+            lines.append(f"  {group['count']:>5}  {_plain(group['summary'])}")
             lines += [f"         e.g. {_example(e)}" for e in group["examples"]]
     lines += [f"note: {n}" for n in report.notes]
     lines += [f"warning: {message}" for _, message in report.warnings]
@@ -74,9 +75,9 @@ def _regressions(report: CheckReport) -> str:
 
 def _example(example: dict[str, Any]) -> str:
     """One example event of a group of differences; values only when the controller sent them."""
-    where = example["event"] + (f" ({example['record']})" if example.get("record") else "")
+    where = example["event"] + (f" ({_plain(example['record'])})" if example.get("record") else "")
     if "reason" in example:
-        return f"{where}: {example['reason']}"
+        return f"{where}: {_plain(example['reason'])}"
     if "before" not in example:
         return where
     return f"{where}: {_value(example['before'])} -> {_value(example['after'])}"
@@ -86,6 +87,7 @@ def _value(value: Any, limit: int = CELL) -> str:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         value = ", ".join(value)  # recipients
     shown = "-" if value is None else value if isinstance(value, str) else json.dumps(value, default=str)
+    shown = _plain(shown)
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
@@ -167,9 +169,9 @@ def junit(report: CheckReport) -> str:
 
 def markdown(report: CheckReport) -> str:
     """The report as a pull-request comment: the verdict, then what changes for customers, then the details."""
-    lines = [f"### wfctl check {'passed' if report.ok else 'FAILED'}" + _regressions(report), ""]
+    lines = [MARKER, f"### wfctl check {'passed' if report.ok else 'FAILED'}" + _regressions(report), ""]
     for replay in report.replays:
-        lines += [f"**Impact preview of `{replay['workflow']}`**: {_cell(replay['headline'], 400)}"
+        lines += [f"**Impact preview of {_cell(replay['workflow'])}**: {_cell(replay['headline'], 400)}"
                   + _cut_short(replay), ""]
         if replay["groups"]:
             lines += ["| events | what would change | examples |", "|---:|---|---|"]
@@ -179,12 +181,12 @@ def markdown(report: CheckReport) -> str:
         if not replay["values"]:
             lines += ["<sub>Field paths and counts only: the token has no `workflow.replay`.</sub>", ""]
     lines.append(f"- validate: {report.files} file(s), {len(report.problems)} problem(s)")
-    lines += [f"  - `{_cell(str(p), 200)}`" for p in report.problems]
+    lines += [f"  - {_cell(str(p), 200)}" for p in report.problems]
     if report.base is not None:
         lines.append(f"- plan against `{report.base}`: {len(report.changes)} change(s)")
-        lines += [f"  - {c.change} `{c.id}`" for c in report.changes]
+        lines += [f"  - {c.change} {_cell(c.id)}" for c in report.changes]
     lines.append(f"- dry run: {sum(c.ok for c in report.cases)}/{len(report.cases)} case(s) passed")
-    lines += [f"  - FAIL `{c.workflow}` :: {_cell(c.name)}: {_cell('; '.join(str(m) for m in c.mismatches), 300)}"
+    lines += [f"  - FAIL {_cell(c.workflow)} :: {_cell(c.name)}: {_cell('; '.join(str(m) for m in c.mismatches), 300)}"
               for c in report.cases if not c.ok]
     lines += [f"- note: {_cell(n, 300)}" for n in report.notes]
     lines += [f"- warning: {_cell(message, 300)}" for _, message in report.warnings]
@@ -192,6 +194,17 @@ def markdown(report: CheckReport) -> str:
 
 
 def _cell(value: str, limit: int = CELL) -> str:
-    """Text safe in a Markdown table cell and a comment: no pipe, line break or HTML of its own."""
-    shown = value.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("\n", " ")
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+    """Text that stays text in a Markdown table cell of a comment, whoever wrote it (a record's value may): the
+    marks that make links, images, emphasis, code, HTML or a cell break escaped, and a word joiner after ``@``,
+    ``://`` and ``www`` so that GitHub makes no mention or link of it."""
+    shown = value if len(value) <= limit else value[: limit - 1] + "…"
+    shown = "".join(f"\\{c}" if c in _MARKS else c for c in _plain(shown))
+    return shown.replace("@", "@\u2060").replace("://", ":\u2060//").replace("www.", "www\u2060.")
+
+
+_MARKS = frozenset("\\`*_[]<>|~&")
+
+
+def _plain(value: str) -> str:
+    """``value`` with its control characters written out (``\\n``): one line, and no terminal or CI command."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in value)

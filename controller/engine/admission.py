@@ -261,12 +261,8 @@ class Admission:
     def when(self, target: Target, definition: Mapping[str, Any], trigger: Mapping[str, Any],
              now: datetime) -> scopes.When:
         """The trigger's ``when`` over the scope the run would have."""
-        spec = definition["spec"]["trigger"]
-        if not spec.get("when"):
-            return scopes.When(True)
-        scope = scopes.build(workflow=target.key, version=target.version, trigger=trigger,
-                             record=trigger.get("record"), now=now)
-        decided = scopes.when(self.templates, spec, scope)
+        decided = scopes.admission_when(self.templates, definition["spec"]["trigger"], workflow=target.key,
+                                        version=target.version, trigger=trigger, now=now)
         if decided.broken:
             log.warning("%s: not started: %s", target.key, decided.reason)
         return decided

@@ -48,6 +48,7 @@ class Intent:
     description: str
     fields: dict[str, Any]
     workflow: str = ""  # ACCOUNT/NAME of the workflow whose step it is (a called one, too)
+    via: str = ""  # the workflow.call steps it was called through, outermost first ("notify>" or "a>b>")
 
     def view(self) -> dict[str, Any]:
         return {"action_id": self.action_id, "kind": self.kind, "workflow": self.workflow,
@@ -174,8 +175,12 @@ class DryRunner:
 
     def run(self, name: str, definition: Mapping[str, Any], *, trigger: dict[str, Any],
             record: dict[str, Any] | None = None, outputs: Mapping[str, Any] | None = None,
-            depth: int = 0, synthetic: Synthetic | None = None, ids: Iterator[int] | None = None) -> DryRunResult:
-        """Dry-run ``definition`` of workflow ``name``; ``synthetic`` makes up the answers nobody gave."""
+            depth: int = 0, synthetic: Synthetic | None = None, ids: Iterator[int] | None = None,
+            stop: Callable[[], bool] = lambda: False) -> DryRunResult:
+        """Dry-run ``definition`` of workflow ``name``; ``synthetic`` makes up the answers nobody gave.
+
+        ``stop`` is asked before each action (of called workflows too): when it says yes the run ends there,
+        still ``running`` (a caller's time budget)."""
         key = f"{self.account}/{name}"
         effects = DryRunEffects(outputs, self.read_record, synthetic, workflow=key, ids=ids, outbound=self.outbound)
         now = self.interpreter.now()
@@ -185,14 +190,14 @@ class DryRunner:
                                  created_at=now, started_at=now)
         scope = scopes.build(workflow=key, version=None, trigger=trigger, record=record, now=now,
                              execution={"id": None, "dry_run": True})
-        run_class = _inline(self, effects, outputs or {}, record, depth, synthetic)
-        self.interpreter.run(execution, definition, scope, effects, lambda _ex: None, run_class=run_class)
+        run_class = _inline(self, effects, outputs or {}, record, depth, synthetic, stop)
+        self.interpreter.run(execution, definition, scope, effects, lambda _ex: None, stop, run_class=run_class)
         return DryRunResult(key, execution.status, execution.error, execution.output,
                             [_step_view(s, effects, key) for s in execution.steps.values()], effects.intents)
 
 
 def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any], record: dict[str, Any] | None,
-            depth: int, synthetic: Synthetic | None) -> type[Run]:
+            depth: int, synthetic: Synthetic | None, stop: Callable[[], bool]) -> type[Run]:
     """A Run that waits without waiting and runs calls in place."""
 
     class Inline(Run):
@@ -217,7 +222,9 @@ def _inline(runner: DryRunner, effects: DryRunEffects, outputs: Mapping[str, Any
                                   Failure.GUARD)
             child = runner.run(outcome.workflow, definition, record=record, depth=depth + 1, outputs=outputs,
                                trigger=call.payload(outcome.input, {"dry_run": True}), synthetic=synthetic,
-                               ids=effects.ids)
+                               ids=effects.ids, stop=stop)
+            for intent in child.intents:
+                intent.via = f"{action['id']}>{intent.via}"
             effects.intents.extend(child.intents)
             effects.children[action["id"]] = child.steps
             if not child.ok:

@@ -42,6 +42,16 @@ class When(NamedTuple):
     broken: bool = False  # the condition could not be evaluated (a template error), rather than false
 
 
+def admission_when(templates: Templates, trigger_spec: Mapping[str, Any], *, workflow: str, version: int | None,
+                   trigger: Mapping[str, Any], now: datetime) -> When:
+    """The trigger's ``when`` as admission decides it, over the scope the run would have: the one function the
+    live engine and the impact preview's replay (:mod:`controller.check.replay`) both call."""
+    if not trigger_spec.get("when"):
+        return When(True)
+    scope = build(workflow=workflow, version=version, trigger=trigger, record=trigger.get("record"), now=now)
+    return when(templates, trigger_spec, scope)
+
+
 def when(templates: Templates, trigger_spec: Mapping[str, Any], scope: Mapping[str, Any]) -> When:
     """Whether the trigger's ``when`` lets this trigger start the workflow, and if not, why."""
     condition = trigger_spec.get("when")

@@ -127,7 +127,9 @@ def get_many(conn: Connection, account: str, type: str, record_ids: Iterable[str
     """The views of those of ``record_ids`` that exist (not deleted, of this type), by id: one query for many."""
     check_type(type)
     ids = sorted({int(t) for t in map(str, record_ids) if t.isascii() and t.isdigit() and int(t) <= ID_MAX})
-    found = conn.execute(_live(account, type).where(r.id.in_(ids))).mappings() if ids else []
+    if not ids:
+        return {}
+    found = conn.execute(_live(account, type).where(r.id.in_(ids))).mappings()
     return {str(row["id"]): _view(dict(row)) for row in found}
 
 

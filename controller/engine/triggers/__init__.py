@@ -10,6 +10,7 @@ admission in the caller's transaction, so an event and the executions it starts 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from controller.engine.triggers import email, inactivity, manual, record, schedule, webhook
 from controller.engine.triggers.base import TriggerModule
@@ -23,3 +24,19 @@ MODULES: Mapping[str, TriggerModule] = {
 
 def module(trigger_type: str) -> TriggerModule:
     return MODULES[trigger_type]
+
+
+ON_REQUEST = frozenset({"manual", "call"})
+"""Kinds of trigger input that start a workflow whatever its own trigger says (a run asked for, a call)."""
+
+
+def listens(spec: Mapping[str, Any], trigger: Mapping[str, Any]) -> bool:
+    """Whether a workflow whose trigger is ``spec`` is started by the trigger input ``trigger`` at all, before its
+    ``when``: the type, and the matching the listeners do (entity and events, mailbox)."""
+    kind = trigger.get("type")
+    if kind in ON_REQUEST:
+        return True
+    if spec.get("type") != kind:
+        return False
+    match = getattr(MODULES[str(kind)], "listens", None)
+    return match is None or bool(match(spec, trigger))

@@ -38,6 +38,11 @@ def sample(spec: Mapping[str, Any], given: Given) -> dict[str, Any]:
     return payload(spec["mailbox"], {"message_id": "<dry-run@dry-run.invalid>", **(given.email or {})})
 
 
+def listens(spec: Mapping[str, Any], trigger: Mapping[str, Any]) -> bool:
+    """Whether an e-mail workflow of trigger ``spec`` listens on the mailbox the message came to."""
+    return bool(spec["mailbox"] == trigger.get("mailbox"))
+
+
 def deliver(engine: Engine, conn: Connection, account: str, mailbox: str, raw: bytes) -> list[int]:
     """Hand an inbound message for a shared mailbox to the ``email`` workflows listening on it."""
     if not mailbox.startswith("mailbox:"):
@@ -45,7 +50,7 @@ def deliver(engine: Engine, conn: Connection, account: str, mailbox: str, raw: b
     trigger = payload(mailbox, parse_mail(raw))
     started = []
     for listener in listeners(conn, TYPE, account, enabled_only=False):
-        if listener.trigger["mailbox"] != mailbox:
+        if not listens(listener.trigger, trigger):
             continue
         verdict = engine.admission.admit(conn, Request(listener.key, TYPE, trigger), listener.target,
                                          listener.definition)

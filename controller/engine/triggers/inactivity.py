@@ -35,6 +35,11 @@ def sample(spec: Mapping[str, Any], given: Given) -> dict[str, Any]:
     return payload(spec["entity"], spec["after"], given.record)
 
 
+def listens(spec: Mapping[str, Any], trigger: Mapping[str, Any]) -> bool:
+    """Whether an inactivity workflow of trigger ``spec`` watches records of this type (the scan asks it by type)."""
+    return bool(spec["entity"] == trigger.get("entity"))
+
+
 def scan(engine: Engine, conn: Connection) -> list[int]:
     """Ask admission to start inactivity workflows for records quiet longer than ``after``."""
     now = engine.clock.now()

@@ -34,6 +34,11 @@ def sample(spec: Mapping[str, Any], given: Given) -> dict[str, Any]:
     return payload(spec["events"][0], spec["entity"], given.record)
 
 
+def listens(spec: Mapping[str, Any], trigger: Mapping[str, Any]) -> bool:
+    """Whether a record workflow of trigger ``spec`` listens for this event on this entity type."""
+    return bool(spec["entity"] == trigger.get("entity") and trigger.get("event") in spec["events"])
+
+
 def fire(engine: Engine, conn: Connection, account: str, entity: str, event: str, record: dict[str, Any],
          *, depth: int = 0) -> list[int]:
     """Ask admission to start the account's ``record`` workflows that listen for this event on this entity."""
@@ -44,8 +49,7 @@ def fire(engine: Engine, conn: Connection, account: str, entity: str, event: str
     trigger = payload(event, entity, record)
     started = []
     for listener in listeners(conn, TYPE, account, enabled_only=False):
-        spec = listener.trigger
-        if spec["entity"] != entity or event not in spec["events"]:
+        if not listens(listener.trigger, trigger):
             continue
         verdict = engine.admission.admit(conn, Request(listener.key, TYPE, trigger, record_ref(trigger), depth=depth),
                                          listener.target, listener.definition)
