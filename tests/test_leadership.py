@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import leasekit
 import pytest
-from apscheduler.schedulers.base import STATE_PAUSED
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from click.testing import CliRunner
 from conftest import PG_SKIP, PG_URL, _pg_schema_url
 from cryptography.fernet import Fernet
@@ -23,6 +24,7 @@ from enginekit import Kit, kit
 from gitutil import commit_files, make_repo
 from servers import until
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from controller.cli import cli
 from controller.engine import scheduler
@@ -336,6 +338,40 @@ def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_leader(tmp_path: Path,
                 new.shutdown()
         assert leasekit.fires(url) == {instant: (2 if then == "new leader" else 3, 1)}
         (b if then == "new leader" else a).release()
+
+
+def test_a_store_failure_while_moving_a_job_on_pauses_the_scheduler_and_keeps_its_thread(tmp_path: Path,
+                                                                                          store_url: str) -> None:
+    """A store error in the write APScheduler's loop makes after a fire (moving the job on) would end the loop's
+    thread for good; it pauses the scheduler instead, and the leader's next pass resumes it."""
+    with kit(tmp_path, store_url) as k:
+        url = k.store.engine.url.render_as_string(hide_password=False)
+        a = lease(k)
+        assert a.held()
+        k.deploy({WF.format("tick"): TICK.format(name="tick")})
+        broken = {"now": False}
+
+        def fence(conn: Any) -> int:
+            if broken["now"]:
+                raise OperationalError("UPDATE apscheduler_jobs", {}, ConnectionError("server closed the connection"))
+            return a.fence(conn)
+
+        schedules = Schedules(k.engine, fence)
+        schedules.start(paused=True)
+        try:
+            instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+            _job(url, due=instant)
+            broken["now"] = True
+            schedules.scheduler.resume()
+            assert until(lambda: schedules.scheduler.state == STATE_PAUSED, timeout=10)
+            assert schedules.jobstore.paused and schedules.scheduler._thread.is_alive()
+            broken["now"] = False
+            schedules.register()  # the leader's next pass
+            assert until(lambda: (_job(url) or 0) > instant.timestamp(), timeout=10)
+            assert schedules.scheduler.state == STATE_RUNNING and instant in leasekit.fires(url)
+        finally:
+            schedules.shutdown()
+        a.release()
 
 
 def test_a_serving_leader_that_loses_the_lease_stops_its_schedules(pg: Kit) -> None:

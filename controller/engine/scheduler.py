@@ -41,11 +41,12 @@ from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import datetime_to_utc_timestamp
 from sqlalchemy import Connection, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from controller.engine.admission import Request, read_target
 from controller.engine.triggers import schedule
 from controller.engine.triggers.listeners import Listener, listeners
+from controller.errors import StoreError
 from controller.model import parse_duration
 from controller.model.cadence import check_cron, check_every, cron_trigger, time_zone
 from controller.store.db import Store
@@ -153,20 +154,27 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     def update_job(self, job: Job) -> None:
         if self.fence is None:
             return super().update_job(job)
-        with self.store.tx() as conn:  # (BEGIN IMMEDIATE on SQLite: the fence reads before the write)
-            if self._leads(conn, "moved on", job.id):
-                moved = conn.execute(self.jobs_t.update().values(**self._state(job)).where(self.jobs_t.c.id == job.id))
-                if moved.rowcount == 0:
-                    raise JobLookupError(job.id)
+        try:
+            with self.store.tx() as conn:  # (BEGIN IMMEDIATE on SQLite: the fence reads before the write)
+                if self._leads(conn, "moved on", job.id):
+                    moved = conn.execute(self.jobs_t.update().values(**self._state(job))
+                                         .where(self.jobs_t.c.id == job.id))
+                    if moved.rowcount == 0:
+                        raise JobLookupError(job.id)
+        except (StoreError, SQLAlchemyError) as e:  # the store went away: keep the loop's thread, as a refusal does
+            self._pause(f"schedule job {job.id} not moved on: the store failed ({type(e).__name__})")
 
     def remove_job(self, job_id: str) -> None:
         if self.fence is None:
             return super().remove_job(job_id)
-        with self.store.tx() as conn:
-            if not self._leads(conn, "removed", job_id):
-                return
-            if conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id)).rowcount == 0:
-                raise JobLookupError(job_id)
+        try:
+            with self.store.tx() as conn:
+                if not self._leads(conn, "removed", job_id):
+                    return
+                if conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id)).rowcount == 0:
+                    raise JobLookupError(job_id)
+        except (StoreError, SQLAlchemyError) as e:
+            self._pause(f"schedule job {job_id} not removed: the store failed ({type(e).__name__})")
 
     def remove_all_jobs(self) -> None:
         if self.fence is None:
@@ -186,12 +194,17 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             self.fence(conn)
         except NotLeader as e:
             self.refused += 1
-            log.warning("schedule job %s not %s in the shared store: %s", job_id, change, e)
-            if self._scheduler is not None and self._scheduler.state == STATE_RUNNING:
-                self.paused = True
-                self._scheduler.pause()  # the loop then waits for resume() instead of a next run
+            self._pause(f"schedule job {job_id} not {change} in the shared store: {e}")
             return False
         return True
+
+    def _pause(self, why: str) -> None:
+        """Pause the scheduler until the leader's next pass resumes it (:meth:`Schedules.register`): the job,
+        still due in the store, would be found again at once, in a loop of reads."""
+        log.warning("%s; the schedules pause until the next pass", why)
+        if self._scheduler is not None and self._scheduler.state == STATE_RUNNING:
+            self.paused = True
+            self._scheduler.pause()  # the loop then waits for resume() instead of a next run
 
 
 def check_cadence(spec: Mapping[str, Any], today: date | None = None) -> None:
