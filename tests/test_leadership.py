@@ -367,8 +367,9 @@ def test_a_store_failure_while_moving_a_job_on_pauses_the_scheduler_and_keeps_it
             assert schedules.jobstore.paused and schedules.scheduler._thread.is_alive()
             broken["now"] = False
             schedules.register()  # the leader's next pass
-            assert until(lambda: (_job(url) or 0) > instant.timestamp(), timeout=10)
-            assert schedules.scheduler.state == STATE_RUNNING and instant in leasekit.fires(url)
+            # the loop moves the job on while the fire runs in the executor's thread: wait for both
+            assert until(lambda: (_job(url) or 0) > instant.timestamp() and instant in leasekit.fires(url), timeout=10)
+            assert schedules.scheduler.state == STATE_RUNNING
         finally:
             schedules.shutdown()
         a.release()

@@ -97,15 +97,16 @@ class Leadership:
             try:
                 with self.store.tx() as conn:
                     now = store_now(conn, self.clock)
-                    self.generation = self._lease(conn, now)
-                    self._beat(conn, now)
-                    if self.generation is not None:
+                    generation = self._lease(conn, now)
+                    self._beat(conn, now, generation)
+                    if generation is not None:
                         conn.execute(delete(replicas).where(
                             replicas.c.heartbeat_at < now - timedelta(seconds=FORGOTTEN * self.ttl)))
+                self.generation = generation  # once the lease is committed: a fence before then refuses
             except Exception:
                 self.generation = None
                 raise
-            return self.generation is not None
+            return generation is not None
 
     def fence(self, conn: Connection) -> int:
         """The generation this replica leads with; :class:`NotLeader` unless it still holds the lease, in
@@ -155,13 +156,14 @@ class Leadership:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         conn.execute(dialect.insert(leader).values(name=NAME, holder=None, generation=0, expires_at=now)
                      .on_conflict_do_nothing(index_elements=["name"]))
-        if self.generation is not None:  # a renewal keeps the generation
+        held = self.generation  # once: a fence in another thread may drop it meanwhile
+        if held is not None:  # a renewal keeps the generation
             renewed = conn.execute(update(leader).where(leader.c.name == NAME, leader.c.holder == self.id,
-                                                        leader.c.generation == self.generation)
+                                                        leader.c.generation == held)
                                    .values(expires_at=until))
             if renewed.rowcount:
-                return self.generation
-            log.warning("lost the leader lease (generation %d): another replica took over", self.generation)
+                return held
+            log.warning("lost the leader lease (generation %d): another replica took over", held)
         if conn.dialect.name != "postgresql":
             if not self._file_lock():
                 return None
@@ -190,10 +192,10 @@ class Leadership:
         self._file = handle
         return True
 
-    def _beat(self, conn: Connection, now: datetime) -> None:
+    def _beat(self, conn: Connection, now: datetime, generation: int | None) -> None:
         self._started = self._started or now
         row = {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "version": __version__,
-               "role": "leader" if self.generation is not None else "follower", "ttl": self.ttl,
+               "role": "leader" if generation is not None else "follower", "ttl": self.ttl,
                "started_at": self._started, "heartbeat_at": now}
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(replicas).values(row)
