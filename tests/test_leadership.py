@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -340,10 +341,17 @@ def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_leader(tmp_path: Path,
         (b if then == "new leader" else a).release()
 
 
-def test_a_store_failure_while_moving_a_job_on_pauses_the_scheduler_and_keeps_its_thread(tmp_path: Path,
-                                                                                          store_url: str) -> None:
-    """A store error in the write APScheduler's loop makes after a fire (moving the job on) would end the loop's
-    thread for good; it pauses the scheduler instead, and the leader's next pass resumes it."""
+def _firing() -> bool:
+    """Whether the fence is asked by a schedule fire (not by the job store moving the job on)."""
+    return any(frame.name == "fire" and frame.filename == scheduler.__file__ for frame in traceback.extract_stack())
+
+
+@pytest.mark.parametrize("failing", ["fire", "move"])
+def test_a_store_failure_around_a_fire_leaves_the_job_due_and_keeps_the_loop(tmp_path: Path, store_url: str,
+                                                                             failing: str) -> None:
+    """The store fails in the fire (the job must not move past an instant that did not fire) or in the write that
+    moves the job on (an error there would end APScheduler's loop thread for good): either way the scheduler
+    pauses with the job still due, and the leader's next pass fires it, once."""
     with kit(tmp_path, store_url) as k:
         url = k.store.engine.url.render_as_string(hide_password=False)
         a = lease(k)
@@ -352,8 +360,8 @@ def test_a_store_failure_while_moving_a_job_on_pauses_the_scheduler_and_keeps_it
         broken = {"now": False}
 
         def fence(conn: Any) -> int:
-            if broken["now"]:
-                raise OperationalError("UPDATE apscheduler_jobs", {}, ConnectionError("server closed the connection"))
+            if broken["now"] and _firing() == (failing == "fire"):
+                raise OperationalError("UPDATE", {}, ConnectionError("server closed the connection"))
             return a.fence(conn)
 
         schedules = Schedules(k.engine, fence)
@@ -365,13 +373,45 @@ def test_a_store_failure_while_moving_a_job_on_pauses_the_scheduler_and_keeps_it
             schedules.scheduler.resume()
             assert until(lambda: schedules.scheduler.state == STATE_PAUSED, timeout=10)
             assert schedules.jobstore.paused and schedules.scheduler._thread.is_alive()
+            assert _job(url) == instant.timestamp()  # still due
+            assert leasekit.fires(url) == ({} if failing == "fire" else {instant: (1, 1)})
             broken["now"] = False
             schedules.register()  # the leader's next pass
-            # the loop moves the job on while the fire runs in the executor's thread: wait for both
-            assert until(lambda: (_job(url) or 0) > instant.timestamp() and instant in leasekit.fires(url), timeout=10)
-            assert schedules.scheduler.state == STATE_RUNNING
+            assert until(lambda: (_job(url) or 0) > instant.timestamp(), timeout=10)
+            assert schedules.scheduler.state == STATE_RUNNING and leasekit.fires(url) == {instant: (1, 1)}
         finally:
             schedules.shutdown()
+        a.release()
+
+
+def test_a_schedule_job_moves_on_only_once_its_fire_committed(tmp_path: Path, store_url: str) -> None:
+    """A slow fire: the loop moves the job past the instant only after the fire's row is committed, so a lease
+    lost, a store error or a kill -9 between the two can never leave an instant that fired nowhere."""
+    with kit(tmp_path, store_url) as k:
+        url = k.store.engine.url.render_as_string(hide_password=False)
+        a = lease(k)
+        assert a.held()
+        k.deploy({WF.format("tick"): TICK.format(name="tick")})
+        at_move: list[dict[Any, Any]] = []
+
+        def fence(conn: Any) -> int:
+            if _firing():
+                time.sleep(0.5)
+            else:
+                at_move.append(leasekit.fires(url))
+            return a.fence(conn)
+
+        schedules = Schedules(k.engine, fence)
+        schedules.start(paused=True)
+        try:
+            instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+            _job(url, due=instant)
+            at_move.clear()  # (registering wrote the job too)
+            schedules.scheduler.resume()
+            assert until(lambda: (_job(url) or 0) > instant.timestamp(), timeout=10)
+        finally:
+            schedules.shutdown()
+        assert at_move and at_move[0] == {instant: (1, 1)}, at_move
         a.release()
 
 

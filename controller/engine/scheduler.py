@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from apscheduler.events import EVENT_JOB_ERROR
+from apscheduler.executors.base import run_job
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
@@ -110,16 +112,31 @@ def _first_fire(conn: Connection, workflow_id: int, at: datetime, generation: in
 
 
 class _Executor(ThreadPoolExecutor):  # type: ignore[misc]
-    """Hands a schedule job the instant it fires for, which APScheduler keeps to itself: the key of
-    ``schedule_fires``, the same on every replica because the run times come from the shared job store."""
+    """Runs a schedule job in the scheduler loop's own thread, before the loop moves the job on, and hands it
+    the instant it fires for, which APScheduler keeps to itself: the key of ``schedule_fires``, the same on
+    every replica because the run times come from the shared job store.
 
-    def _do_submit_job(self, job: Job, run_times: list[datetime]) -> None:
-        if job.id.startswith("schedule:"):
-            fired = copy.copy(job)  # (by its pickled state, which leaves out where the job is kept)
-            fired._scheduler, fired._jobstore_alias = job._scheduler, job._jobstore_alias
-            fired.kwargs = {**job.kwargs, "fire_at": run_times[-1]}
-            job = fired
-        super()._do_submit_job(job, run_times)
+    In a pool thread the fire could commit after the loop had moved the job past its instant: a lease lost,
+    a store error or a kill -9 in between, and that instant never fired anywhere. Here the job moves on only
+    once its fire committed; a fire that failed holds the job where it is (:meth:`_FencedJobStore.hold`).
+    Other jobs run in the pool as APScheduler runs them.
+    """
+
+    def __init__(self, jobstore: _FencedJobStore):
+        super().__init__()
+        self.jobstore = jobstore
+
+    def submit_job(self, job: Job, run_times: list[datetime]) -> None:
+        if not job.id.startswith("schedule:"):
+            return super().submit_job(job, run_times)
+        fired = copy.copy(job)  # (by its pickled state, which leaves out where the job is kept)
+        fired._scheduler, fired._jobstore_alias = job._scheduler, job._jobstore_alias
+        fired.kwargs = {**job.kwargs, "fire_at": run_times[-1]}
+        events = run_job(fired, fired._jobstore_alias, run_times, self._logger.name)
+        if any(event.code == EVENT_JOB_ERROR for event in events):
+            self.jobstore.hold(job.id)
+        for event in events:
+            self._scheduler._dispatch_event(event)
 
 
 class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
@@ -140,6 +157,19 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         self.paused = False
         self.refused = 0
         """Writes refused because this replica no longer led."""
+        self._held: set[str] = set()
+
+    def hold(self, job_id: str) -> None:
+        """The job's fire failed: the loop's next move of it is refused (the job stays due; the scheduler
+        pauses until the leader's next pass, which fires it again)."""
+        self._held.add(job_id)
+
+    def _holding(self, job_id: str) -> bool:
+        if job_id not in self._held:
+            return False
+        self._held.discard(job_id)
+        self._pause(f"schedule job {job_id} not moved on: its fire failed")
+        return True
 
     def add_job(self, job: Job) -> None:
         if self.fence is None:
@@ -152,6 +182,8 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
                     raise ConflictingIdError(job.id) from None
 
     def update_job(self, job: Job) -> None:
+        if self._holding(job.id):
+            return
         if self.fence is None:
             return super().update_job(job)
         try:
@@ -165,6 +197,8 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
             self._pause(f"schedule job {job.id} not moved on: the store failed ({type(e).__name__})")
 
     def remove_job(self, job_id: str) -> None:
+        if self._holding(job_id):
+            return
         if self.fence is None:
             return super().remove_job(job_id)
         try:
@@ -249,7 +283,7 @@ class Schedules:
         """The schedule workflows the last ``register`` gave no job: key -> the reason."""
         self.jobstore = _FencedJobStore(engine.store, fence)
         self.scheduler = BackgroundScheduler(
-            jobstores={"default": self.jobstore}, executors={"default": _Executor()}, timezone=UTC,
+            jobstores={"default": self.jobstore}, executors={"default": _Executor(self.jobstore)}, timezone=UTC,
             job_defaults={"coalesce": True, "misfire_grace_time": 3600, "max_instances": 1},
         )
 
