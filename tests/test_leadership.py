@@ -196,9 +196,10 @@ def any_store(tmp_path: Path, store_url: str) -> Iterator[Kit]:
 def test_sqlite_leads_by_the_file_lock_and_writes_the_lease(tmp_path: Path, sqlite_url: str) -> None:
     """On SQLite a second process (a second lock on the file) follows; the lease row has the holder."""
     with kit(tmp_path, sqlite_url) as k:
-        one, two = Leadership(k.store, k.data_dir), Leadership(k.store, k.data_dir)
+        one, two = Leadership(k.store, k.data_dir), Leadership(k.store, tmp_path / "another-data-dir")
         assert one.held() and one.generation == 1 and one.held()
-        assert not two.held()
+        assert not two.held()  # the lock is beside the database, not in a data directory
+        assert one.lock_path == Path(f"{tmp_path / 'store.db'}-leader.lock")
         with k.store.read() as conn:
             assert conn.execute(select(leader.c.holder, leader.c.generation)).one() == (one.id, 1)
         one.release()
@@ -312,7 +313,10 @@ def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_leader(tmp_path: Path,
         old.start(paused=True)
         new: Schedules | None = None
         try:
-            # B takes over: on PostgreSQL once A's lease ran out, on SQLite by the file lock of its own data dir
+            # B takes over: on PostgreSQL once A's lease ran out, on SQLite once A's process is gone (its lock)
+            if k.store.dialect == "sqlite":
+                a._file.close()
+                a._file = None
             b = Leadership(k.store, tmp_path / "b", clock=k.clock.now)
             k.clock.advance(seconds=16)
             assert b.held() and b.generation == 2

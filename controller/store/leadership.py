@@ -36,6 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from controller import __version__
+from controller.datadir import PRIVATE_FILE
 from controller.errors import ConflictError, StoreError
 from controller.store.db import Store
 from controller.store.tables import as_utc, leader, replicas
@@ -178,12 +179,22 @@ class Leadership:
             log.info("took the leader lease (generation %d) as %s", generation, self.id)
         return generation
 
+    @property
+    def lock_path(self) -> Path:
+        """The SQLite lease's lock: beside the database file (every process serving that file, whatever its
+        data directory, locks the same one), or in the data directory for an in-memory database."""
+        database = self.store.engine.url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            return Path(f"{database}-leader.lock")
+        return self.data_dir / "leader.lock"
+
     def _file_lock(self) -> bool:
         """The lock beside a SQLite database: one leading process per store, held for the process's life."""
         if self._file is not None:
             return True
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.data_dir / "leader.lock", "w")  # noqa: SIM115 - held for the process's life
+        path = self.lock_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE), "w")  # held for the process's life
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
