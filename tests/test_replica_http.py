@@ -170,7 +170,6 @@ def test_the_rate_limit_holds_across_replicas_under_concurrent_deliveries(replic
     answers = _at_once([(replicas.urls[n % 2], "limited", body, _signed(secret, body)) for n, body in enumerate(bodies)])
     codes = Counter(a.status_code for a in answers)
     assert codes == {202: LIMIT, 429: len(bodies) - LIMIT}, [(a.status_code, a.text) for a in answers]
-    assert {a.url.split("/hooks")[0] for a in answers if a.status_code == 202} <= set(replicas.urls)
     refused = [a for a in answers if a.status_code == 429]
     assert all(a.json()["error"]["code"] == "rate_limited" and int(a.headers["Retry-After"]) > 3000 for a in refused)
     assert replicas.count(executions, "limited") == LIMIT

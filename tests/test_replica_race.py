@@ -108,6 +108,8 @@ def test_two_syncs_and_the_leader_racing_each_commit_write_each_version_once(tmp
     conflicts = 0
     winners: Counter[str] = Counter()  # which pass applied each commit
     history: list[tuple[str, dict[str, str | None]]] = []  # (sha, what the commit wrote)
+    syncs: list[subprocess.Popen[bytes]] = []
+    go = tmp_path / "go"
     try:
         until(lambda: ready(url) and _leads(pg_url), timeout=30)
         for number, (message, files) in enumerate(ROUNDS):
@@ -129,8 +131,17 @@ def test_two_syncs_and_the_leader_racing_each_commit_write_each_version_once(tmp
                 conflicts += err.decode().count("while this pass planned from")
                 winners[f"sync{i}"] += bool(json.loads(out)["applied"])
     finally:
+        go.touch()  # a failed round: no sync waits for ever for its start
+        for process in syncs:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
         leader.terminate()
-        leader.wait(20)  # a clean stop ends its pass: whatever it did is in the store now
+        try:
+            leader.wait(20)  # a clean stop ends its pass: whatever it did is in the store now
+        except subprocess.TimeoutExpired:
+            leader.kill()
+            raise
     state = read_store(pg_url, _state)
     leader_conflicts = (tmp_path / "serve" / "serve.log").read_text().count("while this pass planned from")
     winners["leader"] = len(ROUNDS) - sum(winners.values())

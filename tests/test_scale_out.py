@@ -32,6 +32,7 @@ import leasekit
 import pytest
 from conftest import PG_SKIP, PG_URL, _pg_schema_url
 from cryptography.fernet import Fernet
+from enginekit import read_store
 from gitutil import commit_files, make_repo
 from servers import free_port, until
 from sqlalchemy import func, select
@@ -101,7 +102,7 @@ def test_three_replicas_killed_at_random_and_the_leader_killed_run_everything_ex
     store = open_store(pg_url)
     writer = RecordService(Engine(store, data_dir=tmp_path / "writer"))
     replicas = [serve(i) for i in range(REPLICAS)]
-    kills, instants = 0, []
+    kills, instants, in_flight = 0, [], 0
     try:
         until(lambda: leasekit.leader_pid(pg_url) and leasekit.job(pg_url, JOB), timeout=60)  # the leader schedules
         for batch in range(TICKETS // BATCH):
@@ -109,13 +110,13 @@ def test_three_replicas_killed_at_random_and_the_leader_killed_run_everything_ex
                 writer.create("acme", "ticket", {"title": "t"})
             if batch % 4 == 1:  # five times in the run, a random follower at a random moment
                 time.sleep(rng.uniform(0.0, 1.5))
-                leading = leasekit.leader_pid(pg_url)
+                leading = until(lambda: leasekit.leader_pid(pg_url), timeout=30)  # (between two beats: none)
                 kill(rng.choice([i for i, r in enumerate(replicas) if r.pid != leading]))
                 kills += 1
             if batch == FIRST_FIRE:
                 instants.append(_fire(pg_url, lambda at: at in leasekit.fires(pg_url, "acme/tick")))
             if batch == LEADER_KILL:
-                _take_over(pg_url, replicas, kill, instants[0])
+                in_flight = _take_over(pg_url, replicas, kill, instants[0])
                 kills += 1
                 instants.append(_fire(pg_url, lambda at: at in leasekit.fires(pg_url, "acme/tick")))
         _until_succeeded(store, TICKETS, timeout=240)
@@ -136,6 +137,7 @@ def test_three_replicas_killed_at_random_and_the_leader_killed_run_everything_ex
     finally:
         store.close()
     assert kills == 6 and len(tickets) == TICKETS
+    assert in_flight > 0, "the leader was killed with executions running or waiting"
     per_ticket = Counter(str(t["trigger"]["record"]["id"]) for t in traces)
     assert len(traces) == TICKETS and set(per_ticket.values()) == {1}, "one execution per ticket"
     wrong = []
@@ -176,18 +178,27 @@ def _fire(url: str, done: Callable[[datetime], bool]) -> datetime:
 
 
 def _take_over(url: str, replicas: list[subprocess.Popen[bytes]], kill: Callable[[int], None],
-               fired: datetime) -> None:
+               fired: datetime) -> int:
     """kill -9 the leader (restarted as a follower), then make the ``fired`` instant due again, as if the
     leader died before moving its job on; another replica takes the lease and moves the job past that
-    instant (without firing it again: checked at the end)."""
-    leading = leasekit.leader_pid(url)
+    instant to the next one of its cadence (without firing it again: checked at the end). Returns how many
+    executions were running or waiting at the kill."""
+    leading = until(lambda: leasekit.leader_pid(url), timeout=30)
     victim = next(i for i, r in enumerate(replicas) if r.pid == leading)
+    in_flight = _in_flight(url)
     killed = time.monotonic()
     kill(victim)
     leasekit.job(url, JOB, due=fired)  # before the take-over: no new leader has registered the job yet
     until(lambda: leasekit.leader_pid(url) not in (None, leading), timeout=30)
     print(f"leader lease taken over {time.monotonic() - killed:.2f} s after kill -9 (ttl 2 s)")  # shown with -s
     until(lambda: (leasekit.job(url, JOB) or 0) > fired.timestamp(), timeout=30)
+    assert leasekit.job(url, JOB) == (fired + timedelta(minutes=5)).timestamp(), "moved on by its cadence"
+    return in_flight
+
+
+def _in_flight(url: str) -> int:
+    return read_store(url, lambda conn: int(conn.execute(select(func.count()).where(
+        executions.c.status.in_(["running", "waiting"]), executions.c.workflow_key == "acme/relay")).scalar_one()))
 
 
 def _until_succeeded(store: object, expected: int, timeout: float) -> None:
