@@ -41,7 +41,7 @@ from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from apscheduler.util import datetime_to_utc_timestamp
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, and_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -216,6 +216,27 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
         with self.store.tx() as conn:
             if self._leads(conn, "removed", "(all)"):
                 conn.execute(self.jobs_t.delete())
+
+    def _get_jobs(self, *conditions: Any) -> list[Job]:
+        """APScheduler's read of the jobs; a row this release cannot unpickle (another release's, in a rolling
+        upgrade) is deleted as APScheduler does, but under the fence: only the leader deletes it, and its next
+        pass registers the job again. A replica that no longer leads leaves it and pauses."""
+        if self.fence is None:
+            return list(super()._get_jobs(*conditions))
+        query = select(self.jobs_t.c.id, self.jobs_t.c.job_state).order_by(self.jobs_t.c.next_run_time)
+        jobs, unreadable = [], []
+        with self.engine.begin() as connection:
+            for row in connection.execute(query.where(and_(*conditions)) if conditions else query):
+                try:
+                    jobs.append(self._reconstitute_job(row.job_state))
+                except Exception:
+                    log.warning("schedule job %s cannot be read by this release", row.id, exc_info=True)
+                    unreadable.append(row.id)
+        if unreadable:
+            with self.store.tx() as conn:
+                if self._leads(conn, "removed (unreadable)", ", ".join(unreadable)):
+                    conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id.in_(unreadable)))
+        return jobs
 
     def _state(self, job: Job) -> dict[str, Any]:
         return {"next_run_time": datetime_to_utc_timestamp(job.next_run_time),
