@@ -3,7 +3,9 @@
 Parsing (ruamel's C loader) and validating (pydantic) are CPU-bound and hold the GIL, so threads
 would not help: :func:`load_all` hands chunks of ``(path, bytes)`` to a pool of processes and
 returns the :class:`~controller.reconcile.loader.Loaded` results in the order it was given them,
-the same values :func:`~controller.reconcile.loader.load` gives in-process. Below
+the same values :func:`~controller.reconcile.loader.load` gives in-process. The items may come as
+they are read (a generator): each chunk goes to a worker as soon as it is full, so the workers
+parse while the caller still reads files or blobs. Below
 :data:`PARALLEL_FROM` files, or on one core, it loads in-process: starting workers costs more than
 a few hundred files (a one-file sync never pays for a pool).
 
@@ -15,10 +17,11 @@ neither git nor the store.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 
 from controller.reconcile.loader import Loaded, WorkflowPath, bulk_loading, load
@@ -35,16 +38,29 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def load_all(items: Sequence[tuple[WorkflowPath, bytes]]) -> list[Loaded]:
-    """:func:`load` of every ``(where, data)``, in order; over a process pool when there are many."""
-    processes = min(cores(), -(-len(items) // CHUNK))
-    if len(items) < PARALLEL_FROM or processes < 2:
-        with bulk_loading():
+def load_all(items: Iterable[tuple[WorkflowPath, bytes]], expected: int | None = None) -> list[Loaded]:
+    """:func:`load` of every ``(where, data)``, in order; over a process pool when there are many.
+
+    ``expected`` is how many items an iterable without a length is likely to give: it only chooses
+    between the pool and in-process (both answer the same).
+    """
+    count = len(items) if expected is None else expected  # type: ignore[arg-type]
+    processes = min(cores(), -(-count // CHUNK))
+    # The parent too: it unpickles thousands of answers, and with the default thresholds the
+    # collector rescans them again and again (three quarters of the unpickling).
+    with bulk_loading():
+        if count < PARALLEL_FROM or processes < 2:
             return [load(where, data) for where, data in items]
-    method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
-    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(method)) as pool:
-        return [loaded for part in pool.map(_load_chunk, chunks) for loaded in part]
+        method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(method)) as pool:
+            parts = [pool.submit(_load_chunk, chunk) for chunk in _chunks(items)]
+            return [loaded for part in parts for loaded in part.result()]
+
+
+def _chunks(items: Iterable[tuple[WorkflowPath, bytes]]) -> Iterable[list[tuple[WorkflowPath, bytes]]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, CHUNK)):
+        yield chunk
 
 
 def _load_chunk(items: Iterable[tuple[WorkflowPath, bytes]]) -> list[Loaded]:

@@ -7,7 +7,7 @@ account, so a call to a workflow that exists elsewhere in it resolves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,9 +121,15 @@ def _loose(file: Path) -> WorkflowPath | None:
 
 def _load_all(top: Path, wheres: list[WorkflowPath]) -> list[Loaded]:
     """Read every file here, parse them over every core when there are many (:mod:`controller.reconcile.pool`)."""
-    read = [_read(top, where) for where in wheres]
-    readable = [(where, data) for where, data in zip(wheres, read) if isinstance(data, bytes)]
-    parsed = iter(pool.load_all(readable))
+    read: list[bytes | Loaded] = []
+
+    def readable() -> Iterator[tuple[WorkflowPath, bytes]]:  # read as the pool takes them: both at once
+        for where in wheres:
+            read.append(_read(top, where))
+            if isinstance(read[-1], bytes):
+                yield where, read[-1]
+
+    parsed = iter(pool.load_all(readable(), expected=len(wheres)))
     return [next(parsed) if isinstance(data, bytes) else data for data in read]
 
 
