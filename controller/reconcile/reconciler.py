@@ -235,7 +235,8 @@ class Reconciler:
         without looking each path up again) and parsed over every core when there are many."""
         links = {key: self._load(commit, where) for key, where in wanted.items() if entries[where.path].is_symlink}
         blobs = [(key, where) for key, where in wanted.items() if key not in links]
-        parsed = pool.load_all([(where, self.source.read_blob(entries[where.path].sha)) for _, where in blobs])
+        parsed = pool.load_all(((where, self.source.read_blob(entries[where.path].sha)) for _, where in blobs),
+                               expected=len(blobs))  # read as the pool takes them: both at once
         loaded = {key: item for (key, _), item in zip(blobs, parsed)}
         return {key: links.get(key) or loaded[key] for key in wanted}
 
