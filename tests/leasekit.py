@@ -17,6 +17,16 @@ from sqlalchemy import create_engine, inspect, select, text
 from controller.store.leadership import recent
 from controller.store.tables import executions, schedule_fires, workflows
 
+TICK = """apiVersion: workflows/v1
+kind: Workflow
+metadata: {name: tick}
+spec:
+  trigger: {type: schedule, every: 5m}
+  actions:
+    - {id: note, type: set, vars: {at: "{{ trigger.scheduled_at }}"}}
+"""
+JOB = "schedule:acme/tick"
+"""The job of the schedule workflow ``TICK`` (every 5 minutes; tests make it due by editing its row)."""
 
 def replicas(url: str) -> list[dict[str, object]]:
     """The replicas seen recently, leader first (``wfctl status --json``'s list)."""

@@ -16,8 +16,10 @@ stop the server on exit::
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -271,3 +273,16 @@ def http_server(tls: ssl.SSLContext | None = None) -> Iterator[HttpServer]:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
+
+
+def stop(processes: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+    """SIGTERM every process, then wait for each (a clean stop), killing one that outlasts ``timeout``."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)

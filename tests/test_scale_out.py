@@ -34,7 +34,8 @@ from conftest import PG_SKIP, PG_URL, _pg_schema_url
 from cryptography.fernet import Fernet
 from enginekit import read_store
 from gitutil import commit_files, make_repo
-from servers import free_port, until
+from leasekit import JOB, TICK
+from servers import free_port, stop, until
 from sqlalchemy import func, select
 
 from controller.engine.records import RecordService
@@ -53,15 +54,6 @@ spec:
     - {id: nap, type: wait, duration: 1s}
     - {id: flag, type: record.update, entity: ticket, record_id: "{{ record.id }}", set: {done: true}}
 """
-TICK = """apiVersion: workflows/v1
-kind: Workflow
-metadata: {name: tick}
-spec:
-  trigger: {type: schedule, every: 5m}
-  actions:
-    - {id: note, type: set, vars: {at: "{{ trigger.scheduled_at }}"}}
-"""
-JOB = "schedule:acme/tick"
 STEPS = ("make", "nap", "flag")
 TICKETS, BATCH, REPLICAS = 2000, 100, 3
 FIRST_FIRE, LEADER_KILL = 2, 11  # the batches after which the schedule fires, and after which the leader dies
@@ -121,13 +113,7 @@ def test_three_replicas_killed_at_random_and_the_leader_killed_run_everything_ex
                 instants.append(_fire(pg_url, lambda at: at in leasekit.fires(pg_url, "acme/tick")))
         _until_succeeded(store, TICKETS, timeout=240)
     finally:
-        for replica in replicas:
-            replica.send_signal(signal.SIGTERM)
-        for replica in replicas:
-            try:
-                replica.wait(20)
-            except subprocess.TimeoutExpired:
-                replica.kill()
+        stop(replicas)
     try:
         with store.read() as conn:
             rows = views.executions_list(conn, workflow="acme/relay", limit=100_000)

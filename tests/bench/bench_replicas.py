@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_engine import WORKFLOW, rows
 from gitutil import commit_files, make_repo
-from servers import free_port, ready
+from servers import free_port, ready, stop
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -94,13 +93,7 @@ def run(base_db: str, replicas: int, n: int, serve_args: list[str], tmp: Path) -
         _check(store, n)
         return {"replicas": replicas, "executions": n, "seconds": elapsed, "rate": n / elapsed}
     finally:
-        for server in servers:
-            server.send_signal(signal.SIGTERM)
-        for server in servers:
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop(servers)
         store.close()
         _drop(base_db, schema)
 

@@ -35,21 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import leasekit
 from bench_replicas import DEFAULT_DB, _drop, _schema
 from gitutil import commit_files, make_repo
-from servers import free_port
+from leasekit import JOB, TICK
+from servers import free_port, stop
 from sqlalchemy import func, select
 
 from controller.store import open_store
 from controller.store.tables import executions, leader, schedule_fires
-
-TICK = """apiVersion: workflows/v1
-kind: Workflow
-metadata: {name: tick}
-spec:
-  trigger: {type: schedule, every: 5m}
-  actions:
-    - {id: note, type: set, vars: {at: "{{ trigger.scheduled_at }}"}}
-"""
-JOB = "schedule:acme/tick"
 
 
 def _until(check: object, timeout: float, what: str) -> None:
@@ -111,13 +102,7 @@ def run(base_db: str, ttl: float, runs: int, replicas: int, serve_args: list[str
             servers[victim] = serve(victim)
         return figures
     finally:
-        for server in servers:
-            server.send_signal(signal.SIGTERM)
-        for server in servers:
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop(servers)
         store.close()
         _drop(base_db, schema)
 
