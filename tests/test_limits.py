@@ -306,3 +306,16 @@ def test_import_refuses_names_that_lead_outside_the_account_folder(repo: Any, tm
     done = _import(tmp_path, _document("w"), "--account", "acme")
     assert done.exit_code == 0, done.output
     assert (tmp_path / "repo" / PATH.format("w")).is_file()
+
+
+def test_a_key_merged_in_by_a_merge_key_is_a_located_problem_not_a_crash() -> None:
+    """``<<`` merges a key the model refuses: the problem is placed at the map it was merged into."""
+    from controller.reconcile.loader import WorkflowPath, load
+
+    text = ("apiVersion: workflows/v1\nkind: Workflow\nmetadata: {name: x}\nspec:\n"
+            "  trigger: {type: manual, entities: [ticket]}\n"
+            "  actions: [ {<<: {a: 1}, id: x, type: wait, duration: 1m} ]\n")
+    loaded = load(WorkflowPath("workflows.d/acme/x.yaml", "acme", "x"), text.encode())
+    assert not loaded.ok
+    [problem] = loaded.problems
+    assert (problem.line, problem.column) == (6, 14) and problem.field == "spec.actions[0].a", problem

@@ -28,6 +28,8 @@ def node_position(node: Any, loc: Loc) -> tuple[int, int]:
     line, col = 1, 1
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
+            if part not in node.lc.data:  # a key merged in by `<<`: placed at the map it was merged into
+                break
             line, col = node.lc.key(part)
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
             line, col = node.lc.item(part)
