@@ -370,3 +370,21 @@ def test_the_markdown_comment_keeps_a_records_text_as_text() -> None:
     assert not re.search(r"(?<!\\)[\[`]", shown.split("\n", 1)[1])  # no bracket or backtick left unescaped
     assert shown.count("|") - shown.count("\\|") == 12  # the table's own: 4 each in the header, rule and row
     assert "\n::error" not in render(report, "text")
+
+
+def test_a_workflow_called_by_the_change_runs_its_proposed_version(live: Live) -> None:
+    """The pull request adds a sub-workflow and calls it: the replay runs the proposed sub-workflow (its effect
+    appears), not "called workflow does not exist" as the applied side would have it."""
+    child = ("apiVersion: workflows/v1\nkind: Workflow\nmetadata: {name: open-task}\nspec:\n"
+             "  trigger: {type: manual, entities: [ticket]}\n  actions:\n"
+             "    - {id: make, type: record.create, entity: task, set: {title: \"{{ trigger.input.title }}\"}}\n")
+    parent = workflow(url=f"{live.hook.url}/crm") + (
+        "    - {id: task, type: workflow.call, workflow: open-task, input: {title: \"{{ record.title }}\"}}\n")
+    live.k.commit({PATH: parent, "workflows.d/acme/open-task.yaml": child}, "a sub-workflow and its call")
+    result = live.check("--format", "json")
+    assert result.exit_code == 0, result.output
+    [report] = [r for r in json.loads(result.stdout)["replays"] if r["workflow"] == "acme/escalate"]
+    groups = {(g["kind"], g["where"]): g for g in report["groups"]}
+    assert report["totals"]["newly_failing"] == 0
+    assert groups[("added", "task>acme/open-task:make")]["count"] == 50
+    assert groups[("added", "task>acme/open-task:make")]["examples"][0]["after"]["set.title"].startswith("printer ")

@@ -144,7 +144,10 @@ def _paths() -> dict[str, Any]:
                 "source": {"type": "string", "description": "the proposed workflow file"},
                 "path": {"type": "string"}, "limit": {"type": "integer", "minimum": 1},
                 "since": {"type": "string", "description": "a duration: only events this recent (24h)"},
-                "like": {"type": "string", "description": "ACCOUNT/NAME whose events to replay"}}},
+                "like": {"type": "string", "description": "ACCOUNT/NAME whose events to replay"},
+                "calls": {"type": "object", "additionalProperties": {"type": "string"},
+                          "description": "name -> proposed file of other workflows of the account the change "
+                                         "touches: a workflow.call of one runs its proposed version"}}},
             errors=(400, 403, 404, 422))},
         "/api/v1/workflows/{account}/{name}/resume": {"post": _op(
             "Resume a workflow the controller suspended (its mailbox or channel went away), once that is active again",

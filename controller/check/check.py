@@ -115,9 +115,10 @@ def run_check(top: Path, root: str, *, base: str | None, config: Config, now: Ca
             continue
         report.cases += _dry_run(top, key, loaded, directory, templates, now, report, config.outbound(account))
     if replay is not None:
-        for key in sorted(selected):
-            if key in loaded and loaded[key].ok and config.enabled("workflow_dry_run", key.split("/", 1)[0]):
-                _replay(replay, loaded[key], report)
+        proposed = {key: loaded[key] for key in sorted(selected) if key in loaded and loaded[key].ok}
+        for key, target in proposed.items():
+            if config.enabled("workflow_dry_run", target.where.account):
+                _replay(replay, target, _proposed_calls(target, proposed), report)
     if in_flight is not None:
         for change in report.changes:
             if change.change == "restored" and (busy := in_flight(change.id)):
@@ -160,18 +161,32 @@ def _dry_run(top: Path, key: str, loaded: Mapping[str, Loaded], directory: Direc
     return results
 
 
-def _replay(ask: ReplayAsk, target: Loaded, report: CheckReport) -> None:
-    """The controller's impact preview of one proposed file; another workflow's events when it has none."""
+def _proposed_calls(target: Loaded, proposed: Mapping[str, Loaded]) -> dict[str, str]:
+    """The proposed files of the changed workflows ``target`` calls, directly or through others, by name."""
+    account, found = target.where.account, {}
+    waiting = set(target.workflow.calls()) if target.workflow is not None else set()
+    while waiting:
+        other = proposed.get(f"{account}/{waiting.pop()}")
+        if other is not None and other.key != target.key and other.where.name not in found:
+            found[other.where.name] = other.source_text
+            waiting |= other.workflow.calls() if other.workflow is not None else set()
+    return found
+
+
+def _replay(ask: ReplayAsk, target: Loaded, calls: dict[str, str], report: CheckReport) -> None:
+    """The controller's impact preview of one proposed file (``calls``: the changed workflows it calls);
+    another workflow's events when it has none."""
     path = target.where.path
     try:
-        found = ask.fetch(target.key, target.source_text, path=path, limit=ask.limit, since=ask.since)
+        found = ask.fetch(target.key, target.source_text, path=path, limit=ask.limit, since=ask.since,
+                          calls=calls)
     except NotFoundError as e:  # another account than the token's: the controller shows it nothing
         report.notes.append(f"{target.key}: not replayed: {e}")
         return
     if found["events"] == 0 and ask.like and ask.like != target.key:
         try:
             found = ask.fetch(target.key, target.source_text, path=path, limit=ask.limit, since=ask.since,
-                              like=ask.like)
+                              like=ask.like, calls=calls)
         except WfcError as e:  # not there, another account, another trigger: the rest of the check goes on
             report.notes.append(f"{target.key}: not replayed with the events of {ask.like}: {e}")
             return

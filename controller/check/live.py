@@ -54,10 +54,11 @@ class ControllerClient:
         raise NotFoundError(f"{key} has no version {version} on {self.url}; see `wfctl history {key}`", workflow=key)
 
     def replay(self, key: str, source: str, *, path: str = "", limit: int, since: str | None = None,
-               like: str | None = None) -> dict[str, Any]:
-        """The controller's impact preview of the proposed ``source`` of workflow ``key`` (its report)."""
+               like: str | None = None, calls: dict[str, str] | None = None) -> dict[str, Any]:
+        """The controller's impact preview of the proposed ``source`` of workflow ``key`` (its report); ``calls``:
+        the proposed files of the account's other changed workflows, by name."""
         account, name = key.split("/", 1)
-        body = {"source": source, "path": path, "limit": limit, "since": since, "like": like}
+        body = {"source": source, "path": path, "limit": limit, "since": since, "like": like, "calls": calls or {}}
         return dict(self._send("POST", f"/api/v1/workflows/{account}/{name}/replay", json=body,
                                timeout=max(self.timeout, 120.0)))
 

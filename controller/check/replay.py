@@ -262,6 +262,11 @@ class Request:
     since: str | None = None  # a duration: only events this recent
     like: str | None = None  # ACCOUNT/NAME whose events to replay (a new workflow has none)
     values: bool = False  # the caller holds workflow.replay
+    calls: Mapping[str, str] = field(default_factory=dict)  # name -> proposed text of other workflows of the
+    # account the pull request changes: a workflow.call of one runs its proposed version too
+
+
+MAX_CALLS = 100  # proposed workflows besides the replayed one a request may carry
 
 
 def replay(store: Store, config: Config, request: Request, *, directory: Directory, now: Callable[[], datetime],
@@ -296,6 +301,14 @@ def outcomes(store: Store, config: Config, request: Request, *, directory: Direc
     proposed = load(WorkflowPath(request.path or f"{account}/{name}.yaml", account, name), request.source.encode())
     if not proposed.ok:
         raise DefinitionError(list(proposed.problems))
+    if len(request.calls) > MAX_CALLS:
+        raise UsageError(f"replay carries {len(request.calls)} other proposed workflows; at most {MAX_CALLS}")
+    changed: dict[str, Mapping[str, Any]] = {}
+    for other, text in request.calls.items():
+        loaded = load(WorkflowPath(f"{account}/{other}.yaml", account, other), text.encode())
+        if not loaded.ok:
+            raise DefinitionError(list(loaded.problems))
+        changed[other] = loaded.content
     try:
         since = now() - timedelta(seconds=parse_duration(request.since)) if request.since else None
     except (ValueError, OverflowError) as e:
@@ -329,13 +342,14 @@ def outcomes(store: Store, config: Config, request: Request, *, directory: Direc
     entries = _Remembered(directory)
     records = _once(read_record, known) if read_record is not None else None
 
-    def runner(own: Mapping[str, Any] | None) -> DryRunner:
-        """A runner whose calls of the workflow itself run ``own`` (the version under replay)."""
+    def runner(own: Mapping[str, Any] | None, others: Mapping[str, Mapping[str, Any]]) -> DryRunner:
+        """A runner whose calls run ``own`` for the workflow itself (the version under replay), ``others`` for
+        the workflows named there, and the applied version of any other."""
         return DryRunner(account=account, directory=entries, now=lambda: instant[0], templates=templates,
-                         definitions=lambda called: own if called == name else definitions(called),
+                         definitions=lambda called: own if called == name else others.get(called) or definitions(called),
                          read_record=records, outbound=config.outbound(account))
 
-    old, new = runner(applied), runner(proposed.content)
+    old, new = runner(applied, {}), runner(proposed.content, changed)
     budget, started_at = config.replay_budget_seconds, clock()
 
     def spent() -> bool:

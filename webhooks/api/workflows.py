@@ -163,6 +163,14 @@ def dry_run(account: str, name: str) -> Any:
     return run_dry(services().settings, key, record=record).view()
 
 
+def _texts(body: dict[str, Any], name: str) -> dict[str, str]:
+    """``body[name]``: an object of strings ({} when absent); PayloadError naming the field otherwise."""
+    found = field(body, name, dict, required=False) or {}
+    if not all(isinstance(value, str) for value in found.values()):
+        raise PayloadError(f"field {name!r} must map workflow names to the text of their files")
+    return dict(found)
+
+
 def _record(body: dict[str, Any]) -> tuple[str, str] | None:
     ref = field(body, "record", dict, required=False)
     if ref is None:
@@ -216,6 +224,6 @@ def replay(account: str, name: str) -> Any:
     asked = Request(key, field(body, "source", str), path=field(body, "path", str, required=False) or "",
                     limit=DEFAULT_LIMIT if limit is None else int(limit),
                     since=field(body, "since", str, required=False), like=like,
-                    values=caller().allows("workflow.replay"))
+                    values=caller().allows("workflow.replay"), calls=_texts(body, "calls"))
     return run_replay(found.store, config, asked, directory=directory_for(found.store, account),
                       now=found.engine.clock.now, read_record=record_reader(found.store))
