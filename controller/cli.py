@@ -299,7 +299,7 @@ def audit(settings: Settings, workflow: str, as_json: bool) -> None:
 @click.option("--message", "note", default=None, help="A note for the commit body.")
 @click.option("--controller", "controller_url", default=None, metavar="URL",
               help="Ask this running controller which executions are in flight (instead of --db).")
-@click.option("--token", default=None, help="API token for --controller (workflow.read).")
+@click.option("--token", default=None, envvar="WFC_TOKEN", help="API token for --controller (workflow.read).")
 @click.pass_obj
 def restore(settings: Settings, workflow: str, version: int, note: str | None, controller_url: str | None,
             token: str | None) -> None:

@@ -300,17 +300,23 @@ def test_a_killed_leader_is_replaced_and_schedules_fire_once_per_instant(tmp_pat
                 process.wait(15)
 
 
+@contextmanager
+def _ticking(tmp_path: Path, store_url: str) -> Iterator[tuple[Kit, str, Leadership]]:
+    """A store whose lease ``a`` holds (from this process), with the schedule workflow ``tick`` applied."""
+    with kit(tmp_path, store_url) as k:
+        a = lease(k)
+        assert a.held()
+        k.deploy({WF.format("tick"): TICK.format(name="tick")})
+        yield k, k.store.engine.url.render_as_string(hide_password=False), a
+
+
 @pytest.mark.parametrize("then", ["new leader", "leading again"])
 def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_leader(tmp_path: Path, store_url: str, then: str) -> None:
     """APScheduler's loop in a replica that lost the lease submits a due job (the fire is fenced out) and then
     moves the job on in the shared store: the store refuses that write, so the instant is still due and the
     leader fires it, once: the new leader, or the same replica once it leads again (its pass of register
     resumes the scheduler the refusal paused, rather than let it find the same job due again at once)."""
-    with kit(tmp_path, store_url) as k:
-        url = k.store.engine.url.render_as_string(hide_password=False)
-        a = lease(k)
-        assert a.held()
-        k.deploy({WF.format("tick"): TICK.format(name="tick")})
+    with _ticking(tmp_path, store_url) as (k, url, a):
         old = Schedules(k.engine, a.fence)
         old.start(paused=True)
         new: Schedules | None = None
@@ -358,11 +364,7 @@ def test_a_store_failure_around_a_fire_leaves_the_job_due_and_keeps_the_loop(tmp
     """The store fails in the fire (the job must not move past an instant that did not fire) or in the write that
     moves the job on (an error there would end APScheduler's loop thread for good): either way the scheduler
     pauses with the job still due, and the leader's next pass fires it, once."""
-    with kit(tmp_path, store_url) as k:
-        url = k.store.engine.url.render_as_string(hide_password=False)
-        a = lease(k)
-        assert a.held()
-        k.deploy({WF.format("tick"): TICK.format(name="tick")})
+    with _ticking(tmp_path, store_url) as (k, url, a):
         broken = {"now": False}
 
         def fence(conn: Any) -> int:
@@ -423,11 +425,7 @@ def test_a_job_row_this_release_cannot_read_is_deleted_only_by_the_leader(tmp_pa
 def test_a_schedule_job_moves_on_only_once_its_fire_committed(tmp_path: Path, store_url: str) -> None:
     """A slow fire: the loop moves the job past the instant only after the fire's row is committed, so a lease
     lost, a store error or a kill -9 between the two can never leave an instant that fired nowhere."""
-    with kit(tmp_path, store_url) as k:
-        url = k.store.engine.url.render_as_string(hide_password=False)
-        a = lease(k)
-        assert a.held()
-        k.deploy({WF.format("tick"): TICK.format(name="tick")})
+    with _ticking(tmp_path, store_url) as (k, url, a):
         at_move: list[dict[Any, Any]] = []
 
         def fence(conn: Any) -> int:

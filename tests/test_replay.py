@@ -82,6 +82,10 @@ class Live:
     def __init__(self, k: Kit, url: str, hook: HttpServer, bearers: dict[str, str], applied: str):
         self.k, self.url, self.hook, self.bearers, self.applied = k, url, hook, bearers, applied
 
+    def workflow(self, **changes: str) -> str:
+        """:func:`workflow` calling this controller's listener, with ``changes``."""
+        return workflow(url=f"{self.hook.url}/crm", **changes)
+
     def propose(self, text: str) -> None:
         """The pull request: a commit on top of what the controller applied (not synced)."""
         self.k.commit({PATH: text}, "proposed")
@@ -164,7 +168,7 @@ def test_the_controller_has_real_history(live: Live) -> None:
 
 def test_a_widened_when_shows_the_events_that_would_now_start(live: Live) -> None:
     before = effects(live)
-    live.propose(workflow(when="{{ record.priority in ['high', 'medium'] }}", url=f"{live.hook.url}/crm"))
+    live.propose(live.workflow(when="{{ record.priority in ['high', 'medium'] }}"))
     result = live.check("--format", "json")
     assert result.exit_code == 0, result.output
     report = live.replay(result)
@@ -179,7 +183,7 @@ def test_a_widened_when_shows_the_events_that_would_now_start(live: Live) -> Non
 
 
 def test_a_changed_recipient_names_the_field_and_the_values(live: Live) -> None:
-    live.propose(workflow(to="user:u_lead", url=f"{live.hook.url}/crm"))
+    live.propose(live.workflow(to="user:u_lead"))
     result = live.check("--format", "json")
     assert result.exit_code == 0, result.output
     report = live.replay(result)
@@ -193,7 +197,7 @@ def test_a_changed_recipient_names_the_field_and_the_values(live: Live) -> None:
 
 
 def test_a_template_error_on_some_records_fails_the_check(live: Live) -> None:
-    live.propose(workflow(subject="VIP ticket for {{ record.assignee.email }}", url=f"{live.hook.url}/crm"))
+    live.propose(live.workflow(subject="VIP ticket for {{ record.assignee.email }}"))
     result = live.check()
     assert result.exit_code == 1, result.output
     assert "the proposed version fails on 12 event(s) the applied one handled" in result.stdout
@@ -209,7 +213,7 @@ def test_a_template_error_on_some_records_fails_the_check(live: Live) -> None:
 
 
 def test_a_change_nothing_observable_depends_on_says_so(live: Live) -> None:
-    live.propose(workflow(description="Escalate urgent tickets to the lead", url=f"{live.hook.url}/crm"))
+    live.propose(live.workflow(description="Escalate urgent tickets to the lead"))
     result = live.check()
     assert result.exit_code == 0, result.output
     assert "impact preview of acme/escalate: of 100 recent ticket events: no observable change" in result.stdout
@@ -218,8 +222,7 @@ def test_a_change_nothing_observable_depends_on_says_so(live: Live) -> None:
 
 
 def test_without_workflow_replay_only_paths_and_counts_leave_the_controller(live: Live) -> None:
-    live.propose(workflow(to="user:u_lead", subject="VIP ticket for {{ record.assignee.email }}",
-                          url=f"{live.hook.url}/crm"))
+    live.propose(live.workflow(to="user:u_lead", subject="VIP ticket for {{ record.assignee.email }}"))
     redacted = live.check("--format", "json", token="read")
     assert redacted.exit_code == 1, redacted.output
     report = live.replay(redacted)
@@ -240,7 +243,7 @@ def test_without_workflow_replay_only_paths_and_counts_leave_the_controller(live
 
 
 def test_the_markdown_comment_matches_its_snapshot(live: Live) -> None:
-    live.propose(workflow(to="user:u_lead", url=f"{live.hook.url}/crm"))
+    live.propose(live.workflow(to="user:u_lead"))
     result = live.check("--format", "markdown")
     assert result.exit_code == 0, result.output
     if os.environ.get("WFC_UPDATE_SNAPSHOTS"):  # after a deliberate change of the format: read the diff
@@ -249,7 +252,7 @@ def test_the_markdown_comment_matches_its_snapshot(live: Live) -> None:
 
 
 def test_a_new_workflow_replays_the_events_of_one_like_it(live: Live) -> None:
-    live.k.commit({"workflows.d/acme/escalate-copy.yaml": workflow(url=f"{live.hook.url}/crm").replace(
+    live.k.commit({"workflows.d/acme/escalate-copy.yaml": live.workflow().replace(
         "name: escalate", "name: escalate-copy")}, "a new workflow")
     plain = live.check("--format", "json")
     assert "acme/escalate-copy: no recent events to replay; pass --replay-like" in plain.stdout
@@ -282,7 +285,7 @@ def test_the_time_budget_cuts_a_replay_short_and_says_so(live: Live) -> None:
     out, and the event the budget ran out in is not half-counted."""
     looks = iter(range(10_000))
     config = replace(live.k.engine.config, replay_budget="3s")
-    asked = Request("acme/escalate", workflow(url=f"{live.hook.url}/crm"), limit=50, values=True)
+    asked = Request("acme/escalate", live.workflow(), limit=50, values=True)
     report = replay(live.k.store, config, asked, directory=StoreDirectory(live.k.store), now=live.k.clock.now,
                     clock=lambda: 0.0 if next(looks) < 40 else 10.0)  # the budget is gone at the 40th look
     assert report["events"] == 50 and report["truncated"] is True
@@ -291,7 +294,7 @@ def test_the_time_budget_cuts_a_replay_short_and_says_so(live: Live) -> None:
 
 def test_the_token_can_come_from_the_environment_as_in_the_ci_job(live: Live) -> None:
     """deploy/ci's impact-preview job passes the token as WFC_TOKEN, never on the command line."""
-    live.propose(workflow(to="user:u_lead", url=f"{live.hook.url}/crm"))
+    live.propose(live.workflow(to="user:u_lead"))
     result = CliRunner(env={"WFC_TOKEN": live.bearers["read"]}).invoke(
         cli, ["--repo", str(live.k.path), "check", "--base", "HEAD~1", "--controller", live.url, "--replay", "10",
               "--format", "markdown"])
@@ -304,7 +307,7 @@ def test_the_token_can_come_from_the_environment_as_in_the_ci_job(live: Live) ->
 def test_replaying_the_applied_version_reproduces_the_controllers_own_decisions(live: Live) -> None:
     """Parity: the replay decides with admission's own functions, so the applied version starts exactly the events
     the controller started and filters exactly those it filtered."""
-    asked = Request("acme/escalate", workflow(url=f"{live.hook.url}/crm"), limit=1000)
+    asked = Request("acme/escalate", live.workflow(), limit=1000)
     replayed = outcomes(live.k.store, live.k.engine.config, asked, directory=StoreDirectory(live.k.store),
                         now=live.k.clock.now)
     assert len(replayed.pairs) == replayed.events == 100
@@ -314,12 +317,12 @@ def test_replaying_the_applied_version_reproduces_the_controllers_own_decisions(
 
 
 def test_a_trigger_that_no_longer_takes_the_events_and_a_disabled_workflow_stop_them(live: Live) -> None:
-    live.propose(workflow(url=f"{live.hook.url}/crm").replace("events: [created]", "events: [updated]"))
+    live.propose(live.workflow().replace("events: [created]", "events: [updated]"))
     report = live.replay(live.check("--format", "json"))
     assert report["totals"]["would_stop"] == 50 and report["totals"]["proposed_starts"] == 0
     [stop] = [g for g in report["groups"] if g["kind"] == "stop"]
     assert stop["examples"][0]["reason"] == "its trigger (record ticket updated) does not take this record event"
-    live.propose(workflow(url=f"{live.hook.url}/crm").replace("spec:\n", "spec:\n  enabled: false\n"))
+    live.propose(live.workflow().replace("spec:\n", "spec:\n  enabled: false\n"))
     report = live.replay(live.check("--format", "json"))
     assert report["totals"]["would_stop"] == 50
     assert {g["examples"][0]["reason"] for g in report["groups"] if g["kind"] == "stop"} == {
@@ -327,7 +330,7 @@ def test_a_trigger_that_no_longer_takes_the_events_and_a_disabled_workflow_stop_
 
 
 def test_a_when_that_cannot_be_evaluated_is_a_failure_not_a_filter(live: Live) -> None:
-    live.propose(workflow(when="{{ record.nothing.deeper == 1 }}", url=f"{live.hook.url}/crm"))
+    live.propose(live.workflow(when="{{ record.nothing.deeper == 1 }}"))
     result = live.check()
     assert result.exit_code == 1, result.output
     assert "fails on 100 event(s) the applied one handled" in result.stdout
@@ -378,7 +381,7 @@ def test_a_workflow_called_by_the_change_runs_its_proposed_version(live: Live) -
     child = ("apiVersion: workflows/v1\nkind: Workflow\nmetadata: {name: open-task}\nspec:\n"
              "  trigger: {type: manual, entities: [ticket]}\n  actions:\n"
              "    - {id: make, type: record.create, entity: task, set: {title: \"{{ trigger.input.title }}\"}}\n")
-    parent = workflow(url=f"{live.hook.url}/crm") + (
+    parent = live.workflow() + (
         "    - {id: task, type: workflow.call, workflow: open-task, input: {title: \"{{ record.title }}\"}}\n")
     live.k.commit({PATH: parent, "workflows.d/acme/open-task.yaml": child}, "a sub-workflow and its call")
     result = live.check("--format", "json")

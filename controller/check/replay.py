@@ -8,9 +8,9 @@ started executions and of triggers the ``when`` filtered) both versions are dry-
 :func:`compare` lists the :class:`Difference` s. :func:`summarise` groups them into what a reviewer reads in
 ten seconds: totals, one sentence per group, two or three example events each.
 
-Each version decides as the live controller would: the listeners' matching (:func:`controller.engine.triggers.listens`),
-``spec.enabled``, then the ``when`` through admission's own function (:func:`controller.engine.scope.admission_when`), at
-the event's own time. The steps see the record as the event carried it (the trigger's snapshot), not as it is now:
+Each version decides as the live controller would: the listeners' matching
+(:func:`controller.engine.triggers.listens`), ``spec.enabled``, then the ``when`` through admission's own function
+(:func:`controller.engine.scope.trigger_when`), at the event's own time. The steps see the record as the event carried it (the trigger's snapshot), not as it is now:
 the stored record already holds what the applied version's steps wrote. A ``record.update`` step's output is the
 stored record with the step's fields, as in a real run.
 
@@ -370,14 +370,7 @@ class _Remembered:
     """A directory that asks the real one once per reference (for the length of one replay)."""
 
     def __init__(self, real: Directory):
-        self._real = real
-        self._found: dict[tuple[str, str], DirectoryEntry | None] = {}
-
-    def get(self, account: str, ref: str) -> DirectoryEntry | None:
-        key = (account, ref)
-        if key not in self._found:
-            self._found[key] = self._real.get(account, ref)
-        return self._found[key]
+        self.get: Callable[[str, str], DirectoryEntry | None] = _once(real.get)
 
 
 def _once(read: Callable[..., Any], known: Mapping[tuple[Any, ...], Any] | None = None) -> Callable[..., Any]:
@@ -434,7 +427,7 @@ def _outcome(runner: DryRunner, name: str, definition: Mapping[str, Any], versio
     if not spec.get("enabled", True):
         return Outcome(False, "disabled (spec.enabled: false)")
     if trigger.get("type") in FILTERED_KINDS:
-        decided = scopes.admission_when(runner.interpreter.templates, spec["trigger"], workflow=key, version=version,
+        decided = scopes.trigger_when(runner.interpreter.templates, spec["trigger"], workflow=key, version=version,
                                         trigger=trigger, now=event.at)
         if decided.broken:  # the controller would not start it, and would say why: a failure of the version
             return Outcome(False, decided.reason, failed=True, error=decided.reason)

@@ -48,7 +48,7 @@ def run_case(runner: DryRunner, name: str, definition: Mapping[str, Any], case: 
     trigger, record = trigger_for(spec, case, record, synthetic=synthetic, now=runner.interpreter.now())
     outcome = CaseResult(key, case.name, synthetic=synthetic)
     unknown = unknown_actions(runner, definition, case.expect)
-    started, why = when_of(runner, key, spec, trigger, record)
+    started, why = _when(runner, key, spec, trigger, record)
     if not started:
         outcome.started = False
         outcome.mismatches = list(unknown)
@@ -153,10 +153,9 @@ def _flatten(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return flat
 
 
-def when_of(runner: DryRunner, key: str, spec: Mapping[str, Any], trigger: dict[str, Any],
+def _when(runner: DryRunner, key: str, spec: Mapping[str, Any], trigger: dict[str, Any],
           record: dict[str, Any] | None) -> tuple[bool, str]:
-    """The trigger's ``when``, over the same scope admission evaluates it in."""
-    scope = scopes.build(workflow=key, version=None, trigger=trigger, record=record, now=runner.interpreter.now(),
-                         execution={"id": None, "dry_run": True})
-    decided = scopes.when(runner.interpreter.templates, spec, scope)
+    """The trigger's ``when``, by admission's function, over the scope of a dry run."""
+    decided = scopes.trigger_when(runner.interpreter.templates, spec, workflow=key, version=None, trigger=trigger,
+                                  now=runner.interpreter.now(), record=record, execution={"id": None, "dry_run": True})
     return decided.started, "" if decided.started else f"not started: {decided.reason}"

@@ -261,7 +261,7 @@ class Admission:
     def when(self, target: Target, definition: Mapping[str, Any], trigger: Mapping[str, Any],
              now: datetime) -> scopes.When:
         """The trigger's ``when`` over the scope the run would have."""
-        decided = scopes.admission_when(self.templates, definition["spec"]["trigger"], workflow=target.key,
+        decided = scopes.trigger_when(self.templates, definition["spec"]["trigger"], workflow=target.key,
                                         version=target.version, trigger=trigger, now=now)
         if decided.broken:
             log.warning("%s: not started: %s", target.key, decided.reason)

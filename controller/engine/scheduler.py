@@ -174,48 +174,57 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     def add_job(self, job: Job) -> None:
         if self.fence is None:
             return super().add_job(job)
-        with self.store.tx() as conn:  # (BEGIN IMMEDIATE on SQLite: the fence reads before the write)
-            if self._leads(conn, "added", job.id):
-                try:
-                    conn.execute(self.jobs_t.insert().values(id=job.id, **self._state(job)))
-                except IntegrityError:
-                    raise ConflictingIdError(job.id) from None
+
+        def add(conn: Connection) -> None:
+            try:
+                conn.execute(self.jobs_t.insert().values(id=job.id, **self._state(job)))
+            except IntegrityError:
+                raise ConflictingIdError(job.id) from None
+
+        self._write("added", job.id, add)
 
     def update_job(self, job: Job) -> None:
         if self._holding(job.id):
             return
         if self.fence is None:
             return super().update_job(job)
-        try:
-            with self.store.tx() as conn:  # (BEGIN IMMEDIATE on SQLite: the fence reads before the write)
-                if self._leads(conn, "moved on", job.id):
-                    moved = conn.execute(self.jobs_t.update().values(**self._state(job))
-                                         .where(self.jobs_t.c.id == job.id))
-                    if moved.rowcount == 0:
-                        raise JobLookupError(job.id)
-        except (StoreError, SQLAlchemyError) as e:  # the store went away: keep the loop's thread, as a refusal does
-            self._pause(f"schedule job {job.id} not moved on: the store failed ({type(e).__name__})")
+
+        def move(conn: Connection) -> None:
+            moved = conn.execute(self.jobs_t.update().values(**self._state(job)).where(self.jobs_t.c.id == job.id))
+            if moved.rowcount == 0:
+                raise JobLookupError(job.id)
+
+        self._write("moved on", job.id, move, in_loop=True)
 
     def remove_job(self, job_id: str) -> None:
         if self._holding(job_id):
             return
         if self.fence is None:
             return super().remove_job(job_id)
-        try:
-            with self.store.tx() as conn:
-                if not self._leads(conn, "removed", job_id):
-                    return
-                if conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id)).rowcount == 0:
-                    raise JobLookupError(job_id)
-        except (StoreError, SQLAlchemyError) as e:
-            self._pause(f"schedule job {job_id} not removed: the store failed ({type(e).__name__})")
+
+        def remove(conn: Connection) -> None:
+            if conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id == job_id)).rowcount == 0:
+                raise JobLookupError(job_id)
+
+        self._write("removed", job_id, remove, in_loop=True)
 
     def remove_all_jobs(self) -> None:
         if self.fence is None:
             return super().remove_all_jobs()
-        with self.store.tx() as conn:
-            if self._leads(conn, "removed", "(all)"):
-                conn.execute(self.jobs_t.delete())
+        self._write("removed", "(all)", lambda conn: conn.execute(self.jobs_t.delete()))
+
+    def _write(self, change: str, job_id: str, write: Callable[[Connection], Any], *, in_loop: bool = False) -> None:
+        """``write`` in one transaction after the fence (BEGIN IMMEDIATE on SQLite: the fence reads before the
+        write); nothing when this replica no longer leads. ``in_loop``: APScheduler's loop makes this write,
+        whose thread a store error would end for good, so the error pauses the scheduler as a refusal does."""
+        try:
+            with self.store.tx() as conn:
+                if self._leads(conn, change, job_id):
+                    write(conn)
+        except (StoreError, SQLAlchemyError) as e:
+            if not in_loop:
+                raise
+            self._pause(f"schedule job {job_id} not {change}: the store failed ({type(e).__name__})")
 
     def _get_jobs(self, *conditions: Any) -> list[Job]:
         """APScheduler's read of the jobs; a row this release cannot unpickle (another release's, in a rolling
@@ -233,9 +242,8 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
                     log.warning("schedule job %s cannot be read by this release", row.id, exc_info=True)
                     unreadable.append(row.id)
         if unreadable:
-            with self.store.tx() as conn:
-                if self._leads(conn, "removed (unreadable)", ", ".join(unreadable)):
-                    conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id.in_(unreadable)))
+            self._write("removed (unreadable)", ", ".join(unreadable),
+                        lambda conn: conn.execute(self.jobs_t.delete().where(self.jobs_t.c.id.in_(unreadable))))
         return jobs
 
     def _state(self, job: Job) -> dict[str, Any]:

@@ -42,13 +42,16 @@ class When(NamedTuple):
     broken: bool = False  # the condition could not be evaluated (a template error), rather than false
 
 
-def admission_when(templates: Templates, trigger_spec: Mapping[str, Any], *, workflow: str, version: int | None,
-                   trigger: Mapping[str, Any], now: datetime) -> When:
-    """The trigger's ``when`` as admission decides it, over the scope the run would have: the one function the
-    live engine and the impact preview's replay (:mod:`controller.check.replay`) both call."""
+def trigger_when(templates: Templates, trigger_spec: Mapping[str, Any], *, workflow: str, version: int | None,
+                 trigger: Mapping[str, Any], now: datetime, record: Mapping[str, Any] | None = None,
+                 execution: Mapping[str, Any] | None = None) -> When:
+    """The trigger's ``when`` over the scope the run would have (``record``: the trigger's own unless given):
+    the one function admission, the impact preview's replay (:mod:`controller.check.replay`) and the dry run
+    of test cases call."""
     if not trigger_spec.get("when"):
         return When(True)
-    scope = build(workflow=workflow, version=version, trigger=trigger, record=trigger.get("record"), now=now)
+    scope = build(workflow=workflow, version=version, trigger=trigger,
+                  record=trigger.get("record") if record is None else record, now=now, execution=execution)
     return when(templates, trigger_spec, scope)
 
 

@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -41,10 +40,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
+from conftest import _pg_schema_url
 from enginekit import DIRECTORY, Kit, kit
 from servers import http_server
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from controller.check.replay import Request, replay
 from controller.check.target import directory_for, record_reader
@@ -94,21 +92,11 @@ spec:
 
 @contextmanager
 def store_url(tmp: Path, db: str | None) -> Iterator[str]:
-    """A SQLite file, or a fresh schema of ``db`` (PostgreSQL) dropped afterwards (as tests/conftest.py does)."""
+    """A SQLite file, or a fresh schema of ``db`` (PostgreSQL) dropped afterwards (tests/conftest.py's)."""
     if db is None:
         yield f"sqlite:///{tmp / 'store.db'}"
         return
-    schema = f"bench_replay_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(db, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield make_url(db).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    yield from _pg_schema_url(db)
 
 
 def history(k: Kit, events: int) -> dict[str, int]:
