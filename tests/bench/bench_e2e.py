@@ -129,9 +129,13 @@ def peak_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def python_client(port: int, lines: list[tuple[int, str, bytes]], until: float, out: Any) -> None:
+def python_client(port: int, lines: list[tuple[int, str, bytes]], seconds: float, ready: Any, go: Any,
+                  out: Any) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     latencies, statuses = [], {}
+    ready.put(None)
+    go.wait()  # (the clock starts once every client process is up: spawning 16 takes seconds)
+    until = time.perf_counter() + seconds
     for ts, sig, body in lines:
         if time.perf_counter() >= until:
             break
@@ -147,13 +151,15 @@ def python_client(port: int, lines: list[tuple[int, str, bytes]], until: float, 
 
 def run_python(port: int, signed: list[tuple[int, str, bytes]], connections: int, seconds: float) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
-    out = context.Queue()
-    until = time.perf_counter() + seconds
-    began = time.perf_counter()
-    procs = [context.Process(target=python_client, args=(port, signed[n::connections], until, out))
+    out, ready, go = context.Queue(), context.Queue(), context.Event()
+    procs = [context.Process(target=python_client, args=(port, signed[n::connections], seconds, ready, go, out))
              for n in range(connections)]
     for proc in procs:
         proc.start()
+    for _ in procs:
+        ready.get()
+    began = time.perf_counter()
+    go.set()
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     for _ in procs:
@@ -186,6 +192,15 @@ def run_wrk(port: int, signed: list[tuple[int, str, bytes]], connections: int, s
                          capture_output=True, text=True, check=True).stdout
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
+
+
+def record_profile(pid: int, out: str, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy recording process ``pid`` (and its children) into ``out`` for ``seconds``: speedscope for
+    ``.json``, a flame graph for ``.svg``, else raw collapsed stacks; ``PYSPY_ARGS`` adds options."""
+    fmt = {".json": "speedscope", ".svg": "flamegraph"}.get(Path(out).suffix, "raw")
+    return subprocess.Popen(["py-spy", "record", "--subprocesses", "-o", out, "-f", fmt, "-d", str(int(seconds)),
+                             "-p", str(pid), *shlex.split(os.environ.get("PYSPY_ARGS", ""))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -235,12 +250,7 @@ def main() -> None:
         # Warm-up (not counted in the figures, counted in the check): connections, caches, first compiles.
         warm = run_python(port, signed[-200:], 4, 2.0)
         signed = signed[:-200]
-        spy = None
-        if args.profile:
-            spy = subprocess.Popen(["py-spy", "record", "--subprocesses", "-o", args.profile, "-f",
-                                    {".json": "speedscope", ".svg": "flamegraph"}.get(Path(args.profile).suffix, "raw"),
-                                    "-d", str(int(args.seconds)), "-p", str(serve.pid), *shlex.split(os.environ.get("PYSPY_ARGS", ""))],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = record_profile(serve.pid, args.profile, args.seconds) if args.profile else None
         from sqlalchemy import func, select
 
         from controller.store import open_store
