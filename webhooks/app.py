@@ -54,6 +54,7 @@ def create_app(settings: Settings, store: Store, engine: Engine, *, controller: 
     app.config.update(SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_NAME="wfctl_ui",
                       SESSION_COOKIE_SECURE=env.get("WFC_CONSOLE_SECURE_COOKIE", "") == "1")
     app.register_blueprint(api_blueprint)
+    app.wsgi_app = hooks.FastHooks(app.wsgi_app, found)  # type: ignore[method-assign]
     return app
 
 

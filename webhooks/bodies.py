@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 from flask import request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -18,10 +19,14 @@ REQUEST_LIMIT = 25 * 1024 * 1024
 
 def raw_body(limit: int) -> bytes:
     """The body, or 413 when it is over ``limit`` bytes (before reading it when the length is declared)."""
-    declared = request.content_length
+    return read_body(request.content_length, lambda: request.stream, limit)
+
+
+def read_body(declared: int | None, stream: Callable[[], IO[bytes]], limit: int) -> bytes:
+    """:func:`raw_body` of a request whose Content-Length is ``declared`` and whose body ``stream()`` opens."""
     if declared is not None and declared > limit:
         raise _too_large(limit)
-    data = request.stream.read(limit + 1)
+    data = stream().read(limit + 1)
     if len(data) > limit:
         raise _too_large(limit)
     return data

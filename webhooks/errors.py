@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -46,10 +47,9 @@ STATUS: tuple[tuple[type[WfcError], int, str], ...] = (
 )
 
 
-def error_response(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
-    response.status_code = status
-    return response
+def error_json(code: str, message: str) -> dict[str, Any]:
+    """The body of every error answer."""
+    return {"error": {"code": code, "message": message}}
 
 
 def status_of(error: WfcError) -> tuple[int, str]:
@@ -59,34 +59,60 @@ def status_of(error: WfcError) -> tuple[int, str]:
     return 500, "internal"
 
 
-def _wfc_error(error: WfcError) -> Response:
+Answer = tuple[int, dict[str, Any], dict[str, str]]
+"""An answer before it is a response: status, JSON body, extra headers."""
+
+
+def wfc_answer(error: WfcError, method: str, path: str) -> Answer:
+    """The answer to ``error`` raised by ``method path`` (a 5xx is logged)."""
     status, code = status_of(error)
     if status >= 500:
-        log.error("%s %s: %s", request.method, request.path, error)
-    response = error_response(status, code, str(error))
-    if isinstance(error, AuthError) and status == 401 and request.path.startswith("/api/"):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="wfctl"'
+        log.error("%s %s: %s", method, path, error)
+    headers = {}
+    if isinstance(error, AuthError) and status == 401 and path.startswith("/api/"):
+        headers["WWW-Authenticate"] = 'Bearer realm="wfctl"'
     if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(error.retry_after)
+        headers["Retry-After"] = str(error.retry_after)
+    return status, error_json(code, str(error)), headers
+
+
+def http_answer(error: HTTPException) -> Answer:
+    """The answer to one of werkzeug's HTTP errors (404 for an unknown path, 405, 413)."""
+    status = error.code or 500
+    code = (error.name or "error").lower().replace(" ", "_").replace("'", "")
+    allowed = getattr(error, "valid_methods", None)
+    headers = {"Allow": ", ".join(allowed)} if allowed else {}  # a 405 says which methods the path takes
+    return status, error_json(code, error.description or error.name), headers
+
+
+def unexpected_answer(method: str, path: str) -> Answer:
+    """A 500 for an exception no handler expected (call it in the ``except``): logged with a request id,
+    which the message names, never the traceback."""
+    request_id = uuid.uuid4().hex[:12]
+    log.exception("request %s: %s %s failed", request_id, method, path)
+    return 500, error_json("internal", f"internal error (request id {request_id}); the server log has the details"), {}
+
+
+def _response(answer: Answer) -> Response:
+    status, body, headers = answer
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers)
     return response
+
+
+def _wfc_error(error: WfcError) -> Response:
+    return _response(wfc_answer(error, request.method, request.path))
 
 
 def _http_error(error: HTTPException) -> Response:
-    status = error.code or 500
-    code = (error.name or "error").lower().replace(" ", "_").replace("'", "")
-    response = error_response(status, code, error.description or error.name)
-    allowed = getattr(error, "valid_methods", None)
-    if allowed:  # 405 says which methods the path takes
-        response.headers["Allow"] = ", ".join(allowed)
-    return response
+    return _response(http_answer(error))
 
 
 def _unexpected(error: Exception) -> Response:
     if isinstance(error, HTTPException):  # pragma: no cover - Flask routes these to _http_error
         return _http_error(error)
-    request_id = uuid.uuid4().hex[:12]
-    log.exception("request %s: %s %s failed", request_id, request.method, request.path)
-    return error_response(500, "internal", f"internal error (request id {request_id}); the server log has the details")
+    return _response(unexpected_answer(request.method, request.path))
 
 
 def init_app(app: Flask) -> None:
