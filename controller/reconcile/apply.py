@@ -17,6 +17,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from controller.errors import ConflictError
 from controller.reconcile import conditions
+from controller.reconcile.loader import bulk_loading
 from controller.reconcile.plan import BlockedOp, DeleteOp, InvalidOp, Plan, VersionOp
 from controller.reconcile.state import read_source
 from controller.source import CommitInfo
@@ -49,31 +50,46 @@ def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime, ve
             f"source {meta.name!r} moved to {current.last_attempted_commit} while this pass planned from "
             f"{plan.base}; run the pass again"
         )
-    ids = _workflow_rows(conn, plan, now)
-    _insert_versions(conn, plan, ids, now, verified.signers if verified else {})
-    _insert_audit(conn, plan, ids)
-    _update_workflows(conn, plan, ids, now)
-    _update_source(conn, meta, current.id, current.conditions, plan.head.sha, now,
-                   verified.summary() if verified else None, verifying)
+    with bulk_loading():  # thousands of rows on a first sync: no collections rescanning the plan meanwhile
+        ids = _write_workflows(conn, plan, now)
+        _insert_versions(conn, plan, ids, now, verified.signers if verified else {})
+        _insert_audit(conn, plan, ids)
+        _update_source(conn, meta, current.id, current.conditions, plan.head.sha, now,
+                       verified.summary() if verified else None, verifying)
 
 
-def _workflow_rows(conn: Connection, plan: Plan, now: datetime) -> dict[str, tuple[int, list[Any]]]:
-    """key -> (id, previous conditions) for every touched workflow, inserting new ones."""
+def _write_workflows(conn: Connection, plan: Plan, now: datetime) -> dict[str, int]:
+    """Every touched workflow's row as the plan leaves it; key -> id.
+
+    Existing rows are updated and new ones inserted as they end (not inserted blank, then updated:
+    a first sync writes each row once), one executemany each, the ids coming back by RETURNING.
+    """
     keys = sorted(plan.outcome)
     existing = _ids(conn, keys)
-    new = [plan.outcome[k] for k in keys if k not in existing]
+    changed: list[dict[str, Any]] = []
+    new: list[dict[str, Any]] = []
+    for key in keys:
+        w = plan.outcome[key]
+        wid, previous = existing.get(key, (None, []))
+        row = {
+            "path": w.path, "version": w.version, "content_hash": w.content_hash, "enabled": w.enabled,
+            "trigger_type": w.trigger_type, "calls": list(w.calls), "deleted": w.deleted, "sync": w.sync,
+            "message": w.message, "conditions": conditions.for_workflow(previous, now, w.sync, w.message, w.version),
+            "last_applied_commit": w.last_applied_commit, "blocked_commit": w.blocked_commit,
+            "last_attempted_commit": plan.attempted.get(key, w.last_applied_commit), "updated_at": now,
+        }
+        if wid is None:
+            new.append({"key": key, "account": w.account, "name": w.name, "created_at": now, **row})
+        else:
+            changed.append({"b_id": wid, **row})
+    ids = {key: wid for key, (wid, _) in existing.items()}
+    if changed:
+        # executemany: SET takes the row keys that name columns; WHERE binds "b_id".
+        conn.execute(update(workflows).where(workflows.c.id == bindparam("b_id")), changed)
     if new:
-        conn.execute(
-            insert(workflows),
-            [
-                {"key": w.key, "account": w.account, "name": w.name, "path": w.path, "version": 0, "enabled": False,
-                 "calls": [], "deleted": False, "sync": "Synced", "message": "", "conditions": [],
-                 "created_at": now, "updated_at": now}
-                for w in new
-            ],
-        )
-        existing.update(_ids(conn, [w.key for w in new]))
-    return existing
+        ids.update({key: wid for key, wid in conn.execute(insert(workflows).returning(workflows.c.key, workflows.c.id),
+                                                          new)})
+    return ids
 
 
 def _ids(conn: Connection, keys: list[str]) -> dict[str, tuple[int, list[Any]]]:
@@ -85,10 +101,10 @@ def _ids(conn: Connection, keys: list[str]) -> dict[str, tuple[int, list[Any]]]:
     return found
 
 
-def _insert_versions(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]], now: datetime,
+def _insert_versions(conn: Connection, plan: Plan, ids: Mapping[str, int], now: datetime,
                      signers: Mapping[str, Verdict]) -> None:
     rows = [
-        {"workflow_id": ids[op.key][0], "version": op.version, "commit": op.commit.sha, "author": op.commit.author,
+        {"workflow_id": ids[op.key], "version": op.version, "commit": op.commit.sha, "author": op.commit.author,
          "author_email": op.commit.author_email, "committed_at": op.commit.committed_at, "summary": op.commit.summary,
          "path": op.path, "content": op.content, "content_hash": op.content_hash, "source_text": op.source_text,
          "restored_from": op.restored_from, "created_at": now, **_signer(signers.get(op.commit.sha))}
@@ -106,8 +122,8 @@ def _signer(verdict: Verdict | None) -> dict[str, str | None]:
     return {"signer": verdict.signer or None, "signing_key": verdict.key or None}
 
 
-def _insert_audit(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]]) -> None:
-    rows = [_audit_row(op, ids[op.key][0]) for op in plan.ops if not isinstance(op, BlockedOp) or op.new]
+def _insert_audit(conn: Connection, plan: Plan, ids: Mapping[str, int]) -> None:
+    rows = [_audit_row(op, ids[op.key]) for op in plan.ops if not isinstance(op, BlockedOp) or op.new]
     if rows:
         conn.execute(insert(audit_events), rows)
 
@@ -127,22 +143,6 @@ def _audit_row(op: VersionOp | DeleteOp | InvalidOp | BlockedOp, workflow_id: in
 
 def _actor(commit: CommitInfo) -> str:
     return f"{commit.author} <{commit.author_email}>"
-
-
-def _update_workflows(conn: Connection, plan: Plan, ids: Mapping[str, tuple[int, list[Any]]], now: datetime) -> None:
-    rows = []
-    for key, w in plan.outcome.items():
-        wid, previous = ids[key]
-        rows.append({
-            "b_id": wid, "path": w.path, "version": w.version, "content_hash": w.content_hash, "enabled": w.enabled,
-            "trigger_type": w.trigger_type, "calls": list(w.calls), "deleted": w.deleted, "sync": w.sync,
-            "message": w.message, "conditions": conditions.for_workflow(previous, now, w.sync, w.message, w.version),
-            "last_applied_commit": w.last_applied_commit, "blocked_commit": w.blocked_commit,
-            "last_attempted_commit": plan.attempted.get(key, w.last_applied_commit), "updated_at": now,
-        })
-    if rows:
-        # executemany: SET takes the row keys that name columns; WHERE binds "b_id".
-        conn.execute(update(workflows).where(workflows.c.id == bindparam("b_id")), rows)
 
 
 def _update_source(conn: Connection, meta: SourceMeta, source_id: int | None, previous: list[Any], head: str,

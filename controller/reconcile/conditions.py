@@ -20,17 +20,18 @@ def merge(previous: list[Condition], now: datetime, **states: tuple[bool, str, s
     """New conditions from ``Type=(status, reason, message)``; unnamed types of :data:`TYPES` become False,
     other types (``SourceVerified``) are kept as they were unless named."""
     before = {c["type"]: c for c in previous}
-    merged = [_condition(kind, states.get(kind, (False, "", "")), before.get(kind), now) for kind in TYPES]
+    stamp = now.isoformat()  # once, not per condition: a first sync merges 10,000 workflows' conditions
+    merged = [_condition(kind, states.get(kind, (False, "", "")), before.get(kind), stamp) for kind in TYPES]
     extra = [kind for kind in [*before, *states] if kind not in TYPES]
     for kind in dict.fromkeys(extra):
-        merged.append(_condition(kind, states[kind], before.get(kind), now) if kind in states else before[kind])
+        merged.append(_condition(kind, states[kind], before.get(kind), stamp) if kind in states else before[kind])
     return merged
 
 
-def _condition(kind: str, state: tuple[bool, str, str], old: Condition | None, now: datetime) -> Condition:
+def _condition(kind: str, state: tuple[bool, str, str], old: Condition | None, stamp: str) -> Condition:
     status, reason, message = state
     text = "True" if status else "False"
-    since = old["lastTransitionTime"] if old and old["status"] == text else now.isoformat()
+    since = old["lastTransitionTime"] if old and old["status"] == text else stamp
     return {"type": kind, "status": text, "reason": reason, "message": message, "lastTransitionTime": since}
 
 

@@ -70,6 +70,7 @@ class Loaded:
     problems: tuple[Problem, ...] = ()
     content: dict[str, Any] = field(default_factory=dict)
     content_hash: str = ""
+    calls: tuple[str, ...] = ()  # the workflow.call targets, sorted: found where the file was parsed (a worker)
 
     @property
     def key(self) -> str:
@@ -88,18 +89,21 @@ def content_hash(content: dict[str, Any]) -> str:
 
 @contextmanager
 def bulk_loading() -> Iterator[None]:
-    """Collect garbage less often while thousands of files load.
+    """No automatic cyclic collection while thousands of files load (in a cold sync: are planned, applied).
 
-    Each parse leaves short-lived trees behind; with the default thresholds the cyclic collector
-    rescans the survivors again and again (about a quarter of a 10,000-file sync). Rarer young
-    collections keep that cost small and still free what cycles there are.
+    What a bulk load makes survives it (the parsed definitions) or is freed by reference counting
+    (each parse's short-lived trees), yet every collection rescans the survivors: with the default
+    thresholds a quarter of a 10,000-file sync, and still ~1 s with rare young collections (the
+    survivors then cross the generations, and one full collection walks them all). Whatever cycles
+    there are wait for the collector until the block ends (nested blocks: the outermost).
     """
-    before = gc.get_threshold()
-    gc.set_threshold(50_000, before[1], before[2])
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        if enabled:
+            gc.enable()
 
 
 def load(where: WorkflowPath, data: bytes) -> Loaded:
@@ -149,7 +153,7 @@ def _load(where: WorkflowPath, text: str) -> Loaded:
     if problems:
         return _invalid(where, text, [_place(where.path, text, p) for p in problems])
     content = workflow.normalized()
-    return Loaded(where, text, workflow, (), content, content_hash(content))
+    return Loaded(where, text, workflow, (), content, content_hash(content), tuple(sorted(workflow.calls())))
 
 
 def _too_many_actions(path: str, text: str, raw: dict[str, Any]) -> Problem | None:

@@ -209,31 +209,31 @@ class Walk:
         return self._state.get(key)
 
     def step(self, step: Step) -> None:
-        proposals = {k: v for k, v in step.files.items() if v is not None}
-        for account in sorted({k.split("/", 1)[0] for k in step.files}):
-            self._step_account(account, step, proposals)
+        by_account: dict[str, dict[str, Loaded | None]] = {}  # one pass over the files, not one per account
+        for key, loaded in step.files.items():
+            by_account.setdefault(key.split("/", 1)[0], {})[key] = loaded
+        for account in sorted(by_account):
+            self._step_account(account, step, by_account[account])
 
-    def _step_account(self, account: str, step: Step, proposals: Mapping[str, Loaded]) -> None:
-        keys = [k for k in step.files if k.split("/", 1)[0] == account]
+    def _step_account(self, account: str, step: Step, files: Mapping[str, Loaded | None]) -> None:
+        """The step's ``files`` of this ``account``, judged on the account's state at that commit."""
         members = [self._state[k] for k in self._accounts.get(account, ())]
         present = {w.name: w for w in members if w.present}
-        for key in keys:
+        mine = {k: v for k, v in files.items() if v is not None}
+        for key, loaded in files.items():
             name = key.split("/", 1)[1]
-            if step.files[key] is None:
+            if loaded is None:
                 present.pop(name, None)
             elif name not in present:
-                present[name] = AppliedWorkflow(key=key, path=step.files[key].where.path)  # type: ignore[union-attr]
-        graph = {name: self._calls_for(w.key, proposals) for name, w in present.items()}
-        wanted = set(keys)  # (a list here made a cold sync of 10,000 files quadratic: ~2 s of it)
-        mine = {k: v for k, v in proposals.items() if k in wanted}
+                present[name] = AppliedWorkflow(key=key, path=loaded.where.path)
+        graph = {name: self._calls_for(w.key, mine) for name, w in present.items()}
         cross = call_problems(account, graph, mine)
         for key, found in outbound_problems(mine)[0].items():
             cross.setdefault(key, []).extend(found)
         if account in self._directories:
             for key, found in ref_problems(account, self._directories[account], mine).items():
                 cross.setdefault(key, []).extend(found)
-        for key in keys:
-            loaded = step.files[key]
+        for key, loaded in files.items():
             commit = step.attribution.get(key, step.commit)
             if key in self._held:  # queued behind a held-back restore: history is never reordered
                 self._attempted[key] = commit.sha
@@ -250,8 +250,8 @@ class Walk:
 
     def _calls_for(self, key: str, proposals: Mapping[str, Loaded]) -> tuple[str, ...]:
         loaded = proposals.get(key)
-        if loaded is not None and loaded.ok and loaded.workflow is not None:
-            return tuple(sorted(loaded.workflow.calls()))
+        if loaded is not None and loaded.ok:
+            return loaded.calls
         current = self._state.get(key)
         return current.calls if current else ()
 
@@ -288,7 +288,7 @@ class Walk:
             changes=field_changes(old or {}, loaded.content),
             enabled=loaded.workflow.spec.enabled,
             trigger_type=loaded.workflow.spec.trigger.type,
-            calls=tuple(sorted(loaded.workflow.calls())),
+            calls=loaded.calls,
         )
         self._ops.append(op)
         self._state[key] = replace(

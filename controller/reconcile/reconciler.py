@@ -28,7 +28,7 @@ from sqlalchemy import Connection, insert, select
 from controller.errors import ConflictError, Problem, SourceError, StoreError, UnverifiedCommit
 from controller.reconcile import conditions, pool
 from controller.reconcile.apply import SourceMeta, apply_plan
-from controller.reconcile.loader import Loaded, WorkflowPath, classify, load
+from controller.reconcile.loader import Loaded, WorkflowPath, bulk_loading, classify, load
 from controller.reconcile.plan import AppliedWorkflow, BlockedOp, Plan, Step, VersionOp, Walk
 from controller.reconcile.state import in_flight, read_applied, read_blocked, read_source, with_history
 from controller.source import Change, CommitInfo, GitSource, TreeEntry
@@ -74,15 +74,20 @@ class Reconciler:
             base = read_source(conn, self.name).last_attempted_commit
             moved = base != head.sha
             outcome = self.verify(base, head.sha) if moved else None  # commits up to base were verified
-            if base is None or (moved and not self.source.is_ancestor(base, head.sha)):
+            if base is None or (moved and not self._descends(base, head)):
                 if base is not None:
                     log.warning("commit %s is no longer an ancestor of %s (force-push?): comparing the whole tree",
                                 base[:12], head.sha[:12])
-                return self._full(conn, base, head), outcome
+                with bulk_loading():  # no collections while the whole tree loads and is planned
+                    return self._full(conn, base, head), outcome
             blocked = read_blocked(conn)
             if not moved and not blocked:
                 return Walk({}, base=base, head=head, full=False).plan(), None
             return self._incremental(conn, base, head, blocked), outcome
+
+    def _descends(self, base: str, head: CommitInfo) -> bool:
+        """Whether ``base`` is an ancestor of ``head``; a parent of head is one without asking git."""
+        return base in head.parents or self.source.is_ancestor(base, head.sha)
 
     def verify(self, base: str | None, head: str) -> Outcome | None:
         """The new commits judged by the verification policy (None without one); UnverifiedCommit when one fails."""
@@ -165,7 +170,8 @@ class Reconciler:
         return walk.plan()
 
     def _incremental(self, conn: Connection, base: str, head: CommitInfo, blocked: dict[str, str]) -> Plan:
-        commits = self.source.first_parent_commits(base, head.sha)
+        # The usual pass, one commit on top of the last: that commit is head itself, no `git log` needed.
+        commits = [head] if head.parents[:1] == (base,) else self.source.first_parent_commits(base, head.sha)
         diffs = self._replays(blocked, base) + [(c, self._changes(c)) for c in commits]
         accounts = {w.account for _, changes in diffs for w in _touched(changes, self.source.root)}
         applied = read_applied(conn, accounts)
@@ -214,7 +220,7 @@ class Reconciler:
         for change in changes:
             new = classify(change.path, root) if change.status != "D" else None
             if new is not None:
-                files[new.key] = self._load(commit.sha, new)
+                files[new.key] = self._load(commit.sha, new, change.entry)
         presence = {}
         for key, item in files.items():
             known = walk.known(key)
@@ -240,9 +246,13 @@ class Reconciler:
         loaded = {key: item for (key, _), item in zip(blobs, parsed)}
         return {key: links.get(key) or loaded[key] for key in wanted}
 
-    def _load(self, commit: str, where: WorkflowPath) -> Loaded:
+    def _load(self, commit: str, where: WorkflowPath, entry: TreeEntry | None = None) -> Loaded:
+        """The file at ``commit``; by its blob when the diff named it (a symlink is followed from the path)."""
         try:
-            data = self.source.read(commit, where.path)
+            if entry is not None and not entry.is_symlink:
+                data = self.source.read_blob(entry.sha)
+            else:
+                data = self.source.read(commit, where.path)
         except SourceError as e:  # e.g. a symlink out of the repository: that file is invalid, not the pass
             return Loaded(where, "", None, (Problem(where.path, 0, 0, str(e)),))
         return load(where, data)

@@ -64,7 +64,7 @@ def validate_tree(top: Path, root: str, paths: Iterable[Path] = (),
     for account, name, _ in files:
         by_account.setdefault(account, {})[f"{account}/{name}"] = next(parsed)
     for account, loaded in by_account.items():
-        graph = {k.split("/", 1)[1]: tuple(sorted(v.workflow.calls())) if v.workflow else () for k, v in loaded.items()}
+        graph = {k.split("/", 1)[1]: v.calls for k, v in loaded.items()}
         cross = call_problems(account, graph, loaded)
         never, cautions = outbound_problems(loaded)
         for key, found in never.items():
