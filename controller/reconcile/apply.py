@@ -8,12 +8,13 @@ passes at once can neither duplicate nor skip a version.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Column, ColumnElement, Connection, Text, bindparam, cast, insert, select, update
 
 from controller.errors import ConflictError
 from controller.reconcile import conditions
@@ -52,8 +53,9 @@ def apply_plan(conn: Connection, plan: Plan, meta: SourceMeta, now: datetime, ve
         )
     with bulk_loading():  # thousands of rows on a first sync: no collections rescanning the plan meanwhile
         ids = _write_workflows(conn, plan, now)
-        _insert_versions(conn, plan, ids, now, verified.signers if verified else {})
-        _insert_audit(conn, plan, ids)
+        texts = {n: json_texts(op) for n, op in enumerate(plan.ops) if isinstance(op, VersionOp)}
+        _insert_versions(conn, plan, ids, now, verified.signers if verified else {}, texts)
+        _insert_audit(conn, plan, ids, texts)
         _update_source(conn, meta, current.id, current.conditions, plan.head.sha, now,
                        verified.summary() if verified else None, verifying)
 
@@ -102,17 +104,18 @@ def _ids(conn: Connection, keys: list[str]) -> dict[str, tuple[int, list[Any]]]:
 
 
 def _insert_versions(conn: Connection, plan: Plan, ids: Mapping[str, int], now: datetime,
-                     signers: Mapping[str, Verdict]) -> None:
+                     signers: Mapping[str, Verdict], texts: Mapping[int, tuple[str, str]]) -> None:
     rows = [
         {"workflow_id": ids[op.key], "version": op.version, "commit": op.commit.sha, "author": op.commit.author,
          "author_email": op.commit.author_email, "committed_at": op.commit.committed_at, "summary": op.commit.summary,
-         "path": op.path, "content": op.content, "content_hash": op.content_hash, "source_text": op.source_text,
+         "path": op.path, "content_text": texts[n][0], "content_hash": op.content_hash, "source_text": op.source_text,
          "restored_from": op.restored_from, "created_at": now, **_signer(signers.get(op.commit.sha))}
-        for op in plan.ops
+        for n, op in enumerate(plan.ops)
         if isinstance(op, VersionOp)
     ]
     if rows:
-        conn.execute(insert(workflow_versions), rows)
+        content = _json_text(conn, workflow_versions.c.content, "content_text")
+        conn.execute(insert(workflow_versions).values(content=content), rows)
 
 
 def _signer(verdict: Verdict | None) -> dict[str, str | None]:
@@ -122,23 +125,58 @@ def _signer(verdict: Verdict | None) -> dict[str, str | None]:
     return {"signer": verdict.signer or None, "signing_key": verdict.key or None}
 
 
-def _insert_audit(conn: Connection, plan: Plan, ids: Mapping[str, int]) -> None:
-    rows = [_audit_row(op, ids[op.key]) for op in plan.ops if not isinstance(op, BlockedOp) or op.new]
+def _insert_audit(conn: Connection, plan: Plan, ids: Mapping[str, int], texts: Mapping[int, tuple[str, str]]) -> None:
+    rows = [{**_audit_row(op, ids[op.key]), "changes_text": texts[n][1] if n in texts else "[]"}
+            for n, op in enumerate(plan.ops) if not isinstance(op, BlockedOp) or op.new]
     if rows:
-        conn.execute(insert(audit_events), rows)
+        changes = _json_text(conn, audit_events.c.changes, "changes_text")
+        conn.execute(insert(audit_events).values(changes=changes), rows)
 
 
 def _audit_row(op: VersionOp | DeleteOp | InvalidOp | BlockedOp, workflow_id: int) -> dict[str, Any]:
+    """The audit event of one operation; its ``changes`` (a version's) are written as :func:`json_texts` has them."""
     row = {"workflow_id": workflow_id, "at": op.commit.committed_at, "actor": _actor(op.commit),
-           "version": op.version, "commit": op.commit.sha, "changes": [], "message": op.commit.summary}
+           "version": op.version, "commit": op.commit.sha, "message": op.commit.summary}
     if isinstance(op, VersionOp):
         message = f"restored from version {op.restored_from}: " if op.restored_from else ""
-        return {**row, "action": op.action, "changes": op.changes, "message": message + op.commit.summary}
+        return {**row, "action": op.action, "message": message + op.commit.summary}
     if isinstance(op, DeleteOp):
         return {**row, "action": "deleted"}
     if isinstance(op, BlockedOp):
         return {**row, "action": "blocked", "message": op.message}
     return {**row, "action": "invalid", "message": "; ".join(str(p) for p in op.problems)}
+
+
+def json_texts(op: VersionOp) -> tuple[str, str]:
+    """The JSON texts of a version's content and of its audit event's changes, each value serialised once.
+
+    The same text the JSON columns' own serialiser (``json.dumps``) writes. A version made from nothing
+    (a first sync: old ``None`` at each top-level key) has the content's top-level values as its
+    changes: those are serialised for the content already, and reused (half of a cold sync's JSON).
+    """
+    content = op.content
+    if not all(isinstance(key, str) for key in content):
+        return json.dumps(content), json.dumps(op.changes)
+    pieces = {key: json.dumps(value) for key, value in content.items()}
+    content_text = "{" + ", ".join(f"{json.dumps(key)}: {text}" for key, text in pieces.items()) + "}"
+    changes = []
+    for change in op.changes:
+        path = change["path"]
+        if change["old"] is None and path in pieces and change["new"] is content[path] and len(change) == 3:
+            changes.append(f'{{"path": {json.dumps(path)}, "old": null, "new": {pieces[path]}}}')
+        else:
+            changes.append(json.dumps(change))
+    return content_text, "[" + ", ".join(changes) + "]"
+
+
+def _json_text(conn: Connection, column: Column[Any], name: str) -> ColumnElement[Any]:
+    """A JSON ``column``'s value bound as the text ``name`` holds (serialised here, not again per row).
+
+    PostgreSQL casts the text to the column's type (jsonb); SQLite stores JSON as text as it is (a
+    cast there would give the text numeric affinity).
+    """
+    text = bindparam(name, type_=Text())
+    return cast(text, column.type) if conn.dialect.name == "postgresql" else text
 
 
 def _actor(commit: CommitInfo) -> str:

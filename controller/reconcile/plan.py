@@ -262,7 +262,6 @@ class Walk:
         if current.present and current.content_hash == loaded.content_hash:
             self._state[key] = replace(current, path=loaded.where.path, sync="Synced", message="", blocked_commit=None)
             return
-        assert loaded.workflow is not None
         version = current.version + 1
         restored_from = current.hashes.get(loaded.content_hash)
         if restored_from is not None and self._busy.get(key):
@@ -286,8 +285,8 @@ class Walk:
             source_text=loaded.source_text,
             restored_from=restored_from,
             changes=field_changes(old or {}, loaded.content),
-            enabled=loaded.workflow.spec.enabled,
-            trigger_type=loaded.workflow.spec.trigger.type,
+            enabled=loaded.enabled,
+            trigger_type=loaded.trigger_type,
             calls=loaded.calls,
         )
         self._ops.append(op)

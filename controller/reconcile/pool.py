@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 
-from controller.reconcile.loader import Loaded, WorkflowPath, bulk_loading, load
+from controller.reconcile.loader import Loaded, WorkflowPath, bulk_loading, load, without_model
 
 PARALLEL_FROM = 400  # files; fewer load in-process
 CHUNK = 200  # files per task: large enough that pickling the answers stays a small part of the work
@@ -38,11 +38,13 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def load_all(items: Iterable[tuple[WorkflowPath, bytes]], expected: int | None = None) -> list[Loaded]:
+def load_all(items: Iterable[tuple[WorkflowPath, bytes]], expected: int | None = None, *,
+             models: bool = True) -> list[Loaded]:
     """:func:`load` of every ``(where, data)``, in order; over a process pool when there are many.
 
     ``expected`` is how many items an iterable without a length is likely to give: it only chooses
-    between the pool and in-process (both answer the same).
+    between the pool and in-process (both answer the same). Without ``models`` each answer comes
+    :func:`~controller.reconcile.loader.without_model` (a cold sync that judges no references).
     """
     count = len(items) if expected is None else expected  # type: ignore[arg-type]
     processes = min(cores(), -(-count // CHUNK))
@@ -50,10 +52,10 @@ def load_all(items: Iterable[tuple[WorkflowPath, bytes]], expected: int | None =
     # collector rescans them again and again (three quarters of the unpickling).
     with bulk_loading():
         if count < PARALLEL_FROM or processes < 2:
-            return [load(where, data) for where, data in items]
+            return [_load(where, data, models) for where, data in items]
         method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context(method)) as pool:
-            parts = [pool.submit(_load_chunk, chunk) for chunk in _chunks(items)]
+            parts = [pool.submit(_load_chunk, chunk, models) for chunk in _chunks(items)]
             return [loaded for part in parts for loaded in part.result()]
 
 
@@ -63,6 +65,11 @@ def _chunks(items: Iterable[tuple[WorkflowPath, bytes]]) -> Iterable[list[tuple[
         yield chunk
 
 
-def _load_chunk(items: Iterable[tuple[WorkflowPath, bytes]]) -> list[Loaded]:
+def _load_chunk(items: Iterable[tuple[WorkflowPath, bytes]], models: bool) -> list[Loaded]:
     with bulk_loading():
-        return [load(where, data) for where, data in items]
+        return [_load(where, data, models) for where, data in items]
+
+
+def _load(where: WorkflowPath, data: bytes, models: bool) -> Loaded:
+    loaded = load(where, data)
+    return loaded if models else without_model(loaded)

@@ -156,14 +156,15 @@ class Reconciler:
         entries = self.source.entries(head.sha)
         wanted = _workflow_paths(entries, self.source.root)
         applied = read_applied(conn, None)
-        loaded = self._load_entries(head.sha, wanted, entries)
+        directories = directory_snapshot(conn, {k.split("/", 1)[0] for k in [*wanted, *applied]})
+        # The Workflow models only judge references (accounts with a directory); without, the pool leaves them out.
+        loaded = self._load_entries(head.sha, wanted, entries, models=bool(directories))
         changed: dict[str, Loaded | None] = {
             key: item for key, item in loaded.items() if _differs(applied.get(key), item)
         }
         changed.update({key: None for key, w in applied.items() if w.present and key not in wanted})
         attribution = self.source.last_changes(head.sha, [v.where.path for v in changed.values() if v is not None])
-        walk = Walk(with_history(conn, applied, changed), base=base, head=head, full=True,
-                    directories=directory_snapshot(conn, {k.split("/", 1)[0] for k in changed}),
+        walk = Walk(with_history(conn, applied, changed), base=base, head=head, full=True, directories=directories,
                     busy=in_flight(conn, changed))
         walk.step(Step(head, changed, {k: attribution[v.where.path] for k, v in changed.items()
                                        if v is not None and v.where.path in attribution}))
@@ -235,14 +236,14 @@ class Reconciler:
                 files[key] = self._load(commit.sha, where)
         return Step(commit, files)
 
-    def _load_entries(self, commit: str, wanted: dict[str, WorkflowPath], entries: dict[str, TreeEntry]
-                      ) -> dict[str, Loaded]:
+    def _load_entries(self, commit: str, wanted: dict[str, WorkflowPath], entries: dict[str, TreeEntry], *,
+                      models: bool = True) -> dict[str, Loaded]:
         """Load every wanted file of the commit: the blobs are read here (by the id the tree listing gave,
         without looking each path up again) and parsed over every core when there are many."""
         links = {key: self._load(commit, where) for key, where in wanted.items() if entries[where.path].is_symlink}
         blobs = [(key, where) for key, where in wanted.items() if key not in links]
         parsed = pool.load_all(((where, self.source.read_blob(entries[where.path].sha)) for _, where in blobs),
-                               expected=len(blobs))  # read as the pool takes them: both at once
+                               expected=len(blobs), models=models)  # read as the pool takes them: both at once
         loaded = {key: item for (key, _), item in zip(blobs, parsed)}
         return {key: links.get(key) or loaded[key] for key in wanted}
 

@@ -50,7 +50,8 @@ def ref_problems(account: str, entries: Mapping[str, DirectoryEntry], proposals:
     """Problems per proposed key for references missing from, or inactive in, the account's directory."""
     problems: dict[str, list[Problem]] = {}
     for key, loaded in proposals.items():
-        if loaded.ok and loaded.workflow is not None:
+        if loaded.ok:
+            assert loaded.workflow is not None, f"{key}: references are judged on the model (loaded without_model?)"
             refs = list(iter_refs(loaded.workflow))
             found = check_refs(refs, entries, account)
             found += [(path, f"{kind}:{ref_id}'s webhook_url: {message}") for path, kind, ref_id in refs
