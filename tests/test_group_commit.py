@@ -92,3 +92,46 @@ def test_a_failed_commit_fails_every_caller_of_the_group(tmp_path: Path) -> None
     with store.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM t")).scalar_one() == 0
     store.close()
+
+
+def test_a_piece_whose_statement_fails_rolls_back_alone_on_every_back_end(store_url: str) -> None:
+    """A statement error (here a duplicate key) aborts a PostgreSQL transaction until the piece's savepoint
+    is rolled back: the pieces after it in the group still write, and commit."""
+    store = open_store(store_url)
+    with store.tx() as conn:
+        conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO t (n) VALUES (2)"))
+    group = GroupCommit(store)
+    release = threading.Event()
+    answers: dict[int, object] = {}
+
+    def work(n: int):  # type: ignore[no-untyped-def]
+        def piece(conn: Connection) -> int:
+            if n == 0:
+                release.wait(10)
+            conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+            return n
+        return piece
+
+    def call(n: int) -> None:
+        try:
+            answers[n] = group.run(work(n))
+        except Exception as e:  # noqa: BLE001 - kept for the assertion
+            answers[n] = e
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in range(5)]
+    threads[0].start()
+    while not group._leading:
+        threading.Event().wait(0.01)
+    for thread in threads[1:]:
+        thread.start()
+    while len(group._queue) < 4:
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    with store.read() as conn:
+        rows = sorted(conn.execute(text("SELECT n FROM t")).scalars())
+    store.close()
+    assert rows == [0, 1, 2, 3, 4]
+    assert isinstance(answers[2], Exception) and [answers[n] for n in (0, 1, 3, 4)] == [0, 1, 3, 4]
