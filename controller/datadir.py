@@ -98,9 +98,20 @@ def private_umask() -> None:
 
 def _tracked(path: Path) -> list[str]:
     """Files under ``path`` that git tracks (nothing when it is not inside a work tree)."""
+    if not _in_repository(path):
+        return []  # what git would answer ("not a git repository"), without starting it on every command
     try:
         done = subprocess.run(["git", "-C", str(path), "ls-files", "--", "."], capture_output=True, text=True,
                               timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return []
     return done.stdout.split() if done.returncode == 0 else []
+
+
+def _in_repository(path: Path) -> bool:
+    """Whether git could find a repository from ``path``: a ``.git`` (folder or file) in it or above it,
+    or one named by the environment. A bare repository found otherwise has no work tree to track files."""
+    if os.environ.get("GIT_DIR") or os.environ.get("GIT_WORK_TREE"):
+        return True
+    resolved = path.resolve()  # git walks up from the physical folder too
+    return any((folder / ".git").exists() for folder in (resolved, *resolved.parents))

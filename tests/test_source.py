@@ -159,6 +159,22 @@ def test_changed_paths_reports_add_modify_delete_and_rename_under_root_only(
     ]
 
 
+def test_changed_paths_carry_the_new_blob_so_a_changed_file_reads_without_a_tree_lookup(
+    repo: Repo, open_source: OpenSource
+) -> None:
+    """Each change but a delete names the new side's mode and blob: reading that blob gives the file at ``b``."""
+    before = commit_files(repo, {f"{ROOT}/acme/a.yaml": "a: 1\n", f"{ROOT}/acme/b.yaml": "b: 1\n"}, "Before")
+    after = commit_files(repo, {f"{ROOT}/acme/a.yaml": "a: 2\n", f"{ROOT}/acme/b.yaml": None,
+                                f"{ROOT}/acme/link.yaml": Symlink("a.yaml")}, "After")
+    source = open_source(_path(repo))
+    changes = {c.path: c for c in source.changed_paths(before, after)}
+    assert changes[f"{ROOT}/acme/b.yaml"].entry is None
+    modified, link = changes[f"{ROOT}/acme/a.yaml"].entry, changes[f"{ROOT}/acme/link.yaml"].entry
+    assert modified is not None and not modified.is_symlink
+    assert source.read_blob(modified.sha) == source.read(after, f"{ROOT}/acme/a.yaml") == b"a: 2\n"
+    assert link is not None and link.is_symlink and source.read_blob(link.sha) == b"a.yaml"
+
+
 def test_changed_paths_from_nothing_lists_every_file_under_root_as_added(
     repo: Repo, open_source: OpenSource
 ) -> None:

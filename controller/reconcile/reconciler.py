@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, insert, select
 
 from controller.errors import ConflictError, Problem, SourceError, StoreError, UnverifiedCommit
-from controller.reconcile import conditions, pool
+from controller.reconcile import conditions
 from controller.reconcile.apply import SourceMeta, apply_plan
 from controller.reconcile.loader import Loaded, WorkflowPath, bulk_loading, classify, load
 from controller.reconcile.plan import AppliedWorkflow, BlockedOp, Plan, Step, VersionOp, Walk
@@ -240,6 +240,8 @@ class Reconciler:
                       models: bool = True) -> dict[str, Loaded]:
         """Load every wanted file of the commit: the blobs are read here (by the id the tree listing gave,
         without looking each path up again) and parsed over every core when there are many."""
+        from controller.reconcile import pool  # a whole tree only: a one-file sync needs no process pool
+
         links = {key: self._load(commit, where) for key, where in wanted.items() if entries[where.path].is_symlink}
         blobs = [(key, where) for key, where in wanted.items() if key not in links]
         parsed = pool.load_all(((where, self.source.read_blob(entries[where.path].sha)) for _, where in blobs),

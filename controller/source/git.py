@@ -271,7 +271,7 @@ class GitSource:
 
     def _branch_head(self) -> str:
         try:
-            return _text(self._repo.git.get_object_header(f"refs/heads/{self._branch}^{{commit}}")[0])
+            return self._object(f"refs/heads/{self._branch}^{{commit}}")[0]
         except ValueError:
             raise self._missing_branch() from None
 
@@ -289,7 +289,7 @@ class GitSource:
     def _resolve(self, revision: str) -> str:
         """The full sha of a commit, checked to exist, without starting a process."""
         try:
-            return _text(self._repo.git.get_object_header(f"{revision}^{{commit}}")[0])
+            return self._object(f"{revision}^{{commit}}")[0]
         except ValueError:
             raise SourceError(
                 f"{self._where} has no commit {revision!r}; it may have been rewritten by a force-push"
@@ -322,20 +322,19 @@ class GitSource:
         """The entry from its parsed parent folder: no process started, and cached by tree sha."""
         folder, name = posixpath.split(path)
         try:
-            tree_sha, kind, _ = self._repo.git.get_object_header(f"{commit}:{folder}")
+            tree_sha, kind, data = self._object(f"{commit}:{folder}")
         except ValueError:  # the folder does not exist at this commit
             return None
-        return self._parsed_tree(_text(tree_sha)).get(name) if _text(kind) == "tree" else None
+        return self._parsed_tree(tree_sha, data).get(name) if kind == "tree" else None
 
     def _entry_by_ls_tree(self, commit: str, path: str) -> TreeEntry | None:
         output = self._run("ls-tree", "-z", "--full-tree", commit, "--", f":(literal){path}")
         return parse_ls_tree(output).get(path)
 
-    def _parsed_tree(self, tree_sha: str) -> dict[str, TreeEntry]:
+    def _parsed_tree(self, tree_sha: str, data: bytes) -> dict[str, TreeEntry]:
         cached = self._trees.get(tree_sha)
         if cached is not None:
             return cached
-        data = self._repo.odb.stream(hex_to_bin(tree_sha)).read()
         parsed = {
             name: TreeEntry(f"{mode:06o}", _text(bin_to_hex(sha)))
             for sha, mode, name in tree_entries_from_data(data)
@@ -344,6 +343,15 @@ class GitSource:
             del self._trees[next(iter(self._trees))]  # oldest first: dicts keep insertion order
         self._trees[tree_sha] = parsed
         return parsed
+
+    def _object(self, name: str) -> tuple[str, str, bytes]:
+        """The sha, type and content of the object ``name`` names; ValueError when there is none.
+
+        Through the persistent ``git cat-file --batch`` that reads blobs too: asking a ``--batch-check`` for
+        the header alone would start a second process, which costs more than a small object's content.
+        """
+        sha, kind, _, data = self._repo.git.get_object_data(name)
+        return _text(sha), _text(kind), data
 
     def _run(self, command: str, *args: str) -> bytes:
         return runner.run(self._repo, command, *args, where=self._where)

@@ -8,7 +8,7 @@ the tricky byte-level work can be tested without a repository. Paths are decoded
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -51,6 +51,9 @@ class Change:
     status: str  # 'A' added, 'M' modified, 'D' deleted, 'R' renamed
     path: str  # repo-relative posix path: the new one for a rename, the old one for a delete
     old_path: str | None = None  # set for renames only
+    # The new side's mode and blob as diff-tree printed them (None for a delete), so that reading the changed
+    # file needs no tree lookup. Not part of what changed: two equal changes may come from different listings.
+    entry: TreeEntry | None = field(default=None, compare=False, repr=False)
 
 
 class TreeEntry(NamedTuple):
@@ -106,23 +109,23 @@ def parse_diff_tree(output: bytes) -> list[Change]:
     for header in tokens:
         if not header:
             continue
-        old_mode, new_mode, _, _, status = header[1:].decode("ascii").split(" ")
+        old_mode, new_mode, _, new_sha, status = header[1:].decode("ascii").split(" ")
         paths = [decode_path(next(tokens))]
         if status[0] in "RC":
             paths.append(decode_path(next(tokens)))
         if GITLINK_MODE in (old_mode, new_mode):
             continue
-        changes.append(_change(status[0], paths))
+        changes.append(_change(status[0], paths, None if status[0] == "D" else TreeEntry(new_mode, new_sha)))
     return changes
 
 
-def _change(status: str, paths: list[str]) -> Change:
+def _change(status: str, paths: list[str], entry: TreeEntry | None = None) -> Change:
     if status not in _STATUSES:
         # Unmerged or unknown entries cannot come from comparing two commits: say so loudly.
         raise SourceError(f"git reported status {status!r} for {paths[-1]}; this is a bug in wfctl")
     if status == "R":
-        return Change("R", paths[1], paths[0])
-    return Change(_STATUSES[status], paths[-1])
+        return Change("R", paths[1], paths[0], entry)
+    return Change(_STATUSES[status], paths[-1], entry=entry)
 
 
 def iter_tokens(chunks: Iterable[bytes]) -> Iterator[bytes]:
