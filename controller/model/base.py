@@ -24,7 +24,7 @@ class ContractModel(BaseModel):
         validate_by_alias=True,
         validate_by_name=False,
         serialize_by_alias=True,
-        use_attribute_docstrings=True,  # field docstrings become schema descriptions
+        # Field docstrings are the schema's descriptions: controller.model.schema reads them when it is made.
     )
 
 

@@ -23,12 +23,14 @@ import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.cron.fields import BaseField
-
 from controller.model.durations import describe_seconds
+
+if TYPE_CHECKING:  # imported where a cron is read: most workflows have none
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.cron.fields import BaseField
 
 SCHEDULE_FLOOR_SECONDS = 5 * 60
 INACTIVITY_FLOOR_SECONDS = 15 * 60
@@ -60,6 +62,8 @@ def cron_trigger(expr: str, zone: tzinfo) -> CronTrigger:
     day-of-week field become day names (7 is Sunday too), steps stay numbers, and a number above 7
     is left for APScheduler to refuse.
     """
+    from apscheduler.triggers.cron import CronTrigger
+
     fields = expr.split()
     try:
         if len(fields) != 5:
