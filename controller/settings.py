@@ -6,7 +6,7 @@ down; nothing reads the environment behind the caller's back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -54,18 +54,26 @@ class Settings:
 
         return ensure(self.data_dir)
 
+    @property
+    def config_file(self) -> Path:
+        """The configuration file: ``--config``, else ``<data-dir>/config.yaml`` (which may not exist)."""
+        return self.config_path or self.data_dir / "config.yaml"
+
     def config(self) -> Config:
         from controller.config import load_config
 
-        return load_config(self.config_path or self.data_dir / "config.yaml")
+        return load_config(self.config_file)
 
     def verification(self, config: Config | None = None) -> Policy | None:
         """The commit verification policy of the options and the configuration's account signers (None: off)."""
         from controller.source.verify import policy
 
-        where = str(self.config_path or self.data_dir / "config.yaml")
-        return policy(self.verify_commits, self.allowed_signers, self.gpg_home,
-                      (config or self.config()).account_signers, where)
+        signers: Mapping[str, tuple[str, ...]]
+        if config is None and not self.config_file.exists():
+            signers = {}  # no file, no account signers: a sync need not load the configuration's models
+        else:
+            signers = (config or self.config()).account_signers
+        return policy(self.verify_commits, self.allowed_signers, self.gpg_home, signers, str(self.config_file))
 
     def open_store(self, *, upgrade: bool = True) -> Store:
         from controller.store import open_store

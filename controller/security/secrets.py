@@ -35,14 +35,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Select, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from controller.errors import NotFoundError, StoreError, UsageError
 from controller.store.tables import audit_events, webhook_secrets, workflows
 
 if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
+
     from controller.settings import Settings
     from controller.store import Store
 
@@ -58,16 +59,31 @@ w, s = workflows.c, webhook_secrets.c
 
 
 class SecretBox:
-    """Encrypts and decrypts secrets under the controller's Fernet key (decryptions are cached)."""
+    """Encrypts and decrypts secrets under the controller's Fernet key (decryptions are cached).
+
+    The key is checked at once; cryptography is imported at the first encryption or decryption (a
+    sync that makes no secret never needs it).
+    """
 
     def __init__(self, key: bytes | str):
         self._key = key.encode() if isinstance(key, str) else key
         try:
-            self._fernet = Fernet(key)
+            fits = len(base64.urlsafe_b64decode(key)) == 32  # what Fernet(key) checks
         except (ValueError, TypeError):
+            fits = False
+        if not fits:
             raise UsageError(f"{KEY_ENV} is not a Fernet key (32 url-safe base64-encoded bytes); make one with "
-                             f"{_MAKE_KEY}") from None
+                             f"{_MAKE_KEY}")
+        self._sealer: Fernet | None = None
         self._plain: dict[str, str] = {}
+
+    @property
+    def _fernet(self) -> Fernet:
+        if self._sealer is None:
+            from cryptography.fernet import Fernet
+
+            self._sealer = Fernet(self._key)
+        return self._sealer
 
     @classmethod
     def load(cls, data_dir: Path, key: str | None = None) -> SecretBox:
@@ -91,6 +107,8 @@ class SecretBox:
     def decrypt(self, ciphertext: str) -> str:
         found = self._plain.get(ciphertext)
         if found is None:
+            from cryptography.fernet import InvalidToken
+
             try:
                 found = self._fernet.decrypt(ciphertext.encode("ascii")).decode("utf-8")
             except InvalidToken:
@@ -112,6 +130,8 @@ def read_or_create_key(path: Path) -> bytes:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.{random.token_hex(4)}")
+        from cryptography.fernet import Fernet
+
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -213,15 +233,7 @@ def ensure_secrets(conn: Connection, box: SecretBox, keys: Iterable[str] | None,
     Runs in the caller's transaction; returns the keys that got one. Safe against a concurrent
     call: a row another writer made first is left as it is.
     """
-    query = (
-        select(w.id, w.key, w.version)
-        .outerjoin(webhook_secrets, s.workflow_id == w.id)
-        .where(w.trigger_type == "webhook", w.deleted.is_(False), w.content_hash.is_not(None),
-               s.workflow_id.is_(None))
-        .order_by(w.key)
-    )
-    if keys is not None:
-        query = query.where(w.key.in_(sorted(set(keys))))
+    query = _missing(keys)
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     made, audit = [], []
     for workflow_id, key, version in conn.execute(query).all():
@@ -242,6 +254,18 @@ def ensure_secrets(conn: Connection, box: SecretBox, keys: Iterable[str] | None,
     return made
 
 
+def _missing(keys: Iterable[str] | None) -> Select[Any]:
+    """The active webhook workflows (of ``keys``, or all) without a secret: id, key, version."""
+    query = (
+        select(w.id, w.key, w.version)
+        .outerjoin(webhook_secrets, s.workflow_id == w.id)
+        .where(w.trigger_type == "webhook", w.deleted.is_(False), w.content_hash.is_not(None),
+               s.workflow_id.is_(None))
+        .order_by(w.key)
+    )
+    return query if keys is None else query.where(w.key.in_(sorted(set(keys))))
+
+
 def ensure_webhook_secrets(store: Store, box: SecretBox | Settings, now: datetime | None = None,
                            *, environ: Mapping[str, str] | None = None) -> list[str]:
     """:func:`ensure_secrets` for every active webhook workflow, in its own transaction.
@@ -250,6 +274,9 @@ def ensure_webhook_secrets(store: Store, box: SecretBox | Settings, now: datetim
     settings, whose key is then read as :meth:`SecretBox.for_settings` does.
     """
     sealer = box if isinstance(box, SecretBox) else SecretBox.for_settings(box, environ)
+    with store.read() as conn:  # the usual answer, none missing, takes no write lock
+        if conn.execute(_missing(None).limit(1)).first() is None:
+            return []
     with store.tx() as conn:
         return ensure_secrets(conn, sealer, None, now or datetime.now(UTC))
 
