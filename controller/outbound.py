@@ -34,17 +34,17 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
-from urllib3.util import connection as urllib3_connection
-
 from controller.errors import ExecutionError, TransientError
+
+if TYPE_CHECKING:  # requests and urllib3 are imported by the first call: the definition check needs neither
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection
+    from urllib3.connectionpool import HTTPConnectionPool
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[Address]]
@@ -286,6 +286,9 @@ def resolve(host: str, port: int) -> list[Address]:
 
 def _pinned(conn: HTTPConnection, policy: OutboundPolicy, resolver: Resolver) -> socket.socket:
     """Resolve once, judge every address, connect to a judged one (the rest in turn if it fails)."""
+    from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+    from urllib3.util import connection as urllib3_connection
+
     host, port = conn.host, int(conn.port or 0)
     try:
         addresses = resolver(host, port)
@@ -308,6 +311,9 @@ def _pinned(conn: HTTPConnection, policy: OutboundPolicy, resolver: Resolver) ->
 
 
 def _pool_classes(policy: OutboundPolicy, resolver: Resolver) -> dict[str, type[HTTPConnectionPool]]:
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
     class Http(HTTPConnection):
         def _new_conn(self) -> socket.socket:
             return _pinned(self, policy, resolver)
@@ -325,29 +331,38 @@ def _pool_classes(policy: OutboundPolicy, resolver: Resolver) -> dict[str, type[
     return {"http": HttpPool, "https": HttpsPool}
 
 
-class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose every connection goes through :func:`_pinned`; no proxies."""
+@cache
+def _adapter_class() -> Callable[[OutboundPolicy, Resolver], HTTPAdapter]:
+    """:class:`GuardedAdapter`, made at the first call (it subclasses requests' adapter)."""
+    from requests.adapters import HTTPAdapter
 
-    def __init__(self, policy: OutboundPolicy, resolver: Resolver = resolve):
-        self._pools = _pool_classes(policy, resolver)  # before super().__init__, which makes the pool manager
-        super().__init__()
+    class GuardedAdapter(HTTPAdapter):
+        """A requests adapter whose every connection goes through :func:`_pinned`; no proxies."""
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pools
+        def __init__(self, policy: OutboundPolicy, resolver: Resolver = resolve):
+            self._pools = _pool_classes(policy, resolver)  # before super().__init__, which makes the pool manager
+            super().__init__()
 
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        raise ExecutionError("outbound calls do not go through proxies: the guard judges the address it "
-                             "connects to; remove the proxy setting")
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = self._pools
+
+        def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+            raise ExecutionError("outbound calls do not go through proxies: the guard judges the address it "
+                                 "connects to; remove the proxy setting")
+
+    return GuardedAdapter
 
 
 def guarded_session(policy: OutboundPolicy, resolver: Resolver = resolve) -> requests.Session:
     """A session for one policy: guarded connections, no cookies kept, no proxies from the environment."""
+    import requests
+
     session = requests.Session()
     session.trust_env = False
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     session.headers["User-Agent"] = "wfctl"
-    adapter = GuardedAdapter(policy, resolver)
+    adapter = _adapter_class()(policy, resolver)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session

@@ -25,9 +25,9 @@ except SystemExit as e:
 print(json.dumps({"exit": code, "modules": sorted(sys.modules)}))
 """
 
-# Needed only by a cold sync (the process pool), by commands other than sync, by a cron, or by making a
+# Needed only by a cold sync (the process pool), by commands other than sync, by a cron, by an HTTP call or by making a
 # secret; a one-file sync of a webhook workflow that already has its secret loads none of them.
-NOT_FOR_A_ONE_FILE_SYNC = ("apscheduler", "controller.config",
+NOT_FOR_A_ONE_FILE_SYNC = ("apscheduler", "controller.config", "requests", "urllib3",
                            "controller.engine", "controller.reconcile.pool", "cryptography", "multiprocessing")
 
 
