@@ -23,6 +23,8 @@ PREVIEW = 1024  # characters of a cut value's JSON kept in its marker
 
 def capped(value: Any, limit: int = STORED_LIMIT) -> Any:
     """``value`` when its JSON fits in ``limit`` bytes, else the same map with its largest values cut, or a marker."""
+    if _surely_fits(value, limit):  # (most values are small: no need to write their JSON to know it)
+        return value
     text = _json(value)
     size = _bytes(text)
     if size <= limit:
@@ -40,6 +42,35 @@ def capped(value: Any, limit: int = STORED_LIMIT) -> Any:
         if total <= limit:
             return kept
     return _marker(text, size, limit)  # too many keys to keep even with every value cut
+
+
+def _surely_fits(value: Any, limit: int) -> bool:
+    """True when ``value``'s JSON is sure to be at most ``limit`` bytes, by a bound worked out without writing
+    it: a character of text takes at most 6 bytes (``\\u001f``), a number at most 24; False when the bound is
+    larger, or for anything but plain JSON data (then the JSON itself is measured)."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            total += 6 * len(item) + 2
+        elif item is None or kind is bool or kind is float or (kind is int and -10**15 < item < 10**15):
+            total += 24
+        elif kind is dict:
+            total += 2 + 4 * len(item)
+            for key in item:
+                if type(key) is not str:
+                    return False
+                total += 6 * len(key) + 2
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            total += 2 + 2 * len(item)
+            stack.extend(item)
+        else:
+            return False
+        if total > limit:
+            return False
+    return True
 
 
 def _marker(text: str, size: int, limit: int) -> dict[str, Any]:

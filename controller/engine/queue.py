@@ -15,14 +15,15 @@ last slot. What admission does over the limit lives in :mod:`controller.engine.c
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, union_all, update
 
 from controller.model.statuses import IN_FLIGHT, ExecutionStatus, StepStatus, ordered
 from controller.safeguards.ratelimit import LOCK_NAMESPACE
+from controller.store.direct import executemany
 from controller.store.tables import execution_steps, executions, workflow_versions, workflows
 
 if TYPE_CHECKING:
@@ -124,14 +125,65 @@ _LEASE = (update(executions).where(executions.c.id.in_(bindparam("ids", expandin
           .values(lease_owner=bindparam("owner"), lease_until=bindparam("until")))
 
 
+def _oldest(*where: Any) -> Any:
+    e = executions.c
+    return select(e.id, e.workflow_id, e.status).where(*where).order_by(e.id).limit(bindparam("limit"))
+
+
+# The runnable executions as three arms, each the oldest ``limit`` of one status, so that each reads an index
+# range and stops at ``limit`` (as one OR, SQLite gathered and sorted the whole queue at every claim: a drain of
+# a long queue went quadratic). A queued execution has no wake-up time (one is set only on the way to waiting),
+# so ``wake_at IS NULL`` costs nothing and makes the (status, wake_at) index give the queue in id order.
+_QUEUED = and_(executions.c.status == ExecutionStatus.QUEUED, executions.c.wake_at.is_(None),
+               executions.c.workflow_id.not_in(_held), _FREE)
+_DUE = and_(executions.c.status == ExecutionStatus.WAITING, executions.c.wake_at.is_not(None),
+            executions.c.wake_at <= bindparam("now"), _FREE)
+_ORPHANED = and_(executions.c.status == ExecutionStatus.RUNNING, _FREE)  # released, or a dead worker's lease ran out
+
+
+def _runnable(restrict: Any = None, *, lock: bool = False) -> Any:
+    """The oldest ``limit`` runnable executions (id, workflow_id, status), oldest first; ``restrict`` narrows the
+    queued arm. ``lock``: each arm ``FOR UPDATE SKIP LOCKED`` (PostgreSQL)."""
+    queued = _QUEUED if restrict is None else and_(_QUEUED, restrict)
+    arms = [_oldest(where) for where in (queued, _DUE, _ORPHANED)]
+    if lock:
+        arms = [arm.with_for_update(skip_locked=True) for arm in arms]
+    union = union_all(*(select(arm.subquery()) for arm in arms)).subquery()
+    return select(union).order_by(union.c.id).limit(bindparam("limit"))
+
+
+_RUNNABLE = _runnable()
+_RUNNABLE_UNLIMITED = _runnable(executions.c.workflow_id.in_(bindparam("unlimited", expanding=True)), lock=True)
+
+
 def claim(conn: Connection, owner: str, now: datetime, lease: timedelta, limit: int) -> list[int]:
     """Take up to ``limit`` runnable executions under a lease for ``owner``; oldest first.
 
     A queued execution of a workflow with ``spec.concurrency`` is runnable only into a free slot of
     that workflow; the others stay queued and do not stand in the way of other workflows' work.
     """
-    e = executions.c
     params = {"now": now, "limit": limit}
+    # The oldest runnable work, read without a lock; when none of it is queued work of a workflow with a limit
+    # (the common case), it is the batch, and no slot needs counting.
+    first = conn.execute(_RUNNABLE, params).all()
+    queued = {row.workflow_id for row in first if row.status == ExecutionStatus.QUEUED}
+    if queued and conn.execute(_LIMITED, {"ids": sorted(queued)}).first() is not None:
+        ids = _claim_into_slots(conn, now, params)
+    elif conn.dialect.name == "postgresql":
+        # Again under row locks, the queued arm kept to the workflows just seen to have no limit (another
+        # claimer may have taken some of the rows meanwhile): no advisory lock is needed, none is waited for.
+        ids = list(conn.execute(_RUNNABLE_UNLIMITED, {**params, "unlimited": sorted(queued) or [0]}).scalars())
+    else:  # SQLite: this transaction is the only writer; what it read stays true until it commits
+        ids = [row.id for row in first]
+    if ids:
+        conn.execute(_LEASE, {"ids": ids, "owner": owner, "until": now + lease})
+    return ids
+
+
+def _claim_into_slots(conn: Connection, now: datetime, params: dict[str, Any]) -> list[int]:
+    """The batch when a workflow with a concurrency limit has queued work: its queued executions only into its
+    free slots, counted under its lock."""
+    e = executions.c
     slots = _free_slots(conn, now)
     if not slots:
         query = _CLAIM
@@ -142,14 +194,11 @@ def claim(conn: Connection, owner: str, now: datetime, lease: timedelta, limit: 
         for workflow_id, room in sorted(slots.items()):
             if room > 0:
                 first = (select(e.id).where(_STARTABLE, _FREE, e.workflow_id == workflow_id)
-                         .order_by(e.id).limit(min(room, limit)))
+                         .order_by(e.id).limit(min(room, params["limit"])))
                 allowed += conn.execute(_locking(conn, first), params).scalars()
         queued = and_(_STARTABLE, or_(e.workflow_id.not_in(list(slots)), e.id.in_(allowed)))
         query = select(e.id).where(or_(queued, _RESUMABLE), _FREE).order_by(e.id).limit(bindparam("limit"))
-    ids = list(conn.execute(_locking(conn, query), params).scalars())
-    if ids:
-        conn.execute(_LEASE, {"ids": ids, "owner": owner, "until": now + lease})
-    return ids
+    return list(conn.execute(_locking(conn, query), params).scalars())
 
 
 def release(conn: Connection, owner: str, execution_ids: Sequence[int]) -> None:
@@ -206,6 +255,10 @@ _LIMITS = (select(workflows.c.id, _limit)
            .where(workflows.c.id.in_(select(executions.c.workflow_id).where(_STARTABLE, _FREE).distinct()),
                   _limit.is_not(None))
            .order_by(workflows.c.id))
+_LIMITED = (select(workflows.c.id)
+            .join(workflow_versions, and_(workflow_versions.c.workflow_id == workflows.c.id,
+                                          workflow_versions.c.version == workflows.c.version))
+            .where(workflows.c.id.in_(bindparam("ids", expanding=True)), _limit.is_not(None)))
 
 
 def _free_slots(conn: Connection, now: datetime) -> dict[int, int]:
@@ -229,7 +282,9 @@ def _free_slots(conn: Connection, now: datetime) -> dict[int, int]:
 # Built once: a statement object keeps its compiled form's cache key, so executing it again costs
 # neither the construction nor the key (both were most of the engine's time per execution).
 _e, _s = executions.c, execution_steps.c
-_EXECUTIONS = select(executions).where(_e.id.in_(bindparam("ids", expanding=True)))
+# ExecutionRow's stored fields, in its order: a row of _EXECUTIONS is its positional arguments.
+_LOADED = tuple(f.name for f in fields(ExecutionRow) if f.name not in ("steps", "transitions"))
+_EXECUTIONS = select(*(executions.c[name] for name in _LOADED)).where(_e.id.in_(bindparam("ids", expanding=True)))
 _STEPS = (select(execution_steps).where(_s.execution_id.in_(bindparam("ids", expanding=True)))
           .order_by(_s.execution_id, _s.seq))
 _INSERT_STEP = insert(execution_steps)
@@ -243,19 +298,15 @@ def load(conn: Connection, execution_id: int) -> ExecutionRow:
 
 
 def load_many(conn: Connection, execution_ids: Sequence[int]) -> list[ExecutionRow]:
-    """The executions with their steps, in the order of ``execution_ids`` (two queries for any number)."""
+    """The executions with their steps, in the order of ``execution_ids`` (two queries for any number; one when
+    they are all queued: an execution has steps only once it has run)."""
     loaded: dict[int, ExecutionRow] = {}
-    for row in conn.execute(_EXECUTIONS, {"ids": list(execution_ids)}).mappings():
-        loaded[row["id"]] = ExecutionRow(
-            id=row["id"], workflow_id=row["workflow_id"], workflow_key=row["workflow_key"], version=row["version"],
-            status=row["status"], trigger=dict(row["trigger"] or {}), record_ref=row["record_ref"],
-            depth=row["depth"], parent_id=row["parent_id"], parent_step=row["parent_step"],
-            retry_of=row["retry_of"], cancel_requested=row["cancel_requested"], created_at=row["created_at"],
-            started_at=row["started_at"], output=row["output"], error=row["error"], wake_at=row["wake_at"],
-            finished_at=row["finished_at"], failure=row["failure"], waited_seconds=row["waited_seconds"],
-            waiting_since=row["waiting_since"],
-        )
-    for step in conn.execute(_STEPS, {"ids": list(loaded)}).mappings():
+    for row in conn.execute(_EXECUTIONS, {"ids": list(execution_ids)}):
+        ex = ExecutionRow(*row)
+        ex.trigger = dict(ex.trigger or {})
+        loaded[ex.id] = ex
+    ran = [ex.id for ex in loaded.values() if ex.status != ExecutionStatus.QUEUED]
+    for step in conn.execute(_STEPS, {"ids": ran}).mappings() if ran else ():
         output = step["output"]
         wake = output.pop("_wake_at", None) if isinstance(output, dict) else None
         loaded[step["execution_id"]].steps[step["action_id"]] = StepRow(
@@ -289,7 +340,7 @@ def save_all(conn: Connection, batch: Sequence[ExecutionRow], now: datetime, *, 
         if release:
             values.update(lease_owner=None, lease_until=None)
         rows.append(values)
-    conn.execute(_UPDATE_EXECUTION, rows)
+    executemany(conn, _UPDATE_EXECUTION, rows)
     save_steps(conn, [(execution.id, step) for execution in batch for step in execution.steps.values() if step.dirty])
 
 
@@ -311,7 +362,6 @@ def save_steps(conn: Connection, steps: Iterable[tuple[int, StepRow]]) -> None:
         else:
             changed.append({**row, "b_execution": execution_id, "b_action": step.action_id})
         step.dirty = False
-    if new:  # one executemany: a step is found again by (execution, action id), unique per execution
-        conn.execute(_INSERT_STEP, new)
-    if changed:
-        conn.execute(_UPDATE_STEP, changed)
+    # One executemany each: a step is found again by (execution, action id), unique per execution.
+    executemany(conn, _INSERT_STEP, new)
+    executemany(conn, _UPDATE_STEP, changed)

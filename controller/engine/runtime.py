@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from controller.engine import scope as scopes
 from controller.engine.admission import Admission, Request, Verdict
 from controller.engine.clock import Clock, SystemClock
 from controller.engine.directory import Directory
-from controller.engine.effects import Effects
+from controller.engine.effects import Effects, HttpCall
 from controller.engine.interpreter import Interpreter, Segment, default_modules
 from controller.engine.lifecycle import Lifecycle, Transition, transition
 from controller.engine.queue import ExecutionRow
@@ -35,6 +36,7 @@ from controller.engine.triggers import call
 from controller.engine.versions import Versions
 from controller.errors import NotFoundError, UsageError
 from controller.metrics import rollup
+from controller.model.entries import DirectoryEntry
 from controller.model.statuses import FINAL, ExecutionStatus, Failure, StepStatus
 from controller.outbound import Clients
 from controller.safeguards import alerts, suspension
@@ -81,7 +83,8 @@ class Engine:
         self.versions = Versions()
         self.admission = Admission(templates=self.templates, versions=self.versions, now=self.clock.now,
                                    default_limit=config.rate_limit)
-        self.lifecycle = Lifecycle([wake_parent, rollup.on_transition, alerts.FailureAlerts(config, self.clock.now)])
+        self.rollup = rollup.Rollup()  # the metrics of finished executions (and the counters observing them)
+        self.lifecycle = Lifecycle([wake_parent, self.rollup, alerts.FailureAlerts(config, self.clock.now)])
         self.admission.cancel_oldest = lambda conn, workflow_id, reason: concurrency.terminate_oldest(
             self.lifecycle, conn, workflow_id, self.clock.now(), reason)
         # The safeguards: a suspended workflow starts nothing; drops accumulate into one alert.
@@ -158,8 +161,8 @@ class Engine:
                  stop: Callable[[], bool]) -> Segment | None:
         if definition is None:
             return None
-        return self.interpreter.run(ex, definition, scope, self._effects(self, ex), self._checkpoint, stop,
-                                    unit=self._unit)
+        effects = Deferred(lambda: self._effects(self, ex))
+        return self.interpreter.run(ex, definition, scope, effects, self._checkpoint, stop, unit=self._unit)
 
     def _finish(self, pending: list[tuple[ExecutionRow, Segment | None]]) -> None:
         """Write the advanced executions (one transaction), start the workflows they call, release them."""
@@ -323,6 +326,36 @@ def _row(conn: Connection, execution_id: int) -> Any:
     if row is None:
         raise NotFoundError(f"no execution {execution_id}; see `wfctl executions list`")
     return row
+
+
+class Deferred:
+    """:class:`Effects` made on the first effect a run asks for: most steps have none (``set``, ``if``, ``wait``),
+    and making the live ones (record writer, the account's outbound client) cost more than running them."""
+
+    def __init__(self, make: Callable[[], Effects]) -> None:
+        self._make = make
+        self._made: Effects | None = None
+
+    def _effects(self) -> Effects:
+        if self._made is None:
+            self._made = self._make()
+        return self._made
+
+    def send_email(self, account: str, mailbox: DirectoryEntry, message: EmailMessage) -> dict[str, Any]:
+        return self._effects().send_email(account, mailbox, message)
+
+    def post_channel(self, account: str, channel: DirectoryEntry, payload: dict[str, Any],
+                     headers: dict[str, str] | None = None) -> dict[str, Any]:
+        return self._effects().post_channel(account, channel, payload, headers)
+
+    def http_request(self, call: HttpCall) -> dict[str, Any]:
+        return self._effects().http_request(call)
+
+    def create_record(self, account: str, entity: str, data: dict[str, Any]) -> dict[str, Any]:
+        return self._effects().create_record(account, entity, data)
+
+    def update_record(self, account: str, entity: str, record_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        return self._effects().update_record(account, entity, record_id, data)
 
 
 def live_effects(engine: Engine, ex: ExecutionRow) -> Effects:

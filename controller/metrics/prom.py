@@ -74,7 +74,7 @@ GAUGES = ("wfctl_queue_depth", "wfctl_executions_in_flight", "wfctl_source_info"
 class Instrumentable(Protocol):
     """What :func:`instrument` needs of an engine (the engine is not imported here)."""
 
-    lifecycle: Any
+    rollup: rollup.Rollup
     admission: Any
 
 
@@ -83,15 +83,12 @@ def instrument(engine: Instrumentable) -> None:
     if getattr(engine, "_prometheus", False):
         return
     engine._prometheus = True  # type: ignore[attr-defined]
-    engine.lifecycle.register(_on_transition)
+    engine.rollup.observers.append(_on_outcome)
     engine.admission.observers.append(_on_decision)
 
 
-def _on_transition(conn: Connection, ex: Any, move: Any) -> None:
-    if not move.final:
-        return
-    outcome = rollup.outcome_of(ex)
-    account, _, name = ex.workflow_key.partition("/")
+def _on_outcome(conn: Connection, key: str, outcome: rollup.Outcome) -> None:
+    account, _, name = key.partition("/")
     after_commit(conn, lambda: _finished(account, name, outcome))
 
 

@@ -1,6 +1,6 @@
 """Rollups: each finished execution folded into hourly and daily buckets, in its own transaction.
 
-The lifecycle calls :func:`on_transition` for every move of an execution; a final move (succeeded,
+The lifecycle calls a :class:`Rollup` for every move of an execution; a final move (succeeded,
 failed, terminated) becomes an :class:`Outcome`, a plain value, and :func:`fold` adds outcomes
 into ``metric_buckets`` (counts, durations with active time apart from waiting time, the fixed
 duration histogram), ``metric_failures`` (by failure class) and ``metric_actions`` (per step of
@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Table, bindparam, case, delete
+from sqlalchemy import Connection, Insert, Table, case, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from controller.model.statuses import Decision, ExecutionStatus, StepStatus
 from controller.store.db import gather
+from controller.store.direct import executemany
 from controller.store.tables import (
     DURATION_BOUNDS,
     HISTOGRAM,
@@ -87,11 +88,24 @@ def outcome_of(ex: ExecutionRow) -> Outcome:
                    max(0.0, duration), min(ex.waited_seconds, max(0.0, duration)), ex.failure, steps)
 
 
-def on_transition(conn: Connection, ex: ExecutionRow, move: Transition) -> None:
+Observer = Callable[[Connection, str, Outcome], None]
+"""Given ``(conn, workflow key, outcome)`` of each finished execution, in the transaction of its move."""
+
+
+class Rollup:
     """Lifecycle hook: fold a finished execution into the buckets, in the transaction of its move (with
-    the others that transaction finishes: a worker's batch is one fold)."""
-    if move.final:
-        gather(conn, fold, outcome_of(ex))
+    the others that transaction finishes: a worker's batch is one fold). Its ``observers`` (the Prometheus
+    counters, :func:`controller.metrics.prom.instrument`) get the same outcome: worked out once."""
+
+    def __init__(self) -> None:
+        self.observers: list[Observer] = []
+
+    def __call__(self, conn: Connection, ex: ExecutionRow, move: Transition) -> None:
+        if move.final:
+            outcome = outcome_of(ex)
+            gather(conn, fold, outcome)
+            for observe in self.observers:
+                observe(conn, ex.workflow_key, outcome)
 
 
 def starts(at: datetime) -> list[tuple[str, datetime]]:
@@ -183,43 +197,22 @@ def _upsert(conn: Connection, table: Table, rows: Mapping[tuple[Any, ...], dict[
     """Insert the rows, or add them to the rows already there (sums added, maxima kept).
 
     Rows go in key order, so that two transactions adding to the same buckets on PostgreSQL lock
-    them in the same order and never deadlock.
+    them in the same order and never deadlock. Through the driver's cursor (:mod:`controller.store.direct`):
+    what SQLAlchemy adds per call cost more than the upsert itself in every finished execution.
     """
-    if not rows:
-        return
-    sql, names, convert = _upsert_statement(conn.dialect, table.name, tuple(sums), tuple(maxes))
-    ordered = [rows[key] for key in sorted(rows)]
-    # The driver's cursor, in the connection's transaction: what SQLAlchemy adds per call (execution
-    # context, parameter processing) cost more than the upsert itself in every finished execution.
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if names is None:  # named parameters (psycopg): the driver takes the dicts and aware datetimes as they are
-            cursor.executemany(sql, ordered)
-        else:
-            cursor.executemany(sql, [tuple(convert(name, row[name]) for name in names) for row in ordered])
-    finally:
-        cursor.close()
+    if rows:
+        executemany(conn, _upsert_statement(conn.dialect, table.name, tuple(sums), tuple(maxes)),
+                    [rows[key] for key in sorted(rows)])
 
 
 @functools.lru_cache(maxsize=64)
-def _upsert_statement(dialect: Dialect, table_name: str, sums: tuple[str, ...], maxes: tuple[str, ...]
-                      ) -> tuple[str, tuple[str, ...] | None, Callable[[str, Any], Any]]:
-    """The upsert compiled once per shape (building it costs ~0.3 ms, many times what running it
-    does), with the order of its positional parameters and their conversion."""
+def _upsert_statement(dialect: Dialect, table_name: str, sums: tuple[str, ...], maxes: tuple[str, ...]) -> Insert:
+    """The upsert of one shape, built once (building it costs ~0.3 ms, many times what running it does)."""
     table = {t.name: t for t in (metric_buckets, metric_failures, metric_actions)}[table_name]
     insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
     stmt = insert(table)
     new = stmt.excluded
     values: dict[str, Any] = {name: table.c[name] + new[name] for name in sums}
     values.update({name: case((new[name] > table.c[name], new[name]), else_=table.c[name]) for name in maxes})
-    columns = [c.name for c in table.columns]
     conflict = [c.name for c in table.primary_key.columns]  # (the bucket's account is its workflow's)
-    compiled = stmt.values({name: bindparam(name) for name in columns}).on_conflict_do_update(
-        index_elements=conflict, set_=values).compile(dialect=dialect)
-    stamp = table.c.start.type.dialect_impl(dialect).bind_processor(dialect)
-
-    def convert(name: str, value: Any) -> Any:
-        return stamp(value) if name == "start" and stamp is not None else value
-
-    names = tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
-    return str(compiled), names, convert
+    return stmt.on_conflict_do_update(index_elements=conflict, set_=values)

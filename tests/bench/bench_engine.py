@@ -24,7 +24,6 @@ from sqlalchemy import func, select
 
 from controller.engine import queue
 from controller.engine.runtime import Engine
-from controller.metrics import rollup
 from controller.model.statuses import FINAL, ordered
 from controller.reconcile.reconciler import Reconciler
 from controller.source import GitSource
@@ -56,7 +55,7 @@ def setup(tmp: Path, url: str | None, rollups: bool = True) -> tuple[Engine, int
         Reconciler(source, store).sync()
     engine = Engine(store, data_dir=tmp / "data")
     if not rollups:
-        engine.lifecycle.hooks.remove(rollup.on_transition)
+        engine.lifecycle.hooks.remove(engine.rollup)
     with store.read() as conn:
         workflow_id = conn.execute(select(workflows.c.id).where(workflows.c.key == "acme/three")).scalar_one()
     return engine, workflow_id, "acme/three"
