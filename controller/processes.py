@@ -11,16 +11,22 @@ as a crash of the machine would.
 Their counters reach ``/metrics`` through prometheus-client's multiprocess mode: when
 ``PROMETHEUS_MULTIPROC_DIR`` is not set, serve sets it to ``<data-dir>/prometheus`` before any
 counter exists.
+
+A child is a plain ``python -c`` process (``wfctl-worker-<n>`` in its command line) told what to run by
+a pickle on its stdin, not a multiprocessing one: multiprocessing's spawn starts a resource tracker
+process as well (13 MB for nothing: the workers share no semaphore), and a child imports only the
+engine and :mod:`controller.workers` (not the reconciler, git, the scheduler or the web layer).
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
-import multiprocessing
 import os
+import pickle
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +39,11 @@ from controller.datadir import PRIVATE_DIR, private_umask
 if TYPE_CHECKING:
     from controller.service import ServeOptions
     from controller.settings import Settings
+
+# What a child runs: the parent's sys.path first (as multiprocessing's spawn would), then its orders.
+CHILD = ("import pickle, sys; sys.path[:] = pickle.load(sys.stdin.buffer); "
+         "from controller.processes import child_main; child_main()")
+MARK = "wfctl-worker"  # in a child's command line, for ps and for serve's tests
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +85,19 @@ def share_counters(data_dir: Path, environ: Any = os.environ) -> None:
     environ[MULTIPROC_ENV] = str(folder)
 
 
+@dataclass(frozen=True)
+class Orders:
+    """What a worker process is told on its stdin."""
+
+    settings: Settings
+    number: int
+    workers: int  # threads
+    idle_poll: float
+    lease: float
+    parent: int  # serve's pid: the child dies with it
+    log_level: int
+
+
 @dataclass
 class WorkerProcesses:
     """Starts, watches and stops the children; ``count`` of them, each with ``options.workers`` threads."""
@@ -83,36 +107,40 @@ class WorkerProcesses:
     lease: float
     count: int
     backoff: float = 1.0
-    _children: list[Any] = field(default_factory=list)
+    _children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _watch: threading.Thread | None = None
 
     def start(self) -> None:
-        context = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
-        self._children = [self._spawn(context, n) for n in range(self.count)]
-        self._watch = threading.Thread(target=self._supervise, args=(context,), name="worker-processes", daemon=True)
+        self._children = [self._spawn(n) for n in range(self.count)]
+        self._watch = threading.Thread(target=self._supervise, name="worker-processes", daemon=True)
         self._watch.start()
 
-    def _spawn(self, context: Any, n: int) -> Any:
-        child = context.Process(target=run_child, args=(self.settings, self.options, self.lease, os.getpid(),
-                                                          logging.getLogger().level),
-                                name=f"wfctl-worker-{n}", daemon=False)
-        child.start()
+    def _spawn(self, n: int) -> subprocess.Popen[bytes]:
+        orders = Orders(self.settings, n, self.options.workers, self.options.idle_poll, self.lease, os.getpid(),
+                        logging.getLogger().level)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, f"{MARK}-{n}"], stdin=subprocess.PIPE)
+        assert child.stdin is not None  # (stdin=PIPE)
+        try:
+            with child.stdin:
+                child.stdin.write(pickle.dumps(sys.path) + pickle.dumps(orders))
+        except OSError as e:  # it died at once: the supervisor sees it exit and starts it again
+            log.error("worker process %d (pid %s) did not take its orders: %s", n, child.pid, e)
         log.info("worker process %d started (pid %s, %d thread(s))", n, child.pid, self.options.workers)
         return child
 
-    def _supervise(self, context: Any) -> None:
+    def _supervise(self) -> None:
         while not self._stop.wait(0.5):
             for n, child in enumerate(self._children):
-                if not child.is_alive() and not self._stop.is_set():
+                if child.poll() is not None and not self._stop.is_set():
                     log.error("worker process %d (pid %s) exited with %s; starting it again in %gs", n, child.pid,
-                              child.exitcode, self.backoff)
+                              child.returncode, self.backoff)
                     if self._stop.wait(self.backoff):
                         return
-                    self._children[n] = self._spawn(context, n)
+                    self._children[n] = self._spawn(n)
 
     def alive(self) -> int:
-        return sum(1 for child in self._children if child.is_alive())
+        return sum(1 for child in self._children if child.poll() is None)
 
     def stop(self, timeout: float = 9.0) -> None:
         """SIGTERM to each child: in-flight steps finish and leases are released; SIGKILL past ``timeout``."""
@@ -120,37 +148,48 @@ class WorkerProcesses:
         if self._watch is not None:
             self._watch.join(2)
         for child in self._children:
-            if child.is_alive():
-                os.kill(child.pid, signal.SIGTERM)
+            if child.poll() is None:
+                child.terminate()
         deadline = time.monotonic() + timeout
         for child in self._children:
-            child.join(max(0.0, deadline - time.monotonic()))
-            if child.is_alive():
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 log.warning("worker process pid %s did not stop in %gs; killing it", child.pid, timeout)
                 child.kill()
-                child.join(2)
+                child.wait(2)
 
 
-def run_child(settings: Settings, options: ServeOptions, lease: float, parent: int, log_level: int) -> None:
-    """A worker process: the workers of :class:`controller.service.Controller`, nothing else, until SIGTERM."""
-    _die_with_parent(parent)
+def child_main() -> None:
+    """The entry of a worker process (:data:`CHILD`): its orders from stdin, then :func:`run_child`."""
+    run_child(pickle.load(sys.stdin.buffer))
+
+
+def run_child(orders: Orders) -> None:
+    """A worker process: the worker threads (:class:`controller.workers.Workers`), nothing else, until SIGTERM."""
+    _die_with_parent(orders.parent)
     tune()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; serve decides
-    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    logging.basicConfig(level=orders.log_level,
+                        format=f"%(asctime)s %(levelname)s {MARK}-{orders.number} %(name)s: %(message)s")
     from controller.metrics import prom
-    from controller.service import Controller
+    from controller.supervision import Supervisor
+    from controller.workers import Workers
 
+    settings = orders.settings
     store = settings.open_store(upgrade=False)
-    engine = settings.engine(store, lease_seconds=lease, config=settings.config())
+    engine = settings.engine(store, lease_seconds=orders.lease, config=settings.config())
     prom.instrument(engine)
-    controller = Controller(None, engine, options)
-    controller.start()
+    threads = Workers(engine, Supervisor(store, engine.owner), orders.workers, orders.idle_poll, stopping).threads()
+    for thread in threads:
+        thread.start()
     while not stopping.wait(0.5):
-        if os.getppid() != parent:  # (where PR_SET_PDEATHSIG is not available)
-            break
-    controller.stop()
+        if os.getppid() != orders.parent:  # (where PR_SET_PDEATHSIG is not available)
+            stopping.set()
+    for thread in threads:  # their steps finish, their executions are released
+        thread.join(9.0)
     store.close()
 
 

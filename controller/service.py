@@ -41,15 +41,11 @@ from controller.store import decisions, retention
 from controller.store.leadership import DEFAULT_TTL, Leadership, NotLeader
 from controller.store.tables import schedule_fires
 from controller.supervision import Supervisor
+from controller.workers import Workers
 
 log = logging.getLogger(__name__)
 
 LEADER_LOOPS = ("reconcile", "scheduler", "inactivity", "purge", "alerts")
-# A worker claims up to this many at once: under load the write lock is the scarce thing, and a batch of
-# pure executions takes it twice (claim, results) however many it holds. Slow ones give the rest back
-# after CLAIM_BUDGET seconds, so a batch never keeps work from idle workers for long.
-CLAIM_BATCH = 25
-CLAIM_BUDGET = 1.0
 
 
 @dataclass
@@ -107,11 +103,8 @@ class Controller:
         if self.processes is not None:
             self.processes.start()
         else:
-            workers = [f"worker-{i}" for i in range(self.options.workers)]
-            for name in workers:
-                self.supervisor.loop(name, self.options.idle_poll)
-            self._threads += [threading.Thread(target=self._work, args=(name,), name=name, daemon=True)
-                              for name in workers]
+            self._threads += Workers(self.engine, self.supervisor, self.options.workers, self.options.idle_poll,
+                                     self._stop).threads()
         for thread in self._threads:
             thread.start()
 
@@ -258,17 +251,3 @@ class Controller:
             alerts.remind(conn, self.engine.config, now)
         return delivery.deliver_due(self.engine.store, self.engine.config, now, clients=self.engine.http,
                                     fence=self.leadership.fence)
-
-    def _work(self, name: str) -> None:
-        ran = 0
-
-        def claim_and_run() -> None:
-            nonlocal ran
-            ran = self.engine.run_pending(limit=CLAIM_BATCH, stop=self._stop.is_set, budget=CLAIM_BUDGET)
-
-        while not self._stop.is_set():
-            ran = 0
-            if not self.supervisor.run_pass(name, claim_and_run):
-                self._stop.wait(self.supervisor.backoff(name))
-            elif not ran:
-                self._stop.wait(self.options.idle_poll)

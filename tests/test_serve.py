@@ -109,7 +109,7 @@ def test_sigterm_exits_zero_quickly(setup: tuple[list[str], str]) -> None:
 
 
 def _worker_children(pid: int) -> list[int]:
-    """The worker processes of serve (not multiprocessing's resource tracker)."""
+    """The worker processes of serve (not its git processes)."""
     found, children = [], set()
     for task in Path(f"/proc/{pid}/task").iterdir():  # each thread lists the children it started (restarted
         try:                                           # ones come from the supervising thread)
@@ -121,7 +121,7 @@ def _worker_children(pid: int) -> list[int]:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"spawn_main" in cmdline:
+        if b"wfctl-worker" in cmdline:
             found.append(int(child))
     return found
 
