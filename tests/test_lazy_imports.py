@@ -1,7 +1,8 @@
-"""What a one-file `wfctl sync` process imports: only what that pass uses (the import is most of its time)."""
+"""What a `wfctl sync` process imports and leaves at exit: only what the pass uses (the imports are most of its time)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -53,3 +54,17 @@ def test_a_one_file_sync_imports_neither_the_pool_nor_the_engine_nor_cryptograph
     loaded = sorted(m for m in modules if m.startswith(NOT_FOR_A_ONE_FILE_SYNC))
     assert loaded == []
     assert "controller.reconcile.reconciler" in modules and "git" in modules  # it did sync
+
+
+def test_the_wfctl_process_freezes_its_objects_at_exit_and_clirunner_calls_do_not(tmp_path: Path) -> None:
+    """main() (the process) leaves its objects to the exit instead of a last collection; cli() in-process does not."""
+    from click.testing import CliRunner
+
+    from controller.cli import cli
+
+    assert CliRunner().invoke(cli, ["--version"]).exit_code == 0
+    assert gc.get_freeze_count() == 0  # the caller's collector is left alone
+    code = ("import gc, sys\nfrom controller.cli import main\nsys.argv = ['wfctl', '--version']\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    print(e.code, gc.get_freeze_count() > 10000)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "0 True"
