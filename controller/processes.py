@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prom.MULTIPROC_ENV; importing prom would import prometheus_client
 _PR_SET_PDEATHSIG = 1
+_M_ARENA_MAX = -8  # glibc's mallopt() parameter
+MALLOC_ARENAS = 2
 HTTP_THREADS = 16  # the webhook threads of serve: more of them make bigger groups of one commit
 # Every SQLite call gives up the GIL; with Python's default 5 ms another thread's turn comes first, and the
 # thread that holds the store's write lock waits for the GIL while everyone else waits for the lock. Longer
@@ -57,10 +59,24 @@ SWITCH_INTERVAL = 0.02
 
 
 def tune() -> None:
-    """The process settings of serve and of its worker processes: the GIL turn (see SWITCH_INTERVAL), and
-    private files (what they create lands in the data directory: counters, outboxes, clones)."""
+    """The process settings of serve and of its worker processes: the GIL turn (see SWITCH_INTERVAL), malloc's
+    arenas (see MALLOC_ARENAS), and private files (what they create lands in the data directory: counters,
+    outboxes, clones). Called before the process starts its threads."""
     sys.setswitchinterval(float(os.environ.get("WFC_SWITCH_INTERVAL", SWITCH_INTERVAL)))
+    _limit_arenas()
     private_umask()
+
+
+def _limit_arenas() -> None:
+    # glibc gives each thread that allocates while another does its own arena, up to 8 per core, and keeps
+    # what it once held: with 16 HTTP threads and the workers that is memory held for nothing (the GIL lets one
+    # thread run Python at a time). Two arenas: e2e peak RSS 164 -> 155 MB, throughput within noise (3 pairs).
+    if "MALLOC_ARENA_MAX" in os.environ:  # the operator's own choice, which glibc applied at start
+        return
+    try:
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+    except (OSError, AttributeError):  # not glibc: its allocator has its own ways
+        pass
 
 
 def default_count() -> int:
