@@ -105,6 +105,15 @@ workflows = Table(
     Column("updated_at", Timestamp(), nullable=False),
 )
 
+# What every sync asks of the workflows without reading all of them: the ones not Synced (the source's
+# Ready condition, status), the ones a restore holds back, and the webhook ones (their secrets). Partial
+# indexes, so each answer costs its own rows, not a scan of every workflow.
+Index("ix_workflows_not_synced", workflows.c.key, sqlite_where=workflows.c.sync != "Synced",
+      postgresql_where=workflows.c.sync != "Synced")
+Index("ix_workflows_blocked", workflows.c.key, sqlite_where=workflows.c.blocked_commit.is_not(None),
+      postgresql_where=workflows.c.blocked_commit.is_not(None))
+Index(None, workflows.c.trigger_type, workflows.c.key)
+
 workflow_versions = Table(
     "workflow_versions",
     metadata,
