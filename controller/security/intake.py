@@ -14,15 +14,14 @@ What needs no store is done before the delivery joins a group (the timestamp, th
 signature under the secret last read for the workflow), so that the shared transaction, which holds
 the store's write lock, runs little Python: the checks' outcomes are reported there in their order,
 and a signature checked under a secret since rotated is checked again. Its two statements of every
-delivery (the workflow row, the delivery remembered) are compiled once and run on the driver's
-cursor: SQLAlchemy's execution context cost more per call than SQLite did.
+delivery (the workflow row, the delivery remembered) run through :mod:`controller.store.direct`
+(compiled once, on the driver's cursor): SQLAlchemy's execution context cost more per call than
+SQLite did.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from collections import namedtuple
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, bindparam, delete, null, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Dialect
 
 from controller.engine.admission import TARGET_COLUMNS, Request, Target
 from controller.engine.clock import Clock
@@ -47,6 +45,7 @@ from controller.security.signing import (
     check_standard_signature,
     check_timestamp,
 )
+from controller.store import direct
 from controller.store.group import GroupCommit
 from controller.store.tables import webhook_deliveries, webhook_secrets, workflows
 
@@ -63,8 +62,6 @@ _WORKFLOW = select(*_COLUMNS, null().label("ciphertext")).where(w.key == bindpar
 # Deliveries older than twice the timestamp window are forgotten this often: at 1,000 deliveries/s a purge
 # every minute deleted 60,000 rows at once, ~0.2 s under the store's write lock; every second, ~4 ms.
 PURGE_EVERY = timedelta(seconds=1)
-_Row = namedtuple("_Row", [c.key for c in _WITH_SECRET.selected_columns])  # type: ignore[misc]
-_BOOLEAN = tuple(i for i, c in enumerate(_WITH_SECRET.selected_columns) if c.key in ("enabled", "deleted"))
 
 
 class WebhookIntake:
@@ -107,7 +104,7 @@ class WebhookIntake:
 
     def _receive(self, conn: Connection, key: str, signed: Signed, body: bytes, early: _Early) -> int | WfcError:
         # One query on the common path; the secret row stays share-locked (PostgreSQL) until commit.
-        row = _fetch(conn, _WITH_SECRET, key) or _fetch(conn, _WORKFLOW, key)
+        row = direct.first(conn, _WITH_SECRET, {"key": key}) or direct.first(conn, _WORKFLOW, {"key": key})
         if row is None:
             raise NotFoundError(f"no workflow {key!r}; check the URL (/hooks/<account>/<name>) and `wfctl status`",
                                 workflow=key)
@@ -147,15 +144,8 @@ class WebhookIntake:
             conn.execute(delete(webhook_deliveries).where(
                 webhook_deliveries.c.received_at < now - timedelta(seconds=2 * TOLERANCE_SECONDS)))
             self._purged = now
-        sql, names, stamp = _compiled(_REMEMBER[conn.dialect.name], conn.dialect)
-        values = {"workflow_id": workflow_id, "signature": delivery,
-                  "received_at": stamp(now) if stamp is not None else now}
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:  # (one row, one statement: its rowcount is what it inserted, on SQLite and psycopg alike)
-            cursor.execute(sql, tuple(values[name] for name in names) if names else values)
-            added = cursor.rowcount == 1
-        finally:
-            cursor.close()
+        added = direct.execute(conn, _REMEMBER[conn.dialect.name], {
+            "workflow_id": workflow_id, "signature": delivery, "received_at": now}) == 1
         if not added:
             raise AuthError(f"replayed request: this signed delivery to {key} was already accepted; sign each "
                             f"delivery with a fresh {TIMESTAMP_HEADER} (Standard Webhooks: a new "
@@ -179,33 +169,6 @@ def _failure(check: Any, *args: Any) -> AuthError | None:
     except AuthError as e:
         return e
     return None
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled(statement: Any, dialect: Dialect) -> tuple[str, tuple[str, ...], Any]:
-    """A statement's SQL for ``dialect``, its positional parameter names (empty: named), and the bind
-    processor of a ``received_at`` parameter (the store's Timestamp type), compiled once."""
-    compiled = statement.compile(dialect=dialect)
-    names = tuple(compiled.positiontup or ()) if compiled.positional else ()
-    stamp = webhook_deliveries.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
-    return str(compiled), names, stamp
-
-
-def _fetch(conn: Connection, statement: Any, key: str) -> Any:
-    """The first row of a workflow SELECT by ``key``, as a named tuple, through the driver's cursor."""
-    sql, names, _ = _compiled(statement, conn.dialect)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute(sql, tuple(key for _ in names) if names else {"key": key})
-        found = cursor.fetchone()
-    finally:
-        cursor.close()
-    if found is None:
-        return None
-    values = list(found)
-    for at in _BOOLEAN:  # (SQLite answers 0 and 1)
-        values[at] = bool(values[at])
-    return _Row(*values)
 
 
 @dataclass(frozen=True)
