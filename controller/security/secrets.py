@@ -233,21 +233,28 @@ def ensure_secrets(conn: Connection, box: SecretBox, keys: Iterable[str] | None,
     Runs in the caller's transaction; returns the keys that got one. Safe against a concurrent
     call: a row another writer made first is left as it is.
     """
-    query = _missing(keys)
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    made, audit = [], []
-    for workflow_id, key, version in conn.execute(query).all():
+    missing = conn.execute(_missing(keys)).all()
+    if not missing:
+        return []
+    rows = {}
+    for workflow_id, _, _ in missing:
         secret = new_secret()
-        row = {"workflow_id": workflow_id, "ciphertext": box.encrypt(secret), "fingerprint": fingerprint(secret),
-               "generation": 1, "created_at": now}
-        stmt = (dialect.insert(webhook_secrets).values(row).on_conflict_do_nothing(index_elements=["workflow_id"])
-                .returning(webhook_secrets.c.workflow_id))  # rowcount of an upsert is -1 on psycopg
-        if conn.execute(stmt).first() is not None:
+        rows[workflow_id] = {"workflow_id": workflow_id, "ciphertext": box.encrypt(secret),
+                             "fingerprint": fingerprint(secret), "generation": 1, "created_at": now}
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    # One statement for them all (multi-row VALUES, batched by SQLAlchemy); RETURNING names the rows it
+    # made, not those a concurrent writer made first (the rowcount of an upsert is -1 on psycopg anyway).
+    stmt = (dialect.insert(webhook_secrets).on_conflict_do_nothing(index_elements=["workflow_id"])
+            .returning(webhook_secrets.c.workflow_id))
+    inserted = set(conn.execute(stmt, list(rows.values())).scalars())
+    made, audit = [], []
+    for workflow_id, key, version in missing:  # in key order, as the query gave them
+        if workflow_id in inserted:
             made.append(key)
             audit.append({"workflow_id": workflow_id, "at": now, "actor": actor, "action": "secret_created",
                           "version": version, "commit": None, "changes": [],
-                          "message": f"webhook signing secret created ({row['fingerprint']}); nobody has seen it: "
-                                     f"`wfctl webhook rotate {key}` makes one to give to the sender"})
+                          "message": f"webhook signing secret created ({rows[workflow_id]['fingerprint']}); nobody "
+                                     f"has seen it: `wfctl webhook rotate {key}` makes one to give to the sender"})
     if audit:
         conn.execute(insert(audit_events), audit)
         log.info("made webhook signing secrets for %s", ", ".join(made))
