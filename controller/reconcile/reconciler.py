@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -244,8 +244,9 @@ class Reconciler:
 
         links = {key: self._load(commit, where) for key, where in wanted.items() if entries[where.path].is_symlink}
         blobs = [(key, where) for key, where in wanted.items() if key not in links]
-        parsed = pool.load_all(((where, self.source.read_blob(entries[where.path].sha)) for _, where in blobs),
-                               expected=len(blobs), models=models)  # read as the pool takes them: both at once
+        with closing(self.source.read_blobs(entries[where.path].sha for _, where in blobs)) as data:
+            parsed = pool.load_all(((where, blob) for (_, where), blob in zip(blobs, data, strict=True)),
+                                   expected=len(blobs), models=models)  # read as the pool takes them: both at once
         loaded = {key: item for (key, _), item in zip(blobs, parsed)}
         return {key: links.get(key) or loaded[key] for key in wanted}
 

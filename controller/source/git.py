@@ -3,22 +3,24 @@
 Everything is read from commits, never from a working tree, so a dirty checkout is never applied.
 Bulk work costs one git process (``ls-tree``, ``diff-tree``, ``log``) whatever the repository's
 size; single objects go through GitPython's persistent ``git cat-file --batch`` processes, so
-reading a file does not start a process either. A :class:`GitSource` is not thread-safe (neither
+reading a file does not start a process either, and a whole tree's blobs through one ``cat-file
+--batch`` asked many at a time. A :class:`GitSource` is not thread-safe (neither
 are those processes): use one per thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import posixpath
 import re
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Self
 
 from git import Commit, GitCommandError, Repo
 from git.exc import InvalidGitRepositoryError, NoSuchPathError
@@ -54,6 +56,9 @@ MAX_SYMLINK_HOPS = 8
 # Beyond this many paths, last_changes walks the root instead of naming each path to git.
 _MAX_PATHSPECS = 64
 _TREE_CACHE_SIZE = 512
+# Blobs asked of read_blobs' cat-file at once: the requests (<= 65 bytes each) fit the smallest pipe buffer
+# (one 4 KiB page), so writing them never waits for git while git waits for its answers to be read.
+_BATCH = 48
 _HEX_SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 # Output that stays the same whatever the user's git configuration says.
 _LOG_OPTIONS = ("-z", "--no-show-signature", "--no-color", f"--format={LOG_FORMAT}")
@@ -232,16 +237,52 @@ class GitSource:
 
     def read_blob(self, blob_sha: str) -> bytes:
         """The content of one blob, through the persistent ``git cat-file --batch``."""
-        if not _HEX_SHA.fullmatch(blob_sha):
-            raise SourceError(f"{blob_sha!r} is not a blob sha; pass the full hex sha from list_files()")
+        _check_blob_sha(blob_sha)
         try:
             stream = self._repo.odb.stream(hex_to_bin(blob_sha))
         except ValueError:
-            raise SourceError(f"{self._where} has no object {blob_sha}; list the files again") from None
+            raise self._no_object(blob_sha) from None
         data = stream.read()  # read it whole even when it is the wrong type, or the pipe desyncs
-        if _text(stream.type) != "blob":
-            raise SourceError(f"{blob_sha} is a {_text(stream.type)}, not a file's blob")
+        _check_blob_type(blob_sha, _text(stream.type))
         return bytes(data)
+
+    def read_blobs(self, blob_shas: Iterable[str]) -> Generator[bytes, None, None]:
+        """:meth:`read_blob` of each sha, in order, as the caller takes them: for a whole tree.
+
+        One ``git cat-file --batch`` of its own (the persistent one stays in step whatever happens here),
+        asked :data:`_BATCH` blobs at a time, the answers read from a buffered pipe: a request per blob,
+        waiting for each answer, cost ten thousand round trips to git for a cold sync of 10,000 files.
+        """
+        pending = iter(blob_shas)
+        with runner.conversation(self._repo, "cat-file", "--batch") as git:
+            assert git.stdin is not None and git.stdout is not None
+            while window := list(itertools.islice(pending, _BATCH)):
+                for sha in window:
+                    _check_blob_sha(sha)
+                try:
+                    git.stdin.write("".join(f"{sha}\n" for sha in window).encode("ascii"))
+                    git.stdin.flush()
+                except BrokenPipeError:
+                    raise SourceError(f"git cat-file stopped in {self._where}") from None
+                for sha in window:
+                    yield self._batch_answer(git.stdout, sha)
+
+    def _batch_answer(self, answers: IO[bytes], blob_sha: str) -> bytes:
+        """One answer of ``cat-file --batch``: ``<sha> <type> <size>`` and the content, or ``<sha> missing``."""
+        header = answers.readline().split()
+        if len(header) == 2 and header[1] == b"missing":
+            raise self._no_object(blob_sha)
+        if len(header) != 3 or header[0].decode("ascii", "replace") != blob_sha:
+            raise SourceError(f"git cat-file answered {b' '.join(header)!r} for {blob_sha} in {self._where}")
+        size = int(header[2])
+        data = answers.read(size + 1)  # the content and its newline, read whole even when it is the wrong type
+        if len(data) != size + 1:
+            raise SourceError(f"git cat-file stopped in the middle of {blob_sha} in {self._where}")
+        _check_blob_type(blob_sha, header[1].decode("ascii"))
+        return data[:size]
+
+    def _no_object(self, blob_sha: str) -> SourceError:
+        return SourceError(f"{self._where} has no object {blob_sha}; list the files again")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -384,6 +425,16 @@ def _check_branch(branch: str) -> str:
     if not branch or _BAD_BRANCH.search(branch):
         raise SourceError(f"{branch!r} is not a valid branch name; pass a name such as 'main'")
     return branch
+
+
+def _check_blob_sha(blob_sha: str) -> None:
+    if not _HEX_SHA.fullmatch(blob_sha):
+        raise SourceError(f"{blob_sha!r} is not a blob sha; pass the full hex sha from list_files()")
+
+
+def _check_blob_type(blob_sha: str, kind: str) -> None:
+    if kind != "blob":
+        raise SourceError(f"{blob_sha} is a {kind}, not a file's blob")
 
 
 def _text(value: str | bytes) -> str:

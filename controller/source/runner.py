@@ -1,4 +1,5 @@
-"""Running one git command for a bulk answer: bytes out, or a stream of NUL-separated tokens.
+"""Running one git command for a bulk answer: bytes out, a stream of NUL-separated tokens, or a
+conversation (requests on stdin, answers on stdout) with a process of its own.
 
 Output is taken as raw bytes (``-z`` output is binary: paths are not quoted and may be any
 encoding), and a failing command becomes a :class:`SourceError` carrying git's own explanation.
@@ -53,6 +54,26 @@ def stream(repo: Repo, command: str, *args: str, where: str) -> Iterator[Iterato
     if not killed and process.returncode != 0:
         message = stderr.decode("utf-8", "replace").strip() or f"exit {process.returncode}"
         raise SourceError(f"git {command} failed in {where}: {message}")
+
+
+@contextmanager
+def conversation(repo: Repo, command: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``git COMMAND ARGS`` with its stdin and stdout piped to the caller (e.g. ``cat-file --batch``); at the
+    end its stdin is closed and it is reaped, killed first when it is still running (the caller left early)."""
+    # Keep GitPython's wrapper referenced: when it is collected it terminates the process.
+    handle = _command(repo, command)(*args, as_process=True, istream=subprocess.PIPE)
+    process: subprocess.Popen[bytes] = handle.proc
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    try:
+        yield process
+    finally:
+        try:
+            process.stdin.close()
+        except OSError:  # git is gone already (a broken pipe): nothing to flush
+            pass
+        _stop(process)
+        process.stdout.close()
+        process.stderr.close()
 
 
 def stderr_text(error: GitCommandError) -> str:
