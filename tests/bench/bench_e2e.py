@@ -233,52 +233,56 @@ def main() -> None:
         log = (tmp / "serve.log").open("w")  # (a pipe nobody reads would fill and block serve's logging)
         serve = subprocess.Popen([sys.executable, "-m", "controller", "serve", "--port", str(port),
                                   *shlex.split(args.serve_args)], env=env, stderr=log, text=True)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                probe_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                probe_conn.request("GET", "/readyz")
-                if probe_conn.getresponse().status == 200:
+        try:  # a bench that fails on the way must not leave serve running (holding the caller's pipe)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    probe_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                    probe_conn.request("GET", "/readyz")
+                    if probe_conn.getresponse().status == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline or serve.poll() is not None:
+                    sys.exit(f"wfctl serve did not get ready: {(tmp / 'serve.log').read_text()}")
+                time.sleep(0.2)
+
+            signed = deliveries(secret, int(args.rate * args.seconds))
+            # Warm-up (not counted in the figures, counted in the check): connections, caches, first compiles.
+            warm = run_python(port, signed[-200:], 4, 2.0)
+            signed = signed[:-200]
+            spy = record_profile(serve.pid, args.profile, args.seconds) if args.profile else None
+            from sqlalchemy import func, select
+
+            from controller.store import open_store
+            from controller.store.tables import execution_steps, executions
+
+            store = open_store(url or f"sqlite:///{tmp / 'data' / 'wfctl.db'}")
+
+            def finished() -> int:
+                with store.read() as conn:
+                    return int(conn.execute(select(func.count()).select_from(executions)
+                                            .where(executions.c.finished_at.is_not(None))).scalar_one())
+
+            done_before = finished()
+            began = time.perf_counter()
+            result = (run_wrk(port, signed, args.connections, args.seconds, tmp) if args.client == "wrk"
+                      else run_python(port, signed, args.connections, args.seconds))
+            load_seconds = time.perf_counter() - began
+            done_during = finished() - done_before
+            drained_at = None
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                with store.read() as conn:
+                    open_ = conn.execute(select(func.count()).select_from(executions)
+                                         .where(executions.c.finished_at.is_(None))).scalar_one()
+                if not open_:
+                    drained_at = time.perf_counter()
                     break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or serve.poll() is not None:
-                sys.exit(f"wfctl serve did not get ready: {(tmp / 'serve.log').read_text()}")
-            time.sleep(0.2)
-
-        signed = deliveries(secret, int(args.rate * args.seconds))
-        # Warm-up (not counted in the figures, counted in the check): connections, caches, first compiles.
-        warm = run_python(port, signed[-200:], 4, 2.0)
-        signed = signed[:-200]
-        spy = record_profile(serve.pid, args.profile, args.seconds) if args.profile else None
-        from sqlalchemy import func, select
-
-        from controller.store import open_store
-        from controller.store.tables import execution_steps, executions
-
-        store = open_store(url or f"sqlite:///{tmp / 'data' / 'wfctl.db'}")
-
-        def finished() -> int:
-            with store.read() as conn:
-                return int(conn.execute(select(func.count()).select_from(executions)
-                                        .where(executions.c.finished_at.is_not(None))).scalar_one())
-
-        done_before = finished()
-        began = time.perf_counter()
-        result = (run_wrk(port, signed, args.connections, args.seconds, tmp) if args.client == "wrk"
-                  else run_python(port, signed, args.connections, args.seconds))
-        load_seconds = time.perf_counter() - began
-        done_during = finished() - done_before
-        drained_at = None
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            with store.read() as conn:
-                open_ = conn.execute(select(func.count()).select_from(executions)
-                                     .where(executions.c.finished_at.is_(None))).scalar_one()
-            if not open_:
-                drained_at = time.perf_counter()
-                break
-            time.sleep(0.05)
+                time.sleep(0.05)
+        except BaseException:
+            serve.kill()
+            raise
         rss = peak_rss_mb(serve.pid)
         if spy is not None:
             spy.wait(60)
