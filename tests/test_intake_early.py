@@ -41,3 +41,14 @@ def test_the_answers_keep_their_order_when_several_checks_fail(http: Http) -> No
     assert http.client.post("/hooks/acme/nothing", data=b"{nope", headers=stale).status_code == 404
     assert http.client.post(f"/hooks/{KEY}", data=b"{nope", headers=http.signed(KEY, b"{nope")).status_code == 400
     assert http.executions() == 0
+
+
+@pytest.mark.parametrize("stamp", ["\xfe1", "12a", ""])
+def test_a_bad_timestamp_is_401_also_when_the_secret_is_known(http: Http, stamp: str) -> None:
+    """Found by the property test: the early signature check under a known secret signed over a non-ASCII
+    timestamp and answered 500. A timestamp that fails is the answer; the signature is not computed over it."""
+    assert http.hook(KEY, {"n": 1}).status_code == 202  # intake now knows the secret
+    headers = {**http.signed(KEY, b"{}"), "X-Wfc-Timestamp": stamp}
+    answer = http.client.post(f"/hooks/{KEY}", data=b"{}", headers=headers)
+    assert answer.status_code == 401, answer.get_data(as_text=True)
+    assert http.executions() == 1

@@ -35,10 +35,12 @@ def test_it_leaves_frozen_objects_frozen() -> None:
     frozen = [[1]]
     gc.freeze()
     try:
-        before = gc.get_freeze_count()
         with bulk_loading():
             kept = [[n] for n in range(150_000)]
-        assert gc.get_freeze_count() == before  # not unfrozen by the block (someone froze them for a reason)
-        assert len(kept) == 150_000 and frozen
+        # Not unfrozen by the block (someone froze them for a reason): a frozen object is in no generation.
+        # (The freeze count itself moves: frozen objects of other code are freed as it runs.)
+        assert gc.get_freeze_count() > 0
+        assert not any(o is frozen for o in gc.get_objects())
+        assert len(kept) == 150_000
     finally:
         gc.unfreeze()

@@ -99,7 +99,9 @@ class WebhookIntake:
         except PayloadError as e:
             payload, bad = None, e
         known = self._secrets.get(key)
-        checked = None if known is None else (known[0], _failure(signed.check_signature, known[1], body))
+        # A bad timestamp is the answer whatever the signature (and a signature over it could not be computed).
+        checked = (None if known is None or stale is not None
+                   else (known[0], _failure(signed.check_signature, known[1], body)))
         return _Early(now, stale, checked, webhook.payload(payload), bad)
 
     def _receive(self, conn: Connection, key: str, signed: Signed, body: bytes, early: _Early) -> int | WfcError:
