@@ -273,8 +273,7 @@ def test_a_killed_leader_is_replaced_and_schedules_fire_once_per_instant(tmp_pat
         assert until(lambda: leasekit.leader_pid(url) == first.pid and _job(url) is not None, timeout=30)
         second = follower = _serve(base, tmp_path / "b")
         assert until(lambda: len(leasekit.replicas(url)) == 2, timeout=30)
-        instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-        _job(url, due=instant)
+        instant = _due(url)
         assert until(lambda: instant in leasekit.fires(url), timeout=10)  # the leader fired it
 
         first.kill()
@@ -287,8 +286,7 @@ def test_a_killed_leader_is_replaced_and_schedules_fire_once_per_instant(tmp_pat
         print(f"leader lease taken over {took_over:.2f} s after kill -9 (ttl 2 s)")  # shown with -s
         assert until(lambda: (_job(url) or 0) > instant.timestamp(), timeout=10)  # ... and moved it on
 
-        later = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-        _job(url, due=later)
+        later = _due(url)
         assert until(lambda: later in leasekit.fires(url), timeout=10)
         fired = leasekit.fires(url)  # one execution each; the later under a newer lease (a slow beat may renumber)
         assert set(fired) == {instant, later} and fired[instant][1] == fired[later][1] == 1
@@ -310,6 +308,24 @@ def _ticking(tmp_path: Path, store_url: str) -> Iterator[tuple[Kit, str, Leaders
         yield k, k.store.engine.url.render_as_string(hide_password=False), a
 
 
+@contextmanager
+def _paused(k: Kit, fence: Any) -> Iterator[Schedules]:
+    """The schedules of ``k`` under ``fence``, started paused (the test resumes them), shut down at the end."""
+    schedules = Schedules(k.engine, fence)
+    schedules.start(paused=True)
+    try:
+        yield schedules
+    finally:
+        schedules.shutdown()
+
+
+def _due(url: str) -> datetime:
+    """Make the tick job due a second ago; that instant."""
+    instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    _job(url, due=instant)
+    return instant
+
+
 @pytest.mark.parametrize("then", ["new leader", "leading again"])
 def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_leader(tmp_path: Path, store_url: str, then: str) -> None:
     """APScheduler's loop in a replica that lost the lease submits a due job (the fire is fenced out) and then
@@ -328,8 +344,7 @@ def test_a_fenced_out_scheduler_leaves_the_due_job_to_the_leader(tmp_path: Path,
             b = Leadership(k.store, tmp_path / "b", clock=k.clock.now)
             k.clock.advance(seconds=16)
             assert b.held() and b.generation == 2
-            instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-            _job(url, due=instant)
+            instant = _due(url)
             old.scheduler.resume()  # A wakes up: its loop finds the job due
             assert until(lambda: old.scheduler.state == STATE_PAUSED or _job(url) != instant.timestamp(), timeout=10)
             assert _job(url) == instant.timestamp(), "the fenced-out scheduler moved the job on"
@@ -372,11 +387,8 @@ def test_a_store_failure_around_a_fire_leaves_the_job_due_and_keeps_the_loop(tmp
                 raise OperationalError("UPDATE", {}, ConnectionError("server closed the connection"))
             return a.fence(conn)
 
-        schedules = Schedules(k.engine, fence)
-        schedules.start(paused=True)
-        try:
-            instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-            _job(url, due=instant)
+        with _paused(k, fence) as schedules:
+            instant = _due(url)
             broken["now"] = True
             schedules.scheduler.resume()
             assert until(lambda: schedules.scheduler.state == STATE_PAUSED, timeout=10)
@@ -387,8 +399,6 @@ def test_a_store_failure_around_a_fire_leaves_the_job_due_and_keeps_the_loop(tmp
             schedules.register()  # the leader's next pass
             assert until(lambda: (_job(url) or 0) > instant.timestamp(), timeout=10)
             assert schedules.scheduler.state == STATE_RUNNING and leasekit.fires(url) == {instant: (1, 1)}
-        finally:
-            schedules.shutdown()
         a.release()
 
 
@@ -406,16 +416,12 @@ def test_a_job_row_this_release_cannot_read_is_deleted_only_by_the_leader(tmp_pa
                 raise NotLeader("another replica leads")
             return a.fence(conn)
 
-        schedules = Schedules(k.engine, fence)
-        schedules.start(paused=True)  # (creates the job table)
-        table = schedules.jobstore.jobs_t
-        try:
+        with _paused(k, fence) as schedules:  # (starting creates the job table)
+            table = schedules.jobstore.jobs_t
             with k.store.tx() as conn:
                 conn.execute(table.insert().values(id="schedule:acme/ghost", next_run_time=1.0,
                                                    job_state=b"not a pickle"))
             assert schedules.jobstore.get_due_jobs(datetime.now(UTC)) == []
-        finally:
-            schedules.shutdown()
         with k.store.read() as conn:
             left = conn.execute(select(table.c.id)).scalars().all()
         assert left == ([] if leads else ["schedule:acme/ghost"])
@@ -435,16 +441,11 @@ def test_a_schedule_job_moves_on_only_once_its_fire_committed(tmp_path: Path, st
                 at_move.append(leasekit.fires(url))
             return a.fence(conn)
 
-        schedules = Schedules(k.engine, fence)
-        schedules.start(paused=True)
-        try:
-            instant = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
-            _job(url, due=instant)
+        with _paused(k, fence) as schedules:
+            instant = _due(url)
             at_move.clear()  # (registering wrote the job too)
             schedules.scheduler.resume()
             assert until(lambda: (_job(url) or 0) > instant.timestamp(), timeout=10)
-        finally:
-            schedules.shutdown()
         assert at_move and at_move[0] == {instant: (1, 1)}, at_move
         a.release()
 
