@@ -47,8 +47,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     token = wfctl("token", "create", "--account", "acme", "--user", "u_alice", "--permissions", "admin")
     secret = wfctl("webhook", "rotate", "acme/website-contact-form")
     port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen([*base, "serve", "--port", str(port), "--interval", "5", "--worker-processes", "0"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              env=env, stdout=subprocess.DEVNULL, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
         until(lambda: ready(url), timeout=60)
@@ -65,6 +66,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, str]]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        log.close()
 
 
 @pytest.mark.skipif(shutil.which("st", path=str(ST.parent)) is None, reason="schemathesis is not installed")
@@ -80,4 +82,5 @@ def test_schemathesis_finds_no_disagreement_between_the_document_and_the_server(
          "--max-examples", examples, "--seed", "17", "--generation-allow-x00", "false",
          "--phases", "examples,coverage,fuzzing"],
         check=False, capture_output=True, text=True, timeout=240, cwd=url_dir)
-    assert done.returncode == 0, done.stdout[-12000:] + done.stderr[-2000:]
+    log = (tmp_path / "serve.log").read_text(errors="replace")  # what the server said meanwhile (its errors)
+    assert done.returncode == 0, done.stdout[-12000:] + done.stderr[-2000:] + "\nserve's log:\n" + log[-4000:]

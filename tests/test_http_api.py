@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from httpkit import Http, http_kit
 from sqlalchemy import create_engine, update
 
 from controller.security import secrets
-from controller.store import Store, views
+from controller.store import Store, loops, views
 from controller.store.tables import sources
 from webhooks import create_app
 
@@ -419,10 +420,23 @@ def _key() -> str:
 
 
 def test_health_and_readiness(http: Http, tmp_path: Path) -> None:
-    """/healthz answers while the process runs; /readyz is 503 when the store is gone or reconcile stalled."""
+    """/healthz answers while the process runs; /readyz is 503 when the store is gone, a loop or reconcile
+    stalled, and its checks say which."""
     assert http.client.get("/healthz").json == {"status": "ok"}
     ready = http.client.get("/readyz")
     assert ready.status_code == 200 and ready.json["status"] == "ready"
+    assert ready.json["checks"] == {"store": "ok", "reconcile": "ok", "loops": "ok"}
+    now = http.kit.clock.now()  # the app's clock
+    failing = {"name": "scheduler", "interval_seconds": 5, "failures": 2, "error": "OperationalError: locked",
+               "last_ok_at": now - timedelta(seconds=9), "failing_since": now - timedelta(seconds=8)}
+    with http.kit.store.tx() as conn:
+        loops.report(conn, "vm:1:test", [failing], now)
+    loop_stalled = http.client.get("/readyz")
+    assert loop_stalled.status_code == 503
+    assert loop_stalled.json["checks"] == {"store": "ok", "reconcile": "ok", "loops": "stalled"}
+    assert loop_stalled.json["error"]["message"].startswith("the scheduler loop has been failing since")
+    with http.kit.store.tx() as conn:
+        loops.report(conn, "vm:1:test", [], now)
     with http.kit.store.tx() as conn:
         conn.execute(update(sources).values(conditions=[
             {"type": "Ready", "status": "False", "reason": "FetchFailed", "message": "no route", "lastTransitionTime": ""},
@@ -430,6 +444,7 @@ def test_health_and_readiness(http: Http, tmp_path: Path) -> None:
              "lastTransitionTime": ""}]))
     stalled = http.client.get("/readyz")
     assert stalled.status_code == 503 and "FetchFailed" in stalled.json["error"]["message"]
+    assert stalled.json["checks"] == {"store": "ok", "reconcile": "stalled", "loops": "ok"}
     gone = Store(create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
     app = create_app(http.settings, gone, http.kit.engine, environ={secrets.KEY_ENV: _key()})
     unreachable = app.test_client().get("/readyz")

@@ -4,6 +4,7 @@ the replicas in `wfctl status` and /readyz."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -503,3 +504,25 @@ def test_lease_ttl_comes_from_the_option_or_the_environment(tmp_path: Path) -> N
         result = CliRunner().invoke(cli, ["--repo", str(tmp_path), "serve", *args], env=env)
         assert result.exit_code == 2
         assert "Invalid value for '--lease-ttl'" in result.output and "Traceback" not in result.output
+
+
+def test_the_scheduler_starts_while_another_connection_holds_the_write_lock(tmp_path: Path, sqlite_url: str) -> None:
+    """Starting the schedules of a new store with none to register writes nothing: the job table is the
+    migrations' (APScheduler's own start made it, after a read in one deferred transaction, which met
+    "database is locked" under a busy writer: the scheduler's pass failed and /readyz answered 503)."""
+    with kit(tmp_path, sqlite_url) as k:
+        holder = sqlite3.connect(str(tmp_path / "store.db"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held until the start has returned
+        schedules = Schedules(k.engine, None)
+        thread = threading.Thread(target=schedules.start)
+        thread.start()
+        thread.join(10)
+        started_under_the_lock = not thread.is_alive()
+        holder.execute("ROLLBACK")
+        holder.close()
+        thread.join(60)
+        try:
+            assert started_under_the_lock
+            assert schedules.scheduler.running and schedules.scheduler.get_jobs() == []
+        finally:
+            schedules.shutdown()

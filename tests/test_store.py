@@ -51,3 +51,32 @@ def test_bad_url_is_a_store_error() -> None:
         open_store("not a url")
     with pytest.raises(StoreError, match="not reachable"):
         open_store("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def test_a_job_table_the_scheduler_made_before_the_migrations_is_kept(store_url: str) -> None:
+    """A store of an older release, whose APScheduler made its own job table, migrates to head with the
+    table and its jobs as they were, and the schema then equals a new store's."""
+    from alembic import command
+    from alembic.config import Config
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from sqlalchemy import select
+
+    from controller.store.tables import schedule_jobs
+
+    store = open_store(store_url)
+    config = Config()
+    config.set_main_option("script_location", str(db.MIGRATIONS))
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0014")
+    old = SQLAlchemyJobStore(engine=store.engine)  # the table as APScheduler makes it
+    old.start(BackgroundScheduler(), "default")
+    with store.engine.begin() as conn:
+        conn.execute(insert(old.jobs_t).values(id="schedule:acme/tick", next_run_time=1.5, job_state=b"state"))
+    store.upgrade()
+    with store.engine.connect() as conn:
+        assert conn.execute(select(schedule_jobs)).all() == [("schedule:acme/tick", 1.5, b"state")]
+        assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata) == []
+    assert store.is_current()
+    store.close()

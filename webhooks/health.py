@@ -34,24 +34,22 @@ def readyz() -> Any:
             reported = loops.recent(conn, found.now())
             replicas = leadership.recent(conn)
     except StoreError as e:
-        return _not_ready(f"the store is not reachable: {e}", store=False, loops=[], replicas=[])
+        return _not_ready(f"the store is not reachable: {e}",
+                          {"store": "unreachable", "reconcile": "unknown", "loops": "unknown"}, [], [])
     stalled_loops = [loop for loop in reported if loop["status"] == "stalled"]
+    stalled = next((c for c in source.conditions if c["type"] == "Stalled" and c["status"] == "True"), None)
+    checks = {"store": "ok", "reconcile": "stalled" if stalled else "ok", "loops": "stalled" if stalled_loops else "ok"}
     if stalled_loops:
         first = stalled_loops[0]
         return _not_ready(f"the {first['name']} loop has been failing since {first['failing_since']} "
-                          f"({first['failures']} passes): {first['error']}", store=True, loops=reported,
-                          replicas=replicas)
-    stalled = next((c for c in source.conditions if c["type"] == "Stalled" and c["status"] == "True"), None)
+                          f"({first['failures']} passes): {first['error']}", checks, reported, replicas)
     if stalled is not None:
-        return _not_ready(f"the last reconcile is stalled ({stalled['reason']}): {stalled['message']}", store=True,
-                          loops=reported, replicas=replicas)
-    return {"status": "ready", "checks": {"store": "ok", "reconcile": "ok", "loops": "ok"}, "loops": reported,
-            "replicas": replicas}
+        return _not_ready(f"the last reconcile is stalled ({stalled['reason']}): {stalled['message']}", checks,
+                          reported, replicas)
+    return {"status": "ready", "checks": checks, "loops": reported, "replicas": replicas}
 
 
-def _not_ready(message: str, *, store: bool, loops: list[dict[str, Any]], replicas: list[dict[str, Any]]) -> Any:
-    stalled = any(loop["status"] == "stalled" for loop in loops)
-    checks = {"store": "ok" if store else "unreachable", "reconcile": "stalled" if store else "unknown",
-              "loops": "stalled" if stalled else "ok" if store else "unknown"}
+def _not_ready(message: str, checks: dict[str, str], loops: list[dict[str, Any]],
+               replicas: list[dict[str, Any]]) -> Any:
     return {"status": "not_ready", "checks": checks, "loops": loops, "replicas": replicas,
             "error": {"code": "not_ready", "message": message}}, 503

@@ -34,7 +34,7 @@ from apscheduler.events import EVENT_JOB_ERROR
 from apscheduler.executors.base import run_job
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.job import Job
-from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
@@ -53,14 +53,13 @@ from controller.model import parse_duration
 from controller.model.cadence import check_cron, check_every, cron_trigger, time_zone
 from controller.store.db import Store
 from controller.store.leadership import NotLeader
-from controller.store.tables import schedule_fires
+from controller.store.tables import schedule_fires, schedule_jobs
 
 if TYPE_CHECKING:
     from controller.engine.runtime import Engine
 
 log = logging.getLogger(__name__)
 
-JOB_TABLE = "apscheduler_jobs"
 Fence = Callable[[Connection], int]  # the leader's generation, or NotLeader
 _engines: dict[str, Engine] = {}
 _fences: dict[str, Fence] = {}
@@ -151,13 +150,19 @@ class _FencedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     """
 
     def __init__(self, store: Store, fence: Fence | None):
-        super().__init__(engine=store.engine, tablename=JOB_TABLE)
+        super().__init__(engine=store.engine, tablename=schedule_jobs.name)
+        self.jobs_t = schedule_jobs  # the store's table, made by its migrations
         self.store = store
         self.fence = fence
         self.paused = False
         self.refused = 0
         """Writes refused because this replica no longer led."""
         self._held: set[str] = set()
+
+    def start(self, scheduler: Any, alias: str) -> None:
+        # APScheduler's start would make the table (CREATE TABLE after a read in one deferred transaction:
+        # "database is locked" on SQLite when another connection wrote meanwhile); the migrations made it.
+        BaseJobStore.start(self, scheduler, alias)
 
     def hold(self, job_id: str) -> None:
         """The job's fire failed: the loop's next move of it is refused (the job stays due; the scheduler

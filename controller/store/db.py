@@ -33,7 +33,7 @@ from controller.errors import StoreError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0014"  # the newest migration's revision; tests/test_store.py checks it against Alembic's head
+HEAD = "0015"  # the newest migration's revision; tests/test_store.py checks it against Alembic's head
 # Arbitrary but fixed: the advisory lock id every wfctl writer takes on PostgreSQL.
 WRITE_LOCK_ID = 0x77666374  # "wfct"
 AFTER_COMMIT = "wfc_after_commit"  # conn.info key: callbacks of the open transaction

@@ -19,12 +19,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
     Table,
     Text,
     TypeDecorator,
+    Unicode,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -498,4 +500,15 @@ schedule_fires = Table(
     Column("fire_at", Timestamp(), primary_key=True),
     Column("generation", Integer, nullable=False),  # of the leader that fired it
     Column("execution_id", Integer),  # none when admission did not start one
+)
+
+# APScheduler's job store (controller.engine.scheduler): its own columns and index, byte for byte, made by
+# the migrations like every other table; the job store no longer makes it at its first start (a CREATE
+# TABLE in a read transaction met SQLite's lock under a busy writer and failed the scheduler's pass).
+schedule_jobs = Table(
+    "apscheduler_jobs",
+    metadata,
+    Column("id", Unicode(191), primary_key=True),
+    Column("next_run_time", Float(25), index=True),
+    Column("job_state", LargeBinary, nullable=False),
 )
