@@ -191,6 +191,8 @@ class Controller:
         except Exception:
             prom.reconcile_pass("failed", time.perf_counter() - started)
             raise
+        finally:
+            self.reconciler.source.rest()  # no git process waits for the next pass
         prom.reconcile_pass("unchanged" if plan.empty else "applied", time.perf_counter() - started)
         if self.after_sync is not None:
             self.after_sync()

@@ -286,6 +286,12 @@ class GitSource:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    def rest(self) -> None:
+        """Stop GitPython's persistent git processes until the next read starts them again: a long-lived
+        caller (serve's reconcile loop, one pass every interval) does not keep a ``cat-file`` (~4 MB
+        resident) waiting between passes."""
+        self._repo.git.clear_cache()
+
     def close(self) -> None:
         """Stop GitPython's persistent git processes; the source is unusable afterwards."""
         self._trees.clear()
