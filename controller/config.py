@@ -59,7 +59,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.errors import DefinitionError, FeatureDisabled, Problem, UsageError
-from controller.model import yamlfile
 from controller.model.durations import Duration, parse_duration
 from controller.model.workflow import RateLimit
 from controller.outbound import Allow, OutboundPolicy
@@ -268,6 +267,9 @@ def load_config(path: Path | None) -> Config:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: cannot read the configuration: {getattr(e, 'strerror', None) or e}") from None
+    # Imported here: a worker process gets its configuration made and never loads the YAML loader.
+    from controller.model import yamlfile
+
     try:
         raw = yamlfile.parse(text, str(path)) or {}
         if not isinstance(raw, dict):

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
 Loc = tuple[str | int, ...]
 """A place in the raw YAML data: mapping keys and list indices, outermost first."""
 
@@ -25,6 +23,10 @@ def field_path(loc: Iterable[str | int]) -> str:
 def node_position(node: Any, loc: Loc) -> tuple[int, int]:
     """1-based line and column of the key (or list item) at ``loc`` in a round-trip-loaded tree,
     or of the deepest part of ``loc`` that exists there."""
+    # Imported here: a tree of this kind exists only where the YAML loader was imported; a worker process,
+    # which reads no YAML, keeps the model's paths without it.
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     line, col = 1, 1
     for part in loc:
         if isinstance(node, CommentedMap) and part in node:
