@@ -12,7 +12,7 @@ from collections import Counter
 from datetime import datetime
 
 from enginekit import read_store
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, select, text
 
 from controller.store.leadership import recent
 from controller.store.tables import executions, schedule_fires, workflows
@@ -39,13 +39,11 @@ def leader_pid(url: str) -> int | None:
 
 
 def job(url: str, job_id: str, due: datetime | None = None) -> float | None:
-    """The job's next run (epoch seconds), None before a scheduler made it; with ``due``, first make it due
+    """The job's next run (epoch seconds), None before a scheduler registered it; with ``due``, first make it due
     at that instant, as the scheduler of a replica would leave it (the indexed column and the pickled state)."""
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
-            if not inspect(conn).has_table("apscheduler_jobs"):  # the first scheduler has not made it yet
-                return None
             row = conn.execute(text("SELECT job_state, next_run_time FROM apscheduler_jobs WHERE id = :id"),
                                {"id": job_id}).first()
             if row is None or due is None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, cast
 
 import requests
@@ -286,3 +287,21 @@ def stop(processes: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(10)
+
+
+def children(pid: int, mark: bytes = b"") -> list[int]:
+    """The child processes of ``pid`` whose command line holds ``mark`` (Linux: read off /proc)."""
+    found, listed = [], set()
+    for task in Path(f"/proc/{pid}/task").iterdir():  # each thread lists the children it started
+        try:
+            listed.update((task / "children").read_text().split())
+        except OSError:  # the thread ended meanwhile
+            pass
+    for child in listed:
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:  # it ended meanwhile
+            continue
+        if mark in cmdline:
+            found.append(int(child))
+    return found

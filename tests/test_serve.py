@@ -15,7 +15,7 @@ import pytest
 import requests
 from enginekit import read_store
 from gitutil import commit_files, make_repo
-from servers import free_port, until
+from servers import children, free_port, until
 
 from controller.store import open_store, views
 from controller.store import records as record_store
@@ -103,7 +103,7 @@ def test_sigterm_exits_zero_quickly(setup: tuple[list[str], str]) -> None:
     assert until(lambda: _healthy(port)) == {"status": "ok"}
     if Path("/proc/self/task").is_dir():  # between reconcile passes no git process waits (Linux: read off /proc)
         try:
-            assert until(lambda: not _children(server.pid, b"cat-file"))
+            assert until(lambda: not children(server.pid, b"cat-file"))
         except BaseException:
             server.kill()
             server.wait(10)
@@ -115,27 +115,9 @@ def test_sigterm_exits_zero_quickly(setup: tuple[list[str], str]) -> None:
     assert os.path.exists(db.removeprefix("sqlite:///"))
 
 
-def _children(pid: int, mark: bytes) -> list[int]:
-    """The child processes of ``pid`` whose command line holds ``mark``."""
-    found, children = [], set()
-    for task in Path(f"/proc/{pid}/task").iterdir():  # each thread lists the children it started (restarted
-        try:                                           # ones come from the supervising thread)
-            children.update((task / "children").read_text().split())
-        except OSError:  # the thread ended meanwhile
-            pass
-    for child in children:
-        try:
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if mark in cmdline:
-            found.append(int(child))
-    return found
-
-
 def _worker_children(pid: int) -> list[int]:
     """The worker processes of serve (not its git processes)."""
-    return _children(pid, b"wfctl-worker")
+    return children(pid, b"wfctl-worker")
 
 
 def _succeeded_total(port: int) -> float:

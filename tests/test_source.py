@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from git import Repo
 from gitutil import Symlink, clone_repo, commit_files, git, make_repo
-from servers import until
+from servers import children, until
 
 from controller.errors import SourceError, UsageError
 from controller.source import Change, GitSource, safe_worktree_path
@@ -230,33 +231,21 @@ def test_read_returns_the_content_at_an_older_commit(repo: Repo, open_source: Op
         source.read("HEAD", f"{ROOT}/a.yaml")
 
 
-def _cat_files() -> list[str]:
+def _cat_files() -> set[int]:
     """The git cat-file processes this test process started."""
-    found = []
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:  # the thread ended meanwhile
-            continue
-        for child in children:
-            try:
-                if b"cat-file" in Path(f"/proc/{child}/cmdline").read_bytes():
-                    found.append(child)
-            except OSError:
-                pass
-    return found
+    return set(children(os.getpid(), b"cat-file"))
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads the process tree from /proc (Linux)")
 def test_a_resting_source_keeps_no_git_process_and_reads_again(repo: Repo, open_source: OpenSource) -> None:
     """rest() stops the persistent cat-file (serve calls it after each reconcile pass); the next read starts it."""
     commit_files(repo, {f"{ROOT}/a.yaml": "version: 1\n"}, "One")
-    before = set(_cat_files())
+    before = _cat_files()
     source = open_source(_path(repo))
     assert source.read("HEAD", f"{ROOT}/a.yaml") == b"version: 1\n"
-    assert set(_cat_files()) - before
+    assert _cat_files() - before
     source.rest()
-    assert until(lambda: not set(_cat_files()) - before)
+    assert until(lambda: not _cat_files() - before)
     assert source.read("HEAD", f"{ROOT}/a.yaml") == b"version: 1\n"
 
 

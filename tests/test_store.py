@@ -56,20 +56,15 @@ def test_bad_url_is_a_store_error() -> None:
 def test_a_job_table_the_scheduler_made_before_the_migrations_is_kept(store_url: str) -> None:
     """A store of an older release, whose APScheduler made its own job table, migrates to head with the
     table and its jobs as they were, and the schema then equals a new store's."""
-    from alembic import command
-    from alembic.config import Config
     from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
     from sqlalchemy import select
 
     from controller.store.tables import schedule_jobs
 
-    store = open_store(store_url)
-    config = Config()
-    config.set_main_option("script_location", str(db.MIGRATIONS))
-    with store.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0014")
+    store = open_store(store_url, upgrade=False)
+    store.upgrade("0014")
+    assert not store.is_current()
     old = SQLAlchemyJobStore(engine=store.engine)  # the table as APScheduler makes it
     old.start(BackgroundScheduler(), "default")
     with store.engine.begin() as conn:

@@ -172,8 +172,8 @@ class Store:
     def safe_url(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
 
-    def upgrade(self) -> None:
-        """Run every pending Alembic migration (idempotent)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Run every pending Alembic migration up to ``revision`` (idempotent)."""
         from alembic import command
         from alembic.config import Config
 
@@ -186,7 +186,7 @@ class Store:
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": WRITE_LOCK_ID})
                 config.attributes["connection"] = conn
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
         except SQLAlchemyError as e:
             raise StoreError(f"cannot migrate store {self.safe_url}: {one_line(getattr(e, 'orig', None) or e)}") from None
 

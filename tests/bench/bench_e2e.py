@@ -113,12 +113,13 @@ def wfctl(env: dict[str, str], *args: str, **kwargs: Any) -> subprocess.Complete
 
 def peak_rss_mb(pid: int) -> float:
     """VmHWM (peak resident set) of ``pid`` and of its children, in MB."""
+    from servers import children
+
     total = 0
-    pids = [pid]
-    try:  # (each thread lists the children it started)
-        pids += [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
-    except OSError:
-        pass
+    try:
+        pids = [pid, *children(pid)]
+    except OSError:  # serve has ended
+        pids = [pid]
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
